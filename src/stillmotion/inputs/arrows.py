@@ -1,0 +1,219 @@
+"""Arrows and trajectories as users draw them, and the files that carry them.
+
+Meaning of an arrow (documented in the README): the content under the arrow's tail reaches its
+head after one base clip of ``BASE_CLIP_FRAMES`` frames at strength 1.0, so the per-frame speed is
+``length / (BASE_CLIP_FRAMES - 1)`` pixels; longer videos keep that speed. A trajectory with more
+points is a path followed at constant speed: its whole length is covered in one base clip.
+
+Project JSON schema (``version`` 1)::
+
+    {
+      "version": 1,
+      "image_size": [W, H],          # optional: size the coordinates refer to (scaled to the image)
+      "mask": "mask.png",            # optional: path relative to the JSON file
+      "arrows": [
+        {"points": [[x0, y0], [x1, y1], ...],   # >= 2 points, pixels, origin top-left
+         "strength": 1.0,                       # optional per-arrow speed factor (M_o in eq. 5)
+         "name": "river"}                       # optional
+      ]
+    }
+
+``{"start": [x, y], "end": [x, y]}`` is accepted in place of ``points``. LabelMe files (``shapes``
+with ``shape_type`` ``line`` or ``linestrip``) are read too; their polygons, when no mask is given,
+form the mask (LabelMe users outline the moving region that way).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stillmotion.errors import UserInputError
+from stillmotion.io.atomic import atomic_path
+
+BASE_CLIP_FRAMES = 25
+
+
+@dataclass(frozen=True)
+class Arrow:
+    """A user-drawn arrow or trajectory in image pixels (x right, y down, origin top-left)."""
+
+    points: tuple[tuple[float, float], ...]
+    strength: float = 1.0
+    name: str = ""
+
+    @property
+    def start(self) -> tuple[float, float]:
+        return self.points[0]
+
+    @property
+    def end(self) -> tuple[float, float]:
+        return self.points[-1]
+
+    @property
+    def length(self) -> float:
+        return sum(math.dist(a, b) for a, b in zip(self.points[:-1], self.points[1:], strict=True))
+
+    def label(self) -> str:
+        return f"arrow {self.name!r}" if self.name else "arrow"
+
+    def validate(self, width: int | None = None, height: int | None = None) -> Arrow:
+        """Raise :class:`UserInputError` naming the arrow when it cannot be used; return self."""
+        who = self.label()
+        if len(self.points) < 2:
+            raise UserInputError(
+                f"{who} has a single point {self.points[0] if self.points else ()}: draw at least a start and an end"
+            )
+        for x, y in self.points:
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise UserInputError(f"{who} has a non-finite coordinate ({x}, {y})")
+        if not math.isfinite(self.strength) or self.strength < 0:
+            raise UserInputError(f"{who} has strength {self.strength}: it must be a finite number >= 0")
+        if self.length == 0:
+            raise UserInputError(f"{who} has zero length: start and end are both at {self.points[0]}")
+        if width is not None and height is not None:
+            for x, y in self.points:
+                if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+                    raise UserInputError(
+                        f"{who} point ({x:g}, {y:g}) lies outside the image ({width}x{height}; "
+                        f"x must be in 0..{width - 1}, y in 0..{height - 1})"
+                    )
+        return self
+
+    def scaled(self, sx: float, sy: float) -> Arrow:
+        return Arrow(tuple((x * sx, y * sy) for x, y in self.points), self.strength, self.name)
+
+    def to_json(self) -> dict:
+        out: dict = {"points": [[float(x), float(y)] for x, y in self.points], "strength": float(self.strength)}
+        if self.name:
+            out["name"] = self.name
+        return out
+
+
+def parse_arrow_option(text: str, index: int = 0) -> Arrow:
+    """Parse ``X0,Y0,X1,Y1[,STRENGTH]`` from the command line."""
+    who = f"--arrow #{index + 1} {text!r}"
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (4, 5):
+        raise UserInputError(f"{who}: expected X0,Y0,X1,Y1[,STRENGTH] (4 or 5 numbers), got {len(parts)} values")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise UserInputError(f"{who}: every value must be a number") from None
+    x0, y0, x1, y1 = values[:4]
+    strength = values[4] if len(values) == 5 else 1.0
+    return Arrow(((x0, y0), (x1, y1)), strength, name=f"#{index + 1}").validate()
+
+
+@dataclass
+class ArrowsFile:
+    arrows: list[Arrow]
+    mask_path: Path | None = None
+    image_size: tuple[int, int] | None = None  # (W, H) the coordinates refer to
+    mask_polygons: list[list[tuple[float, float]]] = field(default_factory=list)
+
+    def arrows_for_image(self, width: int, height: int) -> list[Arrow]:
+        """The arrows in the pixel frame of an image of ``width`` x ``height``, validated."""
+        arrows = self.arrows
+        if self.image_size and tuple(self.image_size) != (width, height):
+            sx, sy = width / self.image_size[0], height / self.image_size[1]
+            arrows = [a.scaled(sx, sy) for a in arrows]
+        return [a.validate(width, height) for a in arrows]
+
+
+def load_arrows_file(path: str | os.PathLike) -> ArrowsFile:
+    """Read the project's JSON or a LabelMe JSON file (detected by its keys)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserInputError(f"cannot read arrows file {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"arrows file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(doc, dict):
+        raise UserInputError(f"arrows file {path}: expected a JSON object at the top level")
+    if "shapes" in doc:
+        return _read_labelme(doc, path)
+    if "arrows" in doc:
+        return _read_project(doc, path)
+    raise UserInputError(f"arrows file {path}: neither a stillmotion file (no 'arrows' key) nor LabelMe (no 'shapes')")
+
+
+def _points(raw, where: str) -> tuple[tuple[float, float], ...]:
+    if not isinstance(raw, list) or not all(isinstance(p, list | tuple) and len(p) == 2 for p in raw):
+        raise UserInputError(f"{where}: 'points' must be a list of [x, y] pairs")
+    try:
+        return tuple((float(x), float(y)) for x, y in raw)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{where}: every coordinate must be a number") from None
+
+
+def _read_project(doc: dict, path: Path) -> ArrowsFile:
+    if doc.get("version", 1) != 1:
+        raise UserInputError(f"arrows file {path}: unsupported version {doc.get('version')!r} (this reads 1)")
+    raw_arrows = doc["arrows"]
+    if not isinstance(raw_arrows, list):
+        raise UserInputError(f"arrows file {path}: 'arrows' must be a list")
+    arrows = []
+    for i, item in enumerate(raw_arrows):
+        where = f"arrows file {path}, arrow #{i + 1}"
+        if not isinstance(item, dict):
+            raise UserInputError(f"{where}: expected an object with 'points'")
+        if "points" in item:
+            pts = _points(item["points"], where)
+        elif "start" in item and "end" in item:
+            pts = _points([item["start"], item["end"]], where)
+        else:
+            raise UserInputError(f"{where}: needs 'points' (or 'start' and 'end')")
+        try:
+            strength = float(item.get("strength", 1.0))
+        except (TypeError, ValueError):
+            raise UserInputError(f"{where}: 'strength' must be a number") from None
+        name = str(item.get("name") or f"#{i + 1}")
+        arrows.append(Arrow(pts, strength, name).validate())
+    size = doc.get("image_size")
+    if size is not None:
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int | float) and v > 0 for v in size)):
+            raise UserInputError(f"arrows file {path}: 'image_size' must be [width, height]")
+        size = (int(size[0]), int(size[1]))
+    mask = doc.get("mask")
+    mask_path = (path.parent / mask) if mask else None
+    return ArrowsFile(arrows, mask_path, size)
+
+
+def _read_labelme(doc: dict, path: Path) -> ArrowsFile:
+    arrows, polygons = [], []
+    for i, shape in enumerate(doc.get("shapes") or []):
+        kind = shape.get("shape_type")
+        label = str(shape.get("label") or f"shape{i + 1}")
+        where = f"LabelMe file {path}, shape {label!r}"
+        if kind in ("line", "linestrip"):
+            arrows.append(Arrow(_points(shape.get("points"), where), 1.0, label).validate())
+        elif kind == "polygon":
+            polygons.append(list(_points(shape.get("points"), where)))
+    size = None
+    if doc.get("imageWidth") and doc.get("imageHeight"):
+        size = (int(doc["imageWidth"]), int(doc["imageHeight"]))
+    return ArrowsFile(arrows, None, size, polygons)
+
+
+def save_arrows_json(
+    path: str | os.PathLike,
+    arrows: list[Arrow],
+    image_size: tuple[int, int] | None = None,
+    mask: str | None = None,
+) -> None:
+    """Write the project's JSON (atomically)."""
+    doc: dict = {"version": 1}
+    if image_size:
+        doc["image_size"] = [int(image_size[0]), int(image_size[1])]
+    if mask:
+        doc["mask"] = mask
+    doc["arrows"] = [a.to_json() for a in arrows]
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

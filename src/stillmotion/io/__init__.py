@@ -1,0 +1,1 @@
+"""Reading and writing files: images, videos, optical-flow files, atomic output."""

@@ -1,0 +1,96 @@
+"""Arrows to a dense motion field (paper eqs. 5-7).
+
+eq. 5: each arrow puts its per-frame vector, times its strength M_o, at its start pixel.
+eq. 6: the dense field is the Gaussian-weighted sum exp(-(D/sigma)^2) of the sparse vectors.
+eq. 7: where the dense magnitude is below R the field is zero.
+
+Choices the paper leaves open, fixed here:
+- sigma is proportional to the frame size: ``sigma = SIGMA_AT_512 / 512 * max(H, W)`` (170 at 512).
+- R is relative: a pixel is zeroed where its magnitude is below ``R`` times the largest sparse
+  magnitude, so R = 0.05 keeps the field out to where one arrow's weight drops to 5%
+  (about 1.73 sigma) whatever the units or speeds are.
+- ``normalize=True`` (default) divides by the summed weight where it exceeds 1: it equals eq. 6
+  wherever arrows do not overlap, and keeps several parallel arrows drawn close together from adding
+  up to several times the speed each one asks for. ``normalize=False`` is eq. 6 verbatim.
+- A multi-point trajectory contributes one sparse vector per vertex (all but the last), pointing
+  along the following segment, with the speed that covers the whole path in one base clip.
+
+The Gaussian is separable, so the sum over S arrows is two small matrix products
+(S x H)^T @ (S x W): a 1024x1024 field from 20 arrows takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from stillmotion.errors import UserInputError
+from stillmotion.inputs.arrows import BASE_CLIP_FRAMES, Arrow
+
+SIGMA_AT_512 = 170.0
+DEFAULT_THRESHOLD = 0.05
+
+
+def default_sigma(width: int, height: int) -> float:
+    return SIGMA_AT_512 / 512.0 * max(width, height)
+
+
+def sparse_flow_from_arrows(
+    arrows: Sequence[Arrow], base_frames: int = BASE_CLIP_FRAMES
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse flow (eq. 5): positions (S, 2) as (x, y) and per-frame vectors (S, 2) as (dx, dy)."""
+    if base_frames < 2:
+        raise UserInputError(f"base_frames must be >= 2, got {base_frames}")
+    positions, vectors = [], []
+    for arrow in arrows:
+        arrow.validate()
+        speed = arrow.length / (base_frames - 1) * arrow.strength
+        for a, b in zip(arrow.points[:-1], arrow.points[1:], strict=True):
+            seg = math.dist(a, b)
+            if seg == 0:
+                continue
+            positions.append(a)
+            vectors.append(((b[0] - a[0]) / seg * speed, (b[1] - a[1]) / seg * speed))
+    return np.asarray(positions, np.float64).reshape(-1, 2), np.asarray(vectors, np.float64).reshape(-1, 2)
+
+
+def dense_flow_from_arrows(
+    arrows: Sequence[Arrow],
+    width: int,
+    height: int,
+    *,
+    sigma: float | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    mask: np.ndarray | None = None,
+    normalize: bool = True,
+    base_frames: int = BASE_CLIP_FRAMES,
+) -> np.ndarray:
+    """Dense per-frame motion field (H, W, 2) float32 from arrows (eqs. 5-7), zero outside ``mask``."""
+    if width < 1 or height < 1:
+        raise UserInputError(f"image size must be positive, got {width}x{height}")
+    sigma = default_sigma(width, height) if sigma is None else float(sigma)
+    if not (sigma > 0 and math.isfinite(sigma)):
+        raise UserInputError(f"sigma must be a positive number, got {sigma}")
+    if not (0 <= threshold < 1):
+        raise UserInputError(f"threshold R must be in [0, 1), got {threshold}")
+    if mask is not None and mask.shape != (height, width):
+        raise UserInputError(f"mask shape {mask.shape} does not match the image ({height}, {width})")
+    field = np.zeros((height, width, 2), np.float32)
+    pos, vec = sparse_flow_from_arrows(arrows, base_frames)
+    if len(pos) == 0:
+        return field
+    gx = np.exp(-(((np.arange(width)[None, :] - pos[:, :1]) / sigma) ** 2)).astype(np.float32)  # (S, W)
+    gy = np.exp(-(((np.arange(height)[None, :] - pos[:, 1:]) / sigma) ** 2)).astype(np.float32)  # (S, H)
+    vec32 = vec.astype(np.float32)
+    field[..., 0] = gy.T @ (vec32[:, :1] * gx)
+    field[..., 1] = gy.T @ (vec32[:, 1:] * gx)
+    if normalize:
+        weight = gy.T @ gx
+        field /= np.maximum(weight, 1.0)[..., None]
+    magnitude = np.hypot(field[..., 0], field[..., 1])
+    field[magnitude < threshold * float(np.hypot(vec[:, 0], vec[:, 1]).max())] = 0.0
+    if mask is not None:
+        field[~mask] = 0.0
+    return field

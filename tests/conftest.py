@@ -1,0 +1,26 @@
+"""Shared fixtures. Real data lives in ../shared/data beside the repo; tests that need it skip cleanly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("STILLMOTION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips the test with a message when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (a fresh clone has no ../shared)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _quiet_offline(monkeypatch):
+    # Tests never reach a hub: weights come from local files only.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
