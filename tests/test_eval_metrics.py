@@ -1,0 +1,176 @@
+"""Weightless metrics: PSNR/SSIM against scikit-image on real frames, motion metrics on known motion."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from stillmotion.evaluation import frame_metrics as fm
+from stillmotion.evaluation import motion_metrics as mm
+from stillmotion.evaluation.frechet import (
+    SmallSampleWarning,
+    frechet_distance,
+    frechet_distance_features,
+    gaussian_stats,
+)
+
+
+def _frames(shared_data, names):
+    return [np.asarray(Image.open(shared_data / n).convert("RGB")) for n in names]
+
+
+def test_psnr_ssim_agree_with_scikit_image_on_real_frames(shared_data):
+    rw = "flow_gt/middlebury_rubberwhale"
+    fl = "videos/two_stream_flames"
+    pairs = [
+        _frames(shared_data, [f"{rw}/frame10.png", f"{rw}/frame11.png"]),
+        _frames(shared_data, [f"{rw}/frame07.png", f"{rw}/frame14.png"]),
+        _frames(shared_data, [f"{fl}/frame_00000000.png", f"{fl}/frame_00000005.png"]),
+    ]
+    for a, b in pairs:
+        ref_psnr = peak_signal_noise_ratio(a, b, data_range=255)
+        ref_ssim = structural_similarity(
+            a,
+            b,
+            channel_axis=-1,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+        )
+        assert fm.psnr(a, b) == pytest.approx(ref_psnr, abs=1e-4)
+        assert fm.ssim(a, b) == pytest.approx(ref_ssim, abs=1e-4)
+        # grey frames too (no channel axis)
+        ga, gb = a.mean(-1).astype(np.uint8), b.mean(-1).astype(np.uint8)
+        ref_g = structural_similarity(
+            ga, gb, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+        )
+        assert fm.ssim(ga, gb) == pytest.approx(ref_g, abs=1e-4)
+    # batched per-frame versions equal the single-image ones
+    a = np.stack([p[0] for p in pairs[2:]] * 3)
+    b = np.stack([p[1] for p in pairs[2:]] * 3)
+    assert np.allclose(fm.ssim_per_frame(a, b), fm.ssim(a[0], b[0]), atol=1e-12)
+    assert np.allclose(fm.psnr_per_frame(a, b), fm.psnr(a[0], b[0]))
+    assert fm.psnr(a, a) == math.inf
+    assert fm.ssim(a[0], a[0]) == pytest.approx(1.0)
+
+
+def test_adjacent_consistency_of_still_and_changing_videos():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    still = np.stack([img] * 4)
+    assert np.all(fm.adjacent_mean_abs_diff(still) == 0)
+    assert np.allclose(fm.adjacent_ssim(still), 1.0)
+    noisy = np.stack([img, rng.integers(0, 256, img.shape, dtype=np.uint8)])
+    assert fm.adjacent_mean_abs_diff(noisy)[0] > 50
+    assert fm.adjacent_ssim(noisy)[0] < 0.2
+
+
+def _textured(h=96, w=128, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    import cv2
+
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _translate(img, dx, dy):
+    import cv2
+
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REFLECT)
+
+
+def test_motion_fidelity_of_a_known_translation():
+    img = _textured()
+    frames = np.stack([_translate(img, 2 * t, 0) for t in range(5)])
+    flows = mm.video_flows(frames)
+    requested = np.zeros(img.shape[:2] + (2,), np.float32)
+    requested[..., 0] = 2.0
+    region = np.zeros(img.shape[:2], bool)
+    region[16:-16, 16:-16] = True
+    good = mm.motion_fidelity(requested, flows, region=region)
+    assert good.epe < 0.3 and good.cosine > 0.98
+    wrong = requested[..., ::-1].copy()  # ask for vertical motion
+    bad = mm.motion_fidelity(wrong, flows, region=region)
+    assert bad.epe > 2.0 and abs(bad.cosine) < 0.2
+    # a still video where motion was requested: cosine counts 0, EPE is the requested speed
+    still = mm.motion_fidelity(requested, np.zeros_like(flows), region=region)
+    assert still.cosine == 0 and still.epe == pytest.approx(2.0)
+    # the default region is where the request moves
+    assert mm.motion_region(requested).all()
+
+
+def test_warp_error_low_for_translation_high_for_flicker():
+    img = _textured(seed=1)
+    frames = np.stack([_translate(img, t, t) for t in range(4)])
+    smooth = mm.warp_error_per_frame(frames)
+    rng = np.random.default_rng(1)
+    flicker = np.stack(
+        [np.clip(f.astype(int) + rng.integers(-60, 60, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    )
+    rough = mm.warp_error_per_frame(flicker)
+    assert smooth.shape == (3,)
+    assert smooth.max() < 0.01
+    assert rough.min() > 5 * smooth.max()
+
+
+def test_consistency_mask_flags_disagreement():
+    fw = np.zeros((20, 20, 2), np.float32)
+    fw[..., 0] = 1.0
+    bw = -fw
+    assert mm.consistency_mask(fw, bw)[:, :-1].all()
+    assert not mm.consistency_mask(fw, bw)[:, -1].any()  # lands outside the frame
+    assert not mm.consistency_mask(fw, fw).any()
+
+
+def test_still_region_drift_and_join_smoothness():
+    img = _textured(seed=2)
+    frames = np.stack([img] * 6).astype(np.int16)
+    frames[:, :, :64] += np.arange(6)[:, None, None, None] * 3  # left half changes
+    frames = np.clip(frames, 0, 255).astype(np.uint8)
+    still = np.zeros(img.shape[:2], bool)
+    still[:, 64:] = True
+    assert np.all(mm.still_region_drift(frames, img, still) == 0)
+    assert mm.still_region_drift(frames, img, ~still)[-1] > 10
+    # a video with a small step everywhere and a big jump at frame 4
+    base = np.stack([_translate(img, t, 0) for t in range(8)])
+    seam = base.copy()
+    seam[4:] = np.stack([_translate(img, t + 10, 0) for t in range(4, 8)])
+    assert mm.join_smoothness(seam, [4]) > 2.0
+    assert mm.join_smoothness(base, [4]) == pytest.approx(1.0, rel=0.3)
+    assert math.isnan(mm.join_smoothness(base, []))
+
+
+def test_frechet_matches_closed_form_and_is_zero_for_identical_sets():
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(0)
+    # diagonal Gaussians: d = |mu1-mu2|^2 + sum (sqrt(a) - sqrt(b))^2
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    a, b = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
+    closed = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(closed, rel=1e-10)
+    # general SPD covariances against scipy's sqrtm formula
+    m1, m2 = rng.normal(size=(8, 8)), rng.normal(size=(8, 8))
+    s1, s2 = m1 @ m1.T + 0.1 * np.eye(8), m2 @ m2.T + 0.1 * np.eye(8)
+    ref = np.trace(s1 + s2 - 2 * sqrtm(s1 @ s2).real)
+    assert frechet_distance(np.zeros(8), s1, np.zeros(8), s2) == pytest.approx(ref, rel=1e-8)
+    # 1-D: (m1-m2)^2 + (s1-s2)^2 with standard deviations s
+    assert frechet_distance([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4.0 + 1.0)
+    # identical sets -> 0, also when rank-deficient (n <= D) with a warning
+    feats = rng.normal(size=(50, 10))
+    assert frechet_distance_features(feats, feats) == pytest.approx(0.0, abs=1e-8)
+    with pytest.warns(SmallSampleWarning, match="rank-deficient"):
+        small = rng.normal(size=(5, 10))
+        assert frechet_distance_features(small, small) == pytest.approx(0.0, abs=1e-8)
+    # samples from known Gaussians approach the closed form
+    x = rng.normal(0.0, 1.0, size=(20000, 2))
+    y = rng.normal(1.0, 2.0, size=(20000, 2))
+    assert frechet_distance(*gaussian_stats(x), *gaussian_stats(y)) == pytest.approx(
+        2 * 1.0 + 2 * 1.0, rel=0.05
+    )
