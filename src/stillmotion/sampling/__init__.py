@@ -11,8 +11,36 @@ the long-video samplers vary; keys every denoiser understands:
 
 Everything else (the UNet, guidance, the conditioning embeddings, call counting) lives in the
 denoiser; samplers only decide which noisy frames go in and how the results are combined.
+
+Long videos (``long.py``): ``sample_phased`` (the paper), ``sample_direct``, ``sample_freenoise`` and
+``sample_gen_l_video`` are generators of finished :class:`LatentChunk` objects in frame order, so the
+caller decodes and writes a segment at a time.
 """
 
 from stillmotion.sampling.base import Denoiser, sample_euler
+from stillmotion.sampling.direct import sample_direct
+from stillmotion.sampling.frame_noise import FrameNoise, TensorNoise
+from stillmotion.sampling.freenoise import freenoise_noise, sample_freenoise
+from stillmotion.sampling.gen_l_video import sample_gen_l_video
+from stillmotion.sampling.long import LONG_METHODS, LongOptions, expected_cost, sample_long
+from stillmotion.sampling.phased import sample_phased
+from stillmotion.sampling.segments import LatentChunk
+from stillmotion.sampling.temporal_windows import window_fused_temporal_attention
 
-__all__ = ["Denoiser", "sample_euler"]
+__all__ = [
+    "LONG_METHODS",
+    "Denoiser",
+    "FrameNoise",
+    "LatentChunk",
+    "LongOptions",
+    "TensorNoise",
+    "expected_cost",
+    "freenoise_noise",
+    "sample_direct",
+    "sample_euler",
+    "sample_freenoise",
+    "sample_gen_l_video",
+    "sample_long",
+    "sample_phased",
+    "window_fused_temporal_attention",
+]

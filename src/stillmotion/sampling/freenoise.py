@@ -1,0 +1,76 @@
+"""FreeNoise baseline: shuffled-window noise rescheduling plus window-fused temporal attention.
+
+Cost: N * T frames through the denoiser and T calls: every step is one pass over all frames; only the
+temporal attention runs per window (about L / stride times per frame, not counted as frame passes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from stillmotion.sampling.base import Denoiser, sample_euler
+from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
+from stillmotion.sampling.segments import LatentChunk, check_length
+from stillmotion.sampling.temporal_windows import window_fused_temporal_attention
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+def freenoise_noise(
+    noise: NoiseSource | torch.Tensor, window: int, stride: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Base noise for the first ``window`` frames; each later block of ``stride`` frames is a random
+    permutation of the block ``window`` frames earlier, so any window holds the same set of noises."""
+    noise = as_noise_source(noise)
+    n = noise.num_frames
+    check_length(n, window)
+    base = noise.frames(0, min(window, n))
+    if n <= window:
+        return base
+    out = torch.empty((base.shape[0], n, *base.shape[2:]), device=base.device, dtype=base.dtype)
+    out[:, :window] = base
+    for i in range(window, n, stride):
+        size = min(stride, n - i)
+        perm = torch.randperm(size, generator=generator).to(base.device)
+        out[:, i : i + size] = out[:, i - window : i - window + size][:, perm]
+    return out
+
+
+@torch.no_grad()
+def sample_freenoise(
+    denoiser: Denoiser,
+    noise: NoiseSource | torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    segment_len: int,
+    stride: int | None = None,
+    unet: nn.Module | None = None,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+    **cond: Any,
+) -> Iterator[LatentChunk]:
+    """All frames in one pass per step, FreeNoise-style; ``stride`` defaults to L // 4 (FreeNoise: 16 / 4).
+
+    ``unet`` is the spatio-temporal UNet the denoiser calls; its temporal attention is window-fused for
+    the duration of sampling. Without it (e.g. a toy denoiser) only the noise rescheduling applies.
+    Finished latents are yielded in chunks of ``segment_len`` frames.
+    """
+    noise = as_noise_source(noise)
+    n = noise.num_frames
+    stride = stride or max(1, segment_len // 4)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    x = freenoise_noise(noise, segment_len, stride, gen) * sigmas[0]
+    fusion = (
+        window_fused_temporal_attention(unet, segment_len, stride)
+        if unet is not None
+        else contextlib.nullcontext()
+    )
+    with fusion:
+        x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(0, n), **cond)
+    for a in range(0, n, segment_len):
+        yield LatentChunk(a, x[:, a : a + segment_len], False)

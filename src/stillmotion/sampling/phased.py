@@ -1,0 +1,139 @@
+"""Phased inference with shared noise reschedule (the paper, section 3.4), with smooth joins.
+
+Cost (frames through the denoiser; times 2 with classifier-free guidance for UNet frame-evaluations)::
+
+    L1 * T + sum_{k >= 2} L_k * (T - M),      M = ceil(gamma * T)
+    denoiser calls: T + (K - 1) * (T - M)
+
+where L1 = min(L, N) is the first segment's length, L_k <= L the later segments' lengths (their anchor
+frames included) and K = 1 + ceil((N - L) / (L - overlap)) for N > L. With N = 125, L = 25, T = 25,
+gamma = 0.8, overlap = 1 the segments are [0,25) [24,49) [48,73) [72,97) [96,121) [120,125), so
+625 + (4 * 25 + 5) * 5 = 1150 frame passes against Direct's 125 * 25 = 3125 (2.72x fewer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from stillmotion.sampling.base import Denoiser, euler_step
+from stillmotion.sampling.frame_noise import FrameNoise, NoiseSource, as_noise_source
+from stillmotion.sampling.segments import LatentChunk, phased_segments, reuse_steps
+
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+class _ShuffledNoise:
+    """Eq. 11 and 12: the later segments' noise sequences n~_k = n + omega * eps_k, shuffled across segments.
+
+    The (K - 1) sequences of L frames are concatenated and permuted frame-wise; segment k takes entries
+    ``perm[(k - 2) * L : (k - 1) * L]``. An entry (k', j) stands for ``n[j] + omega * eps_{k'}[j]``, so it
+    can be computed when needed: eps comes from a seeded per-entry noise source, and only one segment's
+    sequence is ever in memory.
+    """
+
+    def __init__(
+        self, shared_n: torch.Tensor, omega: float, num_later: int, generator: torch.Generator
+    ) -> None:
+        self.shared_n = shared_n  # [B, L, C, h, w], segment 1's predicted noise at the branch step
+        self.omega = omega
+        self.length = shared_n.shape[1]
+        total = num_later * self.length
+        self.perm = torch.randperm(total, generator=generator)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        self.eps = FrameNoise(
+            total,
+            tuple(shared_n.shape[2:]),
+            seed=seed,
+            batch=shared_n.shape[0],
+            device=shared_n.device,
+            dtype=shared_n.dtype,
+        )
+
+    def segment(self, k: int, length: int) -> torch.Tensor:
+        """n~ for the first ``length`` frames of later segment ``k`` (1-based over the later segments)."""
+        entries = self.perm[(k - 1) * self.length : (k - 1) * self.length + length].tolist()
+        idx = torch.tensor([e % self.length for e in entries], device=self.shared_n.device)
+        n = self.shared_n.index_select(1, idx)
+        if self.omega:
+            n = n + self.omega * torch.stack([self.eps.frame(e) for e in entries], dim=1)
+        return n
+
+
+@torch.no_grad()
+def sample_phased(
+    denoiser: Denoiser,
+    noise: NoiseSource | torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    segment_len: int,
+    gamma: float = 0.8,
+    omega: float = 0.2,
+    overlap: int = 1,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+    **cond: Any,
+) -> Iterator[LatentChunk]:
+    """Phased inference over ``noise.num_frames`` frames; yields finished latents segment by segment.
+
+    Segment 1 (frames ``[0, L)``) is denoised through all T steps. Its state after M = ceil(gamma*T)
+    steps fixes contours and appearance (paper eq. 9); every later segment starts there and redoes only
+    the remaining T - M steps, which form the motion detail. At the branch step, segment 1's predicted
+    noise n = (x_M - x0_M) / sigma_M is rescheduled per segment as n~ = n + omega * eps (eq. 11), the
+    sequences of all later segments are shuffled frame-wise across segments (eq. 12, keeps long-range
+    noise correlation while each segment moves differently), and segment k starts from
+    x_M^k = x0_M + sigma_M * n~_k. The rescheduling happens once, at the branch; the redone steps follow
+    the deterministic ODE. With gamma = 1 (M = T) later segments cost no denoiser call: they are copies of
+    segment 1's result (the paper's "replication of multiple short videos").
+
+    Joins (not specified by the paper; designed here): consecutive segments overlap by ``overlap`` frames.
+    Segment k's first ``overlap`` positions are *anchors*: they hold the previous segment's final last
+    latents, re-noised to the current level with the segment's own rescheduled noise, and are written
+    back after every redone step (inpainting-style). The temporal layers therefore see where the previous
+    segment ended while they form the new frames' motion detail, and the anchors keep the frame index
+    and the model's clip length exactly as in training. The anchors' outputs are discarded, so no frame
+    is duplicated: segment k contributes frames ``[a_k + overlap, b_k)``. ``overlap = 0`` gives plain
+    concatenation (for ablation).
+
+    ``noise`` is the video's standard normal noise (only segment 1's frames are read); ``generator``
+    draws the shuffle and omega's eps. ``callback(i, x, x0)`` runs after every denoiser call.
+    """
+    noise = as_noise_source(noise)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    steps = len(sigmas) - 1
+    m = reuse_steps(steps, gamma)
+    segments = phased_segments(noise.num_frames, segment_len, overlap)
+
+    a, b = segments[0]
+    x = noise.frames(a, b) * sigmas[0]
+    shared_x0 = shared_n = None
+    for i in range(steps):
+        x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
+        if i == m:
+            shared_x0, shared_n = x0, (x - x0) / sigmas[i]
+        x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
+        if callback is not None:
+            callback(i, x, x0)
+    if shared_x0 is None:  # M = T: nothing left to redo; sigma_T = 0 makes the noise term vanish
+        shared_x0, shared_n = x, torch.zeros_like(x)
+    yield LatentChunk(0, x, False)
+    if len(segments) == 1:
+        return
+
+    shuffled = _ShuffledNoise(shared_n, omega, len(segments) - 1, gen)
+    anchor = x[:, x.shape[1] - overlap :]
+    del x
+    for k, (a, b) in enumerate(segments[1:], start=1):
+        n_tilde = shuffled.segment(k, b - a)
+        x = shared_x0[:, : b - a] + sigmas[m] * n_tilde
+        x[:, :overlap] = anchor + sigmas[m] * n_tilde[:, :overlap]
+        for i in range(m, steps):
+            x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
+            x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
+            x[:, :overlap] = anchor + sigmas[i + 1] * n_tilde[:, :overlap]
+            if callback is not None:
+                callback(i, x, x0)
+        yield LatentChunk(a + overlap, x[:, overlap:], True)
+        anchor = x[:, x.shape[1] - overlap :]

@@ -1,0 +1,132 @@
+"""How a long video is cut into the pieces the UNet sees, and what the pieces yield.
+
+A long-video sampler never returns the whole latent video at once: it yields :class:`LatentChunk`
+objects in frame order, so the caller can decode and write them and then drop them. Memory then
+stays flat in the video length for the segment-wise methods (``phased``, ``direct``).
+
+The plans here are pure arithmetic, shared by the samplers and by the cost formulas the tests and
+the benchmark check against the denoiser's own counters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from stillmotion.errors import UserInputError
+
+
+class LatentChunk(NamedTuple):
+    """Finished latents of frames ``start .. start + latents.shape[1]`` of the video.
+
+    ``join`` is true when frame ``start`` begins a separately sampled segment, i.e. the step from
+    frame ``start - 1`` to ``start`` is a seam the join-smoothness metric should look at.
+    """
+
+    start: int
+    latents: torch.Tensor
+    join: bool
+
+
+def check_length(num_frames: int, clip_len: int) -> None:
+    if num_frames < 1:
+        raise UserInputError(f"--frames must be at least 1, got {num_frames}")
+    if clip_len < 1:
+        raise UserInputError(f"the base clip length must be at least 1, got {clip_len}")
+
+
+def reuse_steps(num_steps: int, gamma: float) -> int:
+    """M = ceil(gamma * T): the steps later phased segments take over from segment 1 (paper eq. 9)."""
+    if not 0.0 <= gamma <= 1.0:
+        raise UserInputError(f"--gamma must be in [0, 1], got {gamma}")
+    # The small tolerance keeps e.g. 0.8 * 25 = 20.000000000000004 from rounding up to 21.
+    return min(num_steps, math.ceil(gamma * num_steps - 1e-9))
+
+
+def clip_segments(num_frames: int, clip_len: int) -> list[tuple[int, int]]:
+    """Back-to-back clips ``[a, b)`` of ``clip_len`` frames; the last one holds the remainder."""
+    check_length(num_frames, clip_len)
+    return [(a, min(a + clip_len, num_frames)) for a in range(0, num_frames, clip_len)]
+
+
+def phased_segments(num_frames: int, clip_len: int, overlap: int) -> list[tuple[int, int]]:
+    """Segments ``[a, b)`` of at most ``clip_len`` frames; each later one starts ``overlap`` frames
+    before the previous one ends (those frames are its anchors, see ``sample_phased``).
+
+    K = 1 + ceil((N - L) / (L - overlap)) segments for N > L; the last one may be shorter than L.
+    """
+    check_length(num_frames, clip_len)
+    if not 0 <= overlap < clip_len:
+        raise UserInputError(
+            f"--overlap must be in [0, {clip_len - 1}] for {clip_len}-frame clips, got {overlap}"
+        )
+    segments = [(0, min(clip_len, num_frames))]
+    while segments[-1][1] < num_frames:
+        a = segments[-1][1] - overlap
+        segments.append((a, min(a + clip_len, num_frames)))
+    return segments
+
+
+def sliding_windows(num_frames: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """Windows ``[a, a + window)`` every ``stride`` frames, the last one aligned to the video's end.
+
+    Every frame is covered; with ``num_frames <= window`` there is one window over all frames.
+    """
+    check_length(num_frames, window)
+    if stride < 1:
+        raise UserInputError(f"--stride must be at least 1, got {stride}")
+    if num_frames <= window:
+        return [(0, num_frames)]
+    starts = list(range(0, num_frames - window + 1, stride))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return [(a, a + window) for a in starts]
+
+
+# -- cost formulas: frames passed through the denoiser (multiply by the guidance batch factor, e.g. 2 for
+# classifier-free guidance, to get UNet frame-evaluations) ---------------------------------------------------
+
+
+def phased_frame_evaluations(
+    num_frames: int, clip_len: int, num_steps: int, gamma: float, overlap: int
+) -> int:
+    """L1 * T + sum over later segments k of L_k * (T - M), with M = ceil(gamma * T)."""
+    segs = phased_segments(num_frames, clip_len, overlap)
+    m = reuse_steps(num_steps, gamma)
+    first = (segs[0][1] - segs[0][0]) * num_steps
+    return first + sum(b - a for a, b in segs[1:]) * (num_steps - m)
+
+
+def phased_denoiser_calls(num_frames: int, clip_len: int, num_steps: int, gamma: float, overlap: int) -> int:
+    """T + (K - 1) * (T - M)."""
+    k = len(phased_segments(num_frames, clip_len, overlap))
+    return num_steps + (k - 1) * (num_steps - reuse_steps(num_steps, gamma))
+
+
+def direct_frame_evaluations(num_frames: int, clip_len: int, num_steps: int) -> int:
+    """N * T: every frame is denoised once per step, clip after clip."""
+    check_length(num_frames, clip_len)
+    return num_frames * num_steps
+
+
+def direct_denoiser_calls(num_frames: int, clip_len: int, num_steps: int) -> int:
+    """ceil(N / L) * T."""
+    return len(clip_segments(num_frames, clip_len)) * num_steps
+
+
+def freenoise_frame_evaluations(num_frames: int, clip_len: int, num_steps: int) -> int:
+    """N * T: one pass over all frames per step (only temporal attention is windowed)."""
+    check_length(num_frames, clip_len)
+    return num_frames * num_steps
+
+
+def gen_l_video_frame_evaluations(num_frames: int, clip_len: int, num_steps: int, stride: int) -> int:
+    """T * sum of window lengths (each frame is denoised about L / stride times per step)."""
+    return num_steps * sum(b - a for a, b in sliding_windows(num_frames, clip_len, stride))
+
+
+def gen_l_video_denoiser_calls(num_frames: int, clip_len: int, num_steps: int, stride: int) -> int:
+    """T * number of windows."""
+    return num_steps * len(sliding_windows(num_frames, clip_len, stride))

@@ -1,0 +1,207 @@
+"""Long-video samplers against a small deterministic toy denoiser (fast; no UNet)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stillmotion.errors import UserInputError
+from stillmotion.sampling import (
+    LONG_METHODS,
+    FrameNoise,
+    LongOptions,
+    TensorNoise,
+    expected_cost,
+    freenoise_noise,
+    sample_long,
+)
+from stillmotion.sampling.gen_l_video import average_windows
+from stillmotion.sampling.segments import phased_segments, reuse_steps, sliding_windows
+
+CLIP = 25
+STEPS = 6
+LATENT = (4, 3, 3)  # C, h, w: tiny so 125 frames take milliseconds
+
+
+class ToyDenoiser:
+    """x0 = blend of a temporally mixed x and the conditioning image, by noise level; counts its work.
+
+    The 3-tap temporal mixing makes the result depend on which frames share a call, so windowing and
+    segment joins are visible; the frame index and the ``image`` override enter too, so wrong plumbing
+    shows.
+    """
+
+    def __init__(self) -> None:
+        self.image = torch.linspace(-1, 1, LATENT[0] * LATENT[1] * LATENT[2]).reshape(1, *LATENT)
+        self.calls = 0
+        self.frame_passes = 0
+        self.seen_images: list[torch.Tensor | None] = []
+
+    def __call__(self, x, sigma, frames=None, image=None):
+        self.calls += 1
+        self.frame_passes += x.shape[1]
+        self.seen_images.append(image)
+        padded = torch.cat([x[:, :1], x, x[:, -1:]], dim=1)
+        mixed = 0.25 * padded[:, :-2] + 0.5 * padded[:, 1:-1] + 0.25 * padded[:, 2:]
+        index = torch.arange(frames.start, frames.stop, dtype=x.dtype)[None, :, None, None, None]
+        img = (self.image if image is None else image)[:, None]
+        c = 1.0 / (sigma**2 + 1.0)
+        return c * mixed + (1 - c) * (img + 0.01 * torch.sin(index))
+
+
+def karras(steps: int = STEPS, smin: float = 0.002, smax: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+    ramp = torch.linspace(0, 1, steps)
+    s = (smax ** (1 / rho) + ramp * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+    return torch.cat([s, torch.zeros(1)])
+
+
+def run(method: str, n: int, seed: int = 0, steps: int = STEPS, **opts):
+    den = ToyDenoiser()
+    options = LongOptions(method=method, **opts)
+    noise = FrameNoise(n, LATENT, seed=seed)
+    chunks = list(
+        sample_long(
+            options,
+            den,
+            noise,
+            karras(steps),
+            clip_len=CLIP,
+            generator=torch.Generator().manual_seed(seed),
+            condition_on=lambda last: last * 0.5,
+        )
+    )
+    return chunks, den, options
+
+
+@pytest.mark.parametrize("method", LONG_METHODS)
+@pytest.mark.parametrize("n", [1, 24, 25, 26, 125])
+def test_exactly_n_frames_in_order(method, n):
+    chunks, den, options = run(method, n)
+    start = 0
+    for chunk in chunks:
+        assert chunk.start == start
+        assert chunk.latents.shape[0] == 1 and chunk.latents.shape[2:] == LATENT
+        assert torch.isfinite(chunk.latents).all()
+        start += chunk.latents.shape[1]
+    assert start == n
+    # the work done is what the docstring formulas say
+    cost = expected_cost(options, n, CLIP, STEPS)
+    assert (den.calls, den.frame_passes) == (cost.denoiser_calls, cost.frame_passes)
+
+
+@pytest.mark.parametrize("method", LONG_METHODS)
+def test_same_seed_same_video(method):
+    a = torch.cat([c.latents for c in run(method, 60, seed=3)[0]], dim=1)
+    b = torch.cat([c.latents for c in run(method, 60, seed=3)[0]], dim=1)
+    c = torch.cat([c.latents for c in run(method, 60, seed=4)[0]], dim=1)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_nfe_formulas_written_out():
+    # 125 frames, L = 25, T = 25, gamma 0.8 (M = 20), overlap 1: segments of 25,25,25,25,25,5 frames
+    assert phased_segments(125, 25, 1) == [(0, 25), (24, 49), (48, 73), (72, 97), (96, 121), (120, 125)]
+    assert reuse_steps(25, 0.8) == 20 and reuse_steps(25, 1.0) == 25 and reuse_steps(25, 0.0) == 0
+    cost = {m: expected_cost(LongOptions(method=m), 125, 25, 25) for m in LONG_METHODS}
+    assert cost["phased"].frame_passes == 25 * 25 + (4 * 25 + 5) * 5 == 1150
+    assert cost["phased"].denoiser_calls == 25 + 5 * 5
+    assert cost["direct"].frame_passes == 125 * 25 and cost["direct"].denoiser_calls == 5 * 25
+    assert cost["freenoise"].frame_passes == 125 * 25 and cost["freenoise"].denoiser_calls == 25
+    # gen-l-video: windows every 12 frames, last aligned to the end: starts 0, 12, ..., 96, 100 -> 10 windows
+    assert sliding_windows(125, 25, 12)[-2:] == [(96, 121), (100, 125)]
+    assert cost["gen-l-video"].frame_passes == 25 * 10 * 25 and cost["gen-l-video"].denoiser_calls == 250
+
+
+def test_gamma_one_later_segments_cost_nothing():
+    chunks, den, _ = run("phased", 125, gamma=1.0)
+    assert den.calls == STEPS and den.frame_passes == CLIP * STEPS
+    # later segments are segment 1's frames (after the anchor), i.e. a replication of the first clip
+    first = chunks[0].latents
+    assert torch.equal(chunks[1].latents, first[:, 1:])
+
+
+def test_phased_redoes_only_the_last_steps():
+    steps = 10
+    chunks, den, _ = run("phased", 60, steps=steps, gamma=0.7)  # M = 7, 3 segments
+    assert den.calls == steps + 2 * 3
+    assert [c.join for c in chunks] == [False, True, True]
+    assert [c.start for c in chunks] == [0, 25, 49]
+
+
+def test_phased_omega_and_shuffle_make_segments_differ():
+    # without reschedule randomness and with the same noise order the later segments would copy segment 1
+    chunks, _, _ = run("phased", 75, omega=0.2, overlap=0)
+    first, second, third = (c.latents for c in chunks)
+    assert not torch.allclose(second, first, atol=1e-4)
+    assert not torch.allclose(third, second, atol=1e-4)
+
+
+def test_phased_anchor_continues_previous_segment():
+    # the anchor frame is held at the previous segment's last latent, so the new segment starts from it:
+    # its first new frame is closer to the previous end than without anchors
+    def seam(overlap: int) -> float:
+        chunks, _, _ = run("phased", 50, gamma=0.5, overlap=overlap)
+        return float((chunks[1].latents[:, 0] - chunks[0].latents[:, -1]).abs().mean())
+
+    assert seam(1) < seam(0)
+
+
+def test_direct_conditions_on_last_frame():
+    chunks, den, _ = run("direct", 60)
+    assert [c.start for c in chunks] == [0, 25, 50]
+    # first clip: the denoiser's own image; later clips: condition_on(previous last latent)
+    assert all(img is None for img in den.seen_images[:STEPS])
+    expected = chunks[0].latents[:, -1] * 0.5
+    assert torch.equal(den.seen_images[STEPS], expected)
+    assert torch.equal(den.seen_images[2 * STEPS], chunks[1].latents[:, -1] * 0.5)
+
+
+def test_gen_l_video_averages_overlaps():
+    def window_id(x, sigma, frames=None):
+        return torch.full_like(x, float(frames.start))
+
+    x = torch.zeros(1, 30, 1, 1, 1)
+    windows = [(0, 10), (5, 15), (10, 20), (15, 25), (20, 30)]
+    x0 = average_windows(window_id, x, torch.tensor(1.0), windows).flatten()
+    assert torch.equal(x0[:5], torch.zeros(5))  # only window 0
+    assert torch.equal(x0[5:10], torch.full((5,), 2.5))  # windows starting at 0 and 5
+    assert torch.equal(x0[12:15], torch.full((3,), 7.5))  # 5 and 10
+    assert torch.equal(x0[25:], torch.full((5,), 20.0))
+
+
+def test_gen_l_video_one_step_per_level_on_combined_estimate():
+    # with a single window covering everything it is plain Euler over the whole clip
+    chunks, den, _ = run("gen-l-video", 20)
+    whole, direct_den = run("direct", 20)[:2]
+    assert torch.equal(chunks[0].latents, whole[0].latents)
+    assert den.calls == direct_den.calls == STEPS
+
+
+def test_freenoise_noise_blocks_are_shuffled_copies():
+    noise = FrameNoise(40, (1, 2, 2), seed=1)
+    out = freenoise_noise(noise, 16, 4, torch.Generator().manual_seed(0))
+    assert out.shape == (1, 40, 1, 2, 2)
+    assert torch.equal(out[:, :16], noise.frames(0, 16))
+    for i in range(16, 40, 4):
+        block, earlier = out[0, i : i + 4].flatten(1), out[0, i - 16 : i - 12].flatten(1)
+        assert sorted(map(tuple, block.tolist())) == sorted(map(tuple, earlier.tolist()))
+    # any 16 consecutive frames hold the same set of noises
+    first = sorted(map(tuple, out[0, :16].flatten(1).tolist()))
+    assert sorted(map(tuple, out[0, 24:40].flatten(1).tolist())) == first
+
+
+def test_frame_noise_is_random_access():
+    noise = FrameNoise(100, (2, 3, 3), seed=7)
+    whole = noise.frames(0, 100)
+    assert torch.equal(noise.frames(40, 60), whole[:, 40:60])
+    assert torch.equal(TensorNoise(whole).frames(3, 9), whole[:, 3:9])
+    assert abs(float(whole.std()) - 1) < 0.1
+
+
+def test_bad_options_are_user_errors():
+    with pytest.raises(UserInputError, match="long-method"):
+        LongOptions(method="loop")
+    with pytest.raises(UserInputError, match="gamma"):
+        LongOptions(gamma=1.5)
+    with pytest.raises(UserInputError, match="frames"):
+        run("phased", 0)
