@@ -1,0 +1,75 @@
+"""``stillmotion ui``: serve the local web app."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+
+from stillmotion.errors import UserInputError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("ui")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The default serves this computer only; 0.0.0.0 exposes the app "
+    "to the network.",
+)
+@click.option(
+    "--port", default=7860, show_default=True, type=click.IntRange(0, 65535), help="Port (0 = any free port)."
+)
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Diffusion model folder; without it the diffusion engine uses the bundled model when there is one.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 2000),
+    help="Largest photo or mask upload accepted, in megabytes.",
+)
+@click.option(
+    "--max-megapixels",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(0.01, 400),
+    help="Largest decoded photo accepted (guards against decompression bombs).",
+)
+def ui(host: str, port: int, model: Path | None, max_upload_mb: float, max_megapixels: float) -> None:
+    """Serve the web app: upload a photo, draw arrows and a mask, preview the motion, animate, download.
+
+    Works offline (no CDN, no analytics). Files live in a private temporary folder that is deleted on exit.
+    """
+    import uvicorn
+
+    from stillmotion.ui.server import create_app
+
+    if model is not None and not model.is_dir():
+        raise UserInputError(f"--model {model} is not a folder")
+    if not _is_loopback(host):
+        click.secho(
+            f"WARNING: listening on {host}: anyone who can reach this machine on port {port} can upload "
+            "files and use its CPU/GPU. The app has no login. Use --host 127.0.0.1 unless you mean it.",
+            fg="yellow",
+            err=True,
+        )
+    app = create_app(model_dir=model, max_upload_mb=max_upload_mb, max_pixels=int(max_megapixels * 1e6))
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"stillmotion ui: open http://{shown}:{port}/ in a browser (Ctrl+C stops it)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

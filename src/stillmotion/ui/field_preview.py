@@ -1,0 +1,87 @@
+"""The live motion-field picture: arrows -> dense field at reduced resolution -> colour over the photo.
+
+It must come back within a fraction of a second after every edit, so the field is computed on a
+copy of the photo whose longer side is ``PREVIEW_SIDE`` pixels (the dense field is smooth: nothing
+is lost at that size). Colours follow the optical-flow colour wheel (hue = direction, saturation =
+speed) from ``stillmotion.motion.viz`` when that module is present.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from stillmotion.inputs.arrows import Arrow
+from stillmotion.motion.dense import dense_flow_from_arrows
+
+PREVIEW_SIDE = 320
+
+
+def preview_size(width: int, height: int, side: int = PREVIEW_SIDE) -> tuple[int, int]:
+    scale = min(1.0, side / max(width, height))
+    return max(2, round(width * scale)), max(2, round(height * scale))
+
+
+def field_at_size(
+    arrows: Sequence[Arrow], width: int, height: int, size: tuple[int, int], mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Dense field of ``arrows`` (drawn on a ``width`` x ``height`` photo) at ``size`` = (w, h)."""
+    w, h = size
+    scaled = [a.scaled(w / width, h / height) for a in arrows]
+    small_mask = None
+    if mask is not None:
+        small_mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    return dense_flow_from_arrows(scaled, w, h, mask=small_mask)
+
+
+def _wheel_colors(field: np.ndarray) -> np.ndarray:
+    """Flow -> RGB uint8: the project's colour wheel when available, else a plain HSV mapping."""
+    try:
+        from stillmotion.motion import viz  # written alongside the flow tools; optional here
+    except ImportError:
+        viz = None
+    fn = getattr(viz, "flow_to_color", None) if viz is not None else None
+    if fn is not None:
+        return np.asarray(fn(field), np.uint8)
+    dx, dy = field[..., 0], field[..., 1]
+    mag = np.hypot(dx, dy)
+    top = float(mag.max()) or 1.0
+    hsv = np.empty(field.shape[:2] + (3,), np.uint8)
+    hsv[..., 0] = ((np.arctan2(-dy, -dx) / np.pi + 1.0) * 90.0).astype(np.uint8) % 180  # OpenCV hue: 0..179
+    hsv[..., 1] = np.clip(mag / top * 255.0, 0, 255).astype(np.uint8)
+    hsv[..., 2] = 255
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def render_field_preview(
+    image: np.ndarray, arrows: Sequence[Arrow], mask: np.ndarray | None, strength: float = 1.0
+) -> tuple[bytes, dict]:
+    """PNG of the coloured field over a dimmed photo, and figures about it (speeds in photo px/frame)."""
+    height, width = image.shape[:2]
+    w, h = preview_size(width, height)
+    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    field = (
+        field_at_size(arrows, width, height, (w, h), mask) * float(strength)
+        if arrows
+        else np.zeros((h, w, 2))
+    )
+    field = field.astype(np.float32)
+    moving = np.hypot(field[..., 0], field[..., 1]) > 0
+    colors = _wheel_colors(field)
+    gray = cv2.cvtColor(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
+    out = gray * 0.55
+    out[moving] = 0.35 * gray[moving] + 0.65 * colors[moving].astype(np.float32)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(buf, "PNG", optimize=False, compress_level=1)
+    speed = np.hypot(field[..., 0], field[..., 1]) * (width / w)
+    stats = {
+        "max_speed": round(float(speed.max()), 2),
+        "moving_fraction": round(float(moving.mean()), 4),
+        "width": w,
+        "height": h,
+    }
+    return buf.getvalue(), stats

@@ -1,0 +1,403 @@
+"""The web app's server: uploads (limits, bad files), path safety, arrows files, field preview, jobs."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from stillmotion.inputs.arrows import load_arrows_file  # noqa: E402
+from stillmotion.inputs.scene import load_scene  # noqa: E402
+from stillmotion.ui.jobs import Job, JobQueue  # noqa: E402
+from stillmotion.ui.server import create_app  # noqa: E402
+from stillmotion.ui.sessions import SessionStore  # noqa: E402
+
+STATIC = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "ui" / "static"
+
+
+def _photo(w: int = 96, h: int = 64, fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(0)
+    img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h pixels and holds (almost) none: what a decompression bomb looks like."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app(max_upload_mb=1.0, max_pixels=4_000_000, work_root=tmp_path)
+
+
+@pytest.fixture
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def sid(client):
+    return client.post("/api/session").json()["session"]
+
+
+def _upload(client, sid, data: bytes, name: str = "photo.png", what: str = "image"):
+    return client.post(f"/api/s/{sid}/{what}", files={"file": (name, data, "application/octet-stream")})
+
+
+# ---------------------------------------------------------------- page: offline, self-contained
+
+
+def test_page_and_assets_load_nothing_from_elsewhere(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "<canvas" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    for name in ("index.html", "app.js", "style.css"):
+        text = (STATIC / name).read_text(encoding="utf-8")
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+        assert client.get(f"/static/{name}").status_code == 200
+    assert "@import" not in (STATIC / "style.css").read_text() and "url(" not in (STATIC / "style.css").read_text()
+
+
+def test_info_reports_engines_and_limits(client):
+    info = client.get("/api/info").json()
+    assert set(info["engines"]) == {"warp", "diffusion"}
+    for status in info["engines"].values():
+        assert status["available"] or status["reason"]
+    assert info["max_upload_mb"] == 1.0
+    assert "phased" in info["long_methods"]
+
+
+# ---------------------------------------------------------------- uploads: good, bad, too big
+
+
+def test_photo_upload_decodes_and_reports_size(client, sid):
+    r = _upload(client, sid, _photo(96, 64, "JPEG"), "holiday.jpg")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"width": 96, "height": 64, "name": "holiday.jpg"}
+    back = client.get(f"/api/s/{sid}/image.jpg")
+    assert back.status_code == 200 and Image.open(io.BytesIO(back.content)).size == (96, 64)
+
+
+def test_non_image_is_refused_whatever_its_name(client, sid):
+    r = _upload(client, sid, b"#!/bin/sh\necho hello\n" * 20, "photo.jpg")
+    assert r.status_code == 415
+    assert "photo.jpg is not an image" in r.json()["error"]
+    r = _upload(client, sid, b"%PDF-1.4\n" + b"0" * 200, "scan.png")
+    assert r.status_code == 415
+
+
+def test_formats_outside_the_list_are_refused(client, sid):
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(buf, "EPS")  # Pillow can open EPS via Ghostscript: never here
+    r = _upload(client, sid, buf.getvalue(), "x.eps")
+    assert r.status_code == 415
+
+
+def test_truncated_image_is_refused_with_a_clear_message(client, sid):
+    data = _photo(200, 150, "JPEG")
+    r = _upload(client, sid, data[: len(data) // 2], "cut.jpg")
+    assert r.status_code == 415
+    assert "truncated" in r.json()["error"] and "cut.jpg" in r.json()["error"]
+    png = _photo(200, 150, "PNG")
+    r = _upload(client, sid, png[: len(png) // 2], "cut.png")
+    assert r.status_code == 415 and "cut.png" in r.json()["error"]
+
+
+def test_empty_upload_is_refused(client, sid):
+    r = _upload(client, sid, b"", "empty.png")
+    assert r.status_code == 400 and "empty" in r.json()["error"]
+
+
+def test_oversize_upload_is_refused_just_over_and_far_over_the_limit(client, sid):
+    # Just over 1 MB: reaches the handler, which names the file and the limit.
+    noise = np.random.default_rng(1).integers(0, 255, (586, 586, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, "BMP")
+    data = buf.getvalue()
+    assert 1_000_000 < len(data) < 1_064_000
+    r = _upload(client, sid, data, "big.bmp")
+    assert r.status_code == 413
+    assert "big.bmp is larger than the upload limit of 1.00 MB" in r.json()["error"] and "--max-upload-mb" in r.json()["error"]
+    # Far over: refused by the body limit before the upload is read in full.
+    r = _upload(client, sid, b"\0" * 3_000_000, "huge.png")
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+def test_decompression_bomb_is_refused_before_decoding(client, sid):
+    # Declares 3000 x 3000 = 9 MP (over this app's 4 MP) in a file of a few dozen bytes.
+    r = _upload(client, sid, _png_header_only(3000, 3000), "bomb.png")
+    assert r.status_code == 413 and "decompression bomb" in r.json()["error"]
+    # Declares 60000 x 60000 (3.6 gigapixels): over Pillow's own limit as well.
+    r = _upload(client, sid, _png_header_only(60000, 60000), "bomb2.png")
+    assert r.status_code == 413 and "bomb2.png" in r.json()["error"]
+    # A real, highly compressible large image: 2500 x 2500 black compresses to a few kB.
+    buf = io.BytesIO()
+    Image.new("L", (2500, 2500)).save(buf, "PNG")
+    assert len(buf.getvalue()) < 100_000
+    r = _upload(client, sid, buf.getvalue(), "black.png")
+    assert r.status_code == 413 and "megapixels" in r.json()["error"]
+
+
+def test_mask_upload_checks_content_and_resizes(client, sid):
+    assert _upload(client, sid, _photo(96, 64)).status_code == 200
+    r = _upload(client, sid, b"not a mask", "mask.png", what="mask")
+    assert r.status_code == 415
+    mask = np.zeros((32, 48), np.uint8)
+    mask[:, 24:] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, "PNG")
+    r = _upload(client, sid, buf.getvalue(), "mask.png", what="mask")
+    assert r.status_code == 200 and r.json()["coverage"] == pytest.approx(0.5, abs=0.03)
+    back = Image.open(io.BytesIO(client.get(f"/api/s/{sid}/mask.png").content))
+    assert back.size == (96, 64)
+    assert client.delete(f"/api/s/{sid}/mask").status_code == 200
+    assert client.get(f"/api/s/{sid}/mask.png").status_code == 404
+
+
+def test_mask_before_photo_is_a_clear_error(client, sid):
+    r = _upload(client, sid, _photo(), "mask.png", what="mask")
+    assert r.status_code == 400 and "upload a photo first" in r.json()["error"]
+
+
+# ---------------------------------------------------------------- path safety
+
+
+def test_client_file_names_never_become_paths(client, sid, app):
+    root = app.state.store.root
+    for evil in ("../../escape.png", "/tmp/abs.png", "..\\..\\win.png", "a/../../b.png"):
+        r = _upload(client, sid, _photo(), evil)
+        assert r.status_code == 200
+        assert "/" not in r.json()["name"] and "\\" not in r.json()["name"]
+    # Only server-made names inside the session folder; nothing next to or above the root.
+    made = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+    assert made == [sid, f"{sid}/photo.png"]
+    assert not (root.parent / "escape.png").exists() and not Path("/tmp/abs.png").exists()
+
+
+def test_ids_are_looked_up_not_joined(client, sid):
+    for bad in ("..", "..%2F..%2Fetc", "%2e%2e", "x" * 10, "aaaaaaaaaaaaaaaaaaaa"):
+        r = client.get(f"/api/s/{bad}/image.jpg")
+        assert r.status_code == 404, bad
+    assert _upload(client, sid, _photo()).status_code == 200
+    for bad in ("..", "aaaaaaaaaaaaaaaaaaaaaaaa", "..%2F..%2Fphoto"):
+        assert client.get(f"/api/s/{sid}/jobs/{bad}/video.mp4").status_code == 404
+        assert client.get(f"/api/s/{sid}/jobs/{bad}").status_code == 404
+
+
+def test_arrows_file_cannot_make_the_server_read_a_path(client, sid, tmp_path):
+    assert _upload(client, sid, _photo(96, 64)).status_code == 200
+    secret = tmp_path / "secret.png"
+    Image.new("L", (96, 64), 255).save(secret)
+    doc = {"version": 1, "mask": str(secret), "arrows": [{"points": [[10, 10], [30, 12]]}]}
+    r = _upload(client, sid, json.dumps(doc).encode(), "drawing.json", what="arrows/import")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["arrows"][0]["points"] == [[10.0, 10.0], [30.0, 12.0]]
+    assert any("Upload mask" in n for n in out["notes"])
+    assert client.get(f"/api/s/{sid}/mask.png").status_code == 404  # the named file was not read
+
+
+def test_sessions_do_not_see_each_others_jobs(client, sid):
+    assert _upload(client, sid, _photo(96, 64)).status_code == 200
+    other = client.post("/api/session").json()["session"]
+    body = {"kind": "full", "engine": "warp", "frames": 4, "size": 64, "arrows": [{"points": [[10, 10], [40, 12]]}]}
+    r = client.post(f"/api/s/{sid}/jobs", json=body)
+    assert r.status_code == 200, r.text
+    jid = r.json()["id"]
+    assert client.get(f"/api/s/{other}/jobs/{jid}").status_code == 404
+    assert client.post(f"/api/s/{other}/jobs/{jid}/cancel").status_code == 404
+    client.app.state.queue.wait_idle(120)
+
+
+# ---------------------------------------------------------------- arrows: validation, export/import, field
+
+
+def test_single_click_arrow_gets_a_message_not_a_crash(client, sid):
+    assert _upload(client, sid, _photo(96, 64)).status_code == 200
+    for route in ("field", "arrows/export", "jobs"):
+        r = client.post(f"/api/s/{sid}/{route}", json={"arrows": [{"points": [[10, 10]]}]})
+        assert r.status_code == 400, route
+        assert "needs a start and an end" in r.json()["error"]
+    r = client.post(f"/api/s/{sid}/field", json={"arrows": [{"points": [[10, 10], [500, 10]]}]})
+    assert r.status_code == 400 and "outside the image" in r.json()["error"]
+    r = client.post(f"/api/s/{sid}/jobs", json={"arrows": []})
+    assert r.status_code == 400 and "at least one arrow" in r.json()["error"]
+
+
+def test_settings_out_of_range_are_named(client, sid):
+    assert _upload(client, sid, _photo(96, 64)).status_code == 200
+    arrows = [{"points": [[10, 10], [40, 12]]}]
+    r = client.post(f"/api/s/{sid}/jobs", json={"arrows": arrows, "frames": 0})
+    assert r.status_code == 422 and "frames" in r.json()["error"]
+    r = client.post(f"/api/s/{sid}/jobs", json={"arrows": arrows, "engine": "magic"})
+    assert r.status_code == 422 and "engine" in r.json()["error"]
+
+
+def test_export_is_the_cli_format_and_replays(client, sid, tmp_path):
+    photo = _photo(96, 64)
+    assert _upload(client, sid, photo).status_code == 200
+    arrows = [{"points": [[10, 20], [40, 22]], "strength": 1.5}, {"points": [[50, 30], [60, 40], [70, 30]]}]
+    r = client.post(f"/api/s/{sid}/arrows/export", json={"arrows": arrows})
+    assert r.status_code == 200 and "drawing.json" in r.headers["content-disposition"]
+    path = tmp_path / "drawing.json"
+    path.write_bytes(r.content)
+    doc = load_arrows_file(path)
+    assert doc.image_size == (96, 64)
+    assert [a.points for a in doc.arrows] == [((10, 20), (40, 22)), ((50, 30), (60, 40), (70, 30))]
+    assert doc.arrows[0].strength == 1.5
+    (tmp_path / "photo.png").write_bytes(photo)
+    scene = load_scene(tmp_path / "photo.png", arrows_file=path)
+    assert len(scene.arrows) == 2
+    # ... and imports back into the page unchanged.
+    r = _upload(client, sid, r.content, "drawing.json", what="arrows/import")
+    assert [a["points"] for a in r.json()["arrows"]] == [a["points"] for a in arrows]
+
+
+def test_import_scales_to_the_photo_and_reads_labelme(client, sid, tmp_path):
+    assert _upload(client, sid, _photo(96, 64)).status_code == 200
+    doc = {"version": 1, "image_size": [192, 128], "arrows": [{"points": [[20, 40], [80, 40]]}]}
+    r = _upload(client, sid, json.dumps(doc).encode(), "big.json", what="arrows/import")
+    assert r.json()["arrows"][0]["points"] == [[10.0, 20.0], [40.0, 20.0]]
+    labelme = {"imageWidth": 96, "imageHeight": 64,
+               "shapes": [{"label": "flow", "shape_type": "linestrip", "points": [[5, 5], [20, 5], [30, 15]]}]}
+    r = _upload(client, sid, json.dumps(labelme).encode(), "lm.json", what="arrows/import")
+    assert r.status_code == 200 and len(r.json()["arrows"][0]["points"]) == 3
+    r = _upload(client, sid, b"{not json", "bad.json", what="arrows/import")
+    assert r.status_code == 400 and "bad.json" in r.json()["error"] and "not valid JSON" in r.json()["error"]
+
+
+def test_field_preview_is_small_and_follows_the_arrow(client, sid):
+    img = np.full((300, 600, 3), 128, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    assert _upload(client, sid, buf.getvalue()).status_code == 200
+    r = client.post(f"/api/s/{sid}/field", json={"arrows": [{"points": [[100, 150], [200, 150]]}]})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    preview = Image.open(io.BytesIO(r.content))
+    assert max(preview.size) == 320  # computed at reduced resolution
+    stats = json.loads(r.headers["x-field-stats"])
+    assert stats["max_speed"] == pytest.approx(100 / 24, rel=0.05)  # 100 px in one 25-frame clip
+    a = np.asarray(preview.convert("RGB")).astype(int)
+    near, far = a[80, 60], a[80, 310]
+    assert np.ptp(near) > 40 and np.ptp(far) < 5  # coloured where it moves, grey far away
+    r = client.post(f"/api/s/{sid}/field", json={"arrows": [{"points": [[100, 150], [200, 150]]}], "strength": 2})
+    assert json.loads(r.headers["x-field-stats"])["max_speed"] == pytest.approx(200 / 24, rel=0.05)
+
+
+def test_command_shows_the_replay(client, sid):
+    assert _upload(client, sid, _photo(96, 64), "my photo.jpg").status_code == 200
+    r = client.post(f"/api/s/{sid}/command", json={"frames": 80, "fps": 30, "engine": "warp"})
+    cmd = r.json()["command"]
+    assert cmd.startswith("stillmotion animate 'my photo.jpg' --arrows drawing.json")
+    assert "--frames 80" in cmd and "--fps 30" in cmd and "--engine warp" in cmd and "--mask" not in cmd
+
+
+def test_diffusion_without_model_is_refused_with_the_reason(client, sid):
+    info = client.get("/api/info").json()["engines"]["diffusion"]
+    if info["available"]:
+        pytest.skip("a diffusion model is installed here")
+    assert _upload(client, sid, _photo(96, 64)).status_code == 200
+    body = {"engine": "diffusion", "arrows": [{"points": [[10, 10], [40, 12]]}]}
+    r = client.post(f"/api/s/{sid}/jobs", json=body)
+    assert r.status_code == 400 and info["reason"] in r.json()["error"]
+
+
+# ---------------------------------------------------------------- queue and clean-up
+
+
+def test_queue_runs_one_at_a_time_previews_first_and_shows_positions():
+    gate = threading.Event()
+    order: list[str] = []
+    running = []
+
+    def work(name):
+        def run(job):
+            running.append(name)
+            assert len(running) == 1  # never two at once
+            if name == "A":
+                gate.wait(10)
+            order.append(name)
+            running.pop()
+            return {}
+
+        return run
+
+    q = JobQueue()
+    try:
+        a = q.submit(Job("s1", "full", work("A")))
+        while a.state != "running":
+            threading.Event().wait(0.01)
+        b = q.submit(Job("s2", "full", work("B")))
+        c = q.submit(Job("s3", "full", work("C")))
+        p = q.submit(Job("s4", "preview", work("P")))
+        assert [q.position(j) for j in (a, b, c, p)] == [0, 2, 3, 1]
+        q.cancel(c)
+        assert c.state == "cancelled" and q.position(b) == 2
+        gate.set()
+        assert q.wait_idle(10)
+        assert order == ["A", "P", "B"]
+        assert {j.state for j in (a, b, p)} == {"done"}
+    finally:
+        gate.set()
+        q.stop()
+
+
+def test_errors_in_jobs_are_reported_not_raised():
+    def boom(job):
+        raise RuntimeError("engine exploded")
+
+    q = JobQueue()
+    try:
+        j = q.submit(Job("s", "full", boom))
+        assert q.wait_idle(10)
+        assert j.state == "error" and "engine exploded" in j.error
+    finally:
+        q.stop()
+
+
+def test_sessions_expire_and_files_are_removed(tmp_path):
+    store = SessionStore(tmp_path, ttl=0.0)
+    s = store.create()
+    s.file("photo.png").write_bytes(b"x")
+    threading.Event().wait(0.01)
+    assert store.sweep(busy={s.id}) == 0  # a session with a queued job stays
+    assert store.sweep() == 1 and not s.dir.exists()
+    root = store.root
+    store.close()
+    assert not root.exists()
+
+
+def test_server_removes_its_folder_on_shutdown(tmp_path):
+    app = create_app(work_root=tmp_path)
+    with TestClient(app) as c:
+        sid = c.post("/api/session").json()["session"]
+        _upload(c, sid, _photo())
+        assert any(app.state.store.root.rglob("photo.png"))
+    assert not app.state.store.root.exists()
+
+
+def test_loopback_detection():
+    from stillmotion.cli.ui_cmd import _is_loopback
+
+    assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and _is_loopback("::1")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.4") and not _is_loopback("example.org")
