@@ -1,0 +1,8 @@
+"""Engines turn a still image and a motion field into frames.
+
+- :mod:`stillmotion.engines.warp`: Eulerian animation (Holynski et al. 2021): Euler integration of
+  the field, softmax splatting, symmetric splatting for seamless loops. No weights, any CPU.
+- :mod:`stillmotion.engines.diffusion`: the motion-conditioned video diffusion model.
+
+Each engine yields uint8 (H, W, 3) frames one at a time, so videos of any length stream to disk.
+"""
