@@ -43,8 +43,8 @@ from stillmotion.errors import UserInputError
     "viz_path",
     type=click.Path(path_type=Path),
     default=None,
-    help="Also render the flow: for a video an .mp4 of each frame beside its colour-coded flow; for "
-    "two frames a picture (.png/.jpg).",
+    help="Also render the flow: for a video an .mp4 (or .gif/.webp) of each frame beside its "
+    "colour-coded flow; for two frames a picture (.png/.jpg).",
 )
 @click.option(
     "--max-frames",
@@ -187,8 +187,10 @@ def _flow_video(
 
     if output.suffix.lower() != ".npz":
         raise UserInputError(f"-o {output}: the flow of a video is written as .npz")
-    if viz_path is not None and viz_path.suffix.lower() != ".mp4":
-        raise UserInputError(f"--viz {viz_path}: the flow video must be .mp4")
+    if viz_path is not None:
+        from stillmotion.io.video_writer import video_format
+
+        video_format(viz_path)  # refuses an unknown extension before any work
     frames = open_frames(source, max_frames=max_frames, stride=stride, resize=resize, fps=fps)
     if frames.frame_count is not None and frames.frame_count < 2:
         raise UserInputError(f"{source} has {frames.frame_count} frame(s); flow needs at least 2")

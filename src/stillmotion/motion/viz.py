@@ -187,74 +187,43 @@ def flow_video_frame(frame: np.ndarray, flow: np.ndarray, max_magnitude: float |
 
 
 class FlowVideoWriter:
-    """Streaming mp4 of frames beside their colour-coded flow; written atomically.
+    """Streaming video of frames beside their colour-coded flow; written atomically.
 
         with FlowVideoWriter("flow.mp4", fps=25) as viz:
             viz.write(frame, flow)      # frame k with the flow k -> k+1
 
+    Any output :mod:`stillmotion.io.video_writer` takes (.mp4, .gif, .webp, a folder of PNGs).
     One colour scale holds for the whole video so that speeds compare across frames:
     ``max_magnitude``, or else the 99th percentile of the first field's magnitudes (at least 1 px).
-    H.264 through PyAV; odd sides lose their last row/column (yuv420p needs even sides).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, *, max_magnitude: float | None = None) -> None:
+        from stillmotion.io.video_writer import video_format
+
         self.path = Path(path)
-        if self.path.suffix.lower() != ".mp4":
-            raise UserInputError(f"flow video {self.path}: the name must end in .mp4")
-        if not (fps > 0):
-            raise UserInputError(f"flow video {self.path}: fps must be positive, got {fps}")
+        video_format(self.path)  # refuses unknown extensions before any work is done
         self.fps = float(fps)
         self.max_magnitude = max_magnitude
-        self.frames = 0
+        self._writer = None
+
+    @property
+    def frames(self) -> int:
+        return self._writer.frames_written if self._writer is not None else 0
 
     def __enter__(self) -> FlowVideoWriter:
-        from fractions import Fraction
+        from stillmotion.io.video_writer import open_video_writer
 
-        import av
-
-        from stillmotion.io.atomic import atomic_path
-
-        self._atomic = atomic_path(self.path)
-        tmp = self._atomic.__enter__()
-        try:
-            self._container = av.open(str(tmp), mode="w")
-            self._stream = self._container.add_stream(
-                "libx264", rate=Fraction(self.fps).limit_denominator(1001)
-            )
-            self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": "18"}
-        except BaseException as exc:
-            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
-            raise
+        self._writer = open_video_writer(self.path, fps=self.fps)
         return self
 
     def write(self, frame: np.ndarray, flow: np.ndarray) -> None:
-        import av
-
         if self.max_magnitude is None:
             mag = np.hypot(flow[..., 0], flow[..., 1])
             self.max_magnitude = max(float(np.percentile(mag, 99)), 1.0)
-        rgb = flow_video_frame(frame, flow, self.max_magnitude)
-        h, w = rgb.shape[:2]
-        rgb = np.ascontiguousarray(rgb[: h - h % 2, : w - w % 2])
-        if self.frames == 0:
-            self._stream.width, self._stream.height = rgb.shape[1], rgb.shape[0]
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-            self._container.mux(packet)
-        self.frames += 1
+        self._writer.write(flow_video_frame(frame, flow, self.max_magnitude))
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        try:
-            if exc_type is None and self.frames:
-                for packet in self._stream.encode():
-                    self._container.mux(packet)
-        finally:
-            self._container.close()
-        if exc_type is None and not self.frames:
-            empty = UserInputError(f"flow video {self.path}: no frames to write")
-            self._atomic.__exit__(UserInputError, empty, None)
-            raise empty
-        return bool(self._atomic.__exit__(exc_type, exc, tb))
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._writer.__exit__(exc_type, exc, tb)
 
 
 def render_flow_video(
@@ -265,7 +234,7 @@ def render_flow_video(
     *,
     max_magnitude: float | None = None,
 ) -> Path:
-    """Write an mp4 of each frame beside its colour-coded flow (see :class:`FlowVideoWriter`).
+    """Write a video of each frame beside its colour-coded flow (see :class:`FlowVideoWriter`).
 
     ``frames`` and ``flows`` are consumed in step, one pair at a time, so memory stays flat.
     """
