@@ -38,10 +38,20 @@ def _png_header_only(w: int, h: int) -> bytes:
     """A PNG that declares w x h pixels and holds (almost) none: what a decompression bomb looks like."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -75,7 +85,10 @@ def test_page_and_assets_load_nothing_from_elsewhere(client):
         text = (STATIC / name).read_text(encoding="utf-8")
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
         assert client.get(f"/static/{name}").status_code == 200
-    assert "@import" not in (STATIC / "style.css").read_text() and "url(" not in (STATIC / "style.css").read_text()
+    assert (
+        "@import" not in (STATIC / "style.css").read_text()
+        and "url(" not in (STATIC / "style.css").read_text()
+    )
 
 
 def test_info_reports_engines_and_limits(client):
@@ -137,7 +150,8 @@ def test_oversize_upload_is_refused_just_over_and_far_over_the_limit(client, sid
     assert 1_000_000 < len(data) < 1_064_000
     r = _upload(client, sid, data, "big.bmp")
     assert r.status_code == 413
-    assert "big.bmp is larger than the upload limit of 1.00 MB" in r.json()["error"] and "--max-upload-mb" in r.json()["error"]
+    message = r.json()["error"]
+    assert "big.bmp is larger than the upload limit of 1.00 MB" in message and "--max-upload-mb" in message
     # Far over: refused by the body limit before the upload is read in full.
     r = _upload(client, sid, b"\0" * 3_000_000, "huge.png")
     assert r.status_code == 413 and "limit" in r.json()["error"]
@@ -220,7 +234,13 @@ def test_arrows_file_cannot_make_the_server_read_a_path(client, sid, tmp_path):
 def test_sessions_do_not_see_each_others_jobs(client, sid):
     assert _upload(client, sid, _photo(96, 64)).status_code == 200
     other = client.post("/api/session").json()["session"]
-    body = {"kind": "full", "engine": "warp", "frames": 4, "size": 64, "arrows": [{"points": [[10, 10], [40, 12]]}]}
+    body = {
+        "kind": "full",
+        "engine": "warp",
+        "frames": 4,
+        "size": 64,
+        "arrows": [{"points": [[10, 10], [40, 12]]}],
+    }
     r = client.post(f"/api/s/{sid}/jobs", json=body)
     assert r.status_code == 200, r.text
     jid = r.json()["id"]
@@ -278,8 +298,11 @@ def test_import_scales_to_the_photo_and_reads_labelme(client, sid, tmp_path):
     doc = {"version": 1, "image_size": [192, 128], "arrows": [{"points": [[20, 40], [80, 40]]}]}
     r = _upload(client, sid, json.dumps(doc).encode(), "big.json", what="arrows/import")
     assert r.json()["arrows"][0]["points"] == [[10.0, 20.0], [40.0, 20.0]]
-    labelme = {"imageWidth": 96, "imageHeight": 64,
-               "shapes": [{"label": "flow", "shape_type": "linestrip", "points": [[5, 5], [20, 5], [30, 15]]}]}
+    labelme = {
+        "imageWidth": 96,
+        "imageHeight": 64,
+        "shapes": [{"label": "flow", "shape_type": "linestrip", "points": [[5, 5], [20, 5], [30, 15]]}],
+    }
     r = _upload(client, sid, json.dumps(labelme).encode(), "lm.json", what="arrows/import")
     assert r.status_code == 200 and len(r.json()["arrows"][0]["points"]) == 3
     r = _upload(client, sid, b"{not json", "bad.json", what="arrows/import")
@@ -298,9 +321,11 @@ def test_field_preview_is_small_and_follows_the_arrow(client, sid):
     stats = json.loads(r.headers["x-field-stats"])
     assert stats["max_speed"] == pytest.approx(100 / 24, rel=0.05)  # 100 px in one 25-frame clip
     a = np.asarray(preview.convert("RGB")).astype(int)
-    near, far = a[80, 60], a[80, 310]
+    near, far = a[95, 60], a[95, 310]  # beside the drawn arrow, and far from it
     assert np.ptp(near) > 40 and np.ptp(far) < 5  # coloured where it moves, grey far away
-    r = client.post(f"/api/s/{sid}/field", json={"arrows": [{"points": [[100, 150], [200, 150]]}], "strength": 2})
+    r = client.post(
+        f"/api/s/{sid}/field", json={"arrows": [{"points": [[100, 150], [200, 150]]}], "strength": 2}
+    )
     assert json.loads(r.headers["x-field-stats"])["max_speed"] == pytest.approx(200 / 24, rel=0.05)
 
 
@@ -401,3 +426,90 @@ def test_loopback_detection():
 
     assert _is_loopback("127.0.0.1") and _is_loopback("localhost") and _is_loopback("::1")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.4") and not _is_loopback("example.org")
+
+
+def _wait(client, sid, jid, timeout=180.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = client.get(f"/api/s/{sid}/jobs/{jid}").json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError("job did not finish")
+
+
+def test_warp_run_writes_a_browser_playable_mp4_and_a_gif(client, sid, app):
+    from stillmotion.ui.runs import engine_status
+
+    if not engine_status(None)["warp"]["available"]:
+        pytest.skip("the warp engine is not installed")
+    av = pytest.importorskip("av")
+    assert _upload(client, sid, _photo(150, 100)).status_code == 200
+    body = {
+        "kind": "full",
+        "engine": "warp",
+        "frames": 12,
+        "fps": 12,
+        "size": 128,
+        "arrows": [{"points": [[30, 50], [90, 50]]}],
+    }
+    r = client.post(f"/api/s/{sid}/jobs", json=body)
+    assert r.status_code == 200, r.text
+    status = _wait(client, sid, r.json()["id"])
+    assert status["state"] == "done", status
+    assert (
+        status["report"]["width"] == 128
+        and status["report"]["height"] == 84
+        and status["report"]["frames"] == 12
+    )
+    mp4 = client.get(status["files"]["mp4"])
+    assert mp4.status_code == 200 and mp4.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(mp4.content)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == 12 and frames[0].shape == (84, 128, 3)
+    assert np.abs(frames[6].astype(int) - frames[0].astype(int)).mean() > 1  # it moves
+    gif = client.get(status["files"]["gif"])
+    assert gif.status_code == 200 and gif.content[:6] in (b"GIF89a", b"GIF87a")
+    assert Image.open(io.BytesIO(gif.content)).n_frames == 12
+    # Files live in the session's folder under the job's id; nothing half-written is left.
+    names = sorted(p.name for p in (app.state.store.root / sid).iterdir())
+    assert names == sorted(["photo.png", f"{status['id']}.mp4", f"{status['id']}.gif"])
+
+
+def test_preview_is_small_and_short_and_replaces_the_previous_one(client, sid, app):
+    from stillmotion.ui.runs import PREVIEW_FRAMES, PREVIEW_SIDE, engine_status
+
+    if not engine_status(None)["warp"]["available"]:
+        pytest.skip("the warp engine is not installed")
+    assert _upload(client, sid, _photo(600, 400)).status_code == 200
+    body = {"kind": "preview", "frames": 200, "size": 1024, "arrows": [{"points": [[100, 200], [300, 200]]}]}
+    ids = [client.post(f"/api/s/{sid}/jobs", json=body).json()["id"] for _ in range(3)]
+    last = _wait(client, sid, ids[-1])
+    assert last["state"] == "done" and last["report"]["frames"] == PREVIEW_FRAMES
+    assert max(last["report"]["width"], last["report"]["height"]) == PREVIEW_SIDE
+    assert "gif" not in last["files"]
+    app.state.queue.wait_idle(60)
+    mp4s = list((app.state.store.root / sid).glob("*.mp4"))
+    assert [p.name for p in mp4s] == [f"{ids[-1]}.mp4"]  # older previews were cancelled or deleted
+
+
+def test_cancel_leaves_no_file(client, sid, app):
+    from stillmotion.ui.runs import engine_status
+
+    if not engine_status(None)["warp"]["available"]:
+        pytest.skip("the warp engine is not installed")
+    assert _upload(client, sid, _photo(300, 200)).status_code == 200
+    body = {"kind": "full", "frames": 400, "size": 256, "arrows": [{"points": [[30, 50], [90, 50]]}]}
+    jid = client.post(f"/api/s/{sid}/jobs", json=body).json()["id"]
+    import time
+
+    while client.get(f"/api/s/{sid}/jobs/{jid}").json()["progress"] < 0.05:
+        time.sleep(0.05)
+    assert client.post(f"/api/s/{sid}/jobs/{jid}/cancel").status_code == 200
+    assert _wait(client, sid, jid)["state"] == "cancelled"
+    assert sorted(p.name for p in (app.state.store.root / sid).iterdir()) == ["photo.png"]
+    assert client.get(f"/api/s/{sid}/jobs/{jid}/video.mp4").status_code == 404

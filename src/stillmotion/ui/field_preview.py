@@ -57,6 +57,16 @@ def _wheel_colors(field: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
+def _draw_arrows(canvas: np.ndarray, arrows: Sequence[Arrow]) -> None:
+    """Thin white arrows over the picture so the colours can be read against what was drawn."""
+    for arrow in arrows:
+        pts = np.round(np.asarray(arrow.points) * 16).astype(np.int32)  # 4 fractional bits: sub-pixel lines
+        cv2.polylines(canvas, [pts[:-1 if len(pts) > 2 else 1]], False, (255, 255, 255), 1, cv2.LINE_AA, 4)
+        tip = max(0.15, min(0.5, 8.0 * 16 / max(float(np.hypot(*(pts[-1] - pts[-2]))), 1.0)))
+        cv2.arrowedLine(canvas, tuple(map(int, pts[-2])), tuple(map(int, pts[-1])), (255, 255, 255), 1,
+                        cv2.LINE_AA, 4, tip)
+
+
 def render_field_preview(
     image: np.ndarray, arrows: Sequence[Arrow], mask: np.ndarray | None, strength: float = 1.0
 ) -> tuple[bytes, dict]:
@@ -75,8 +85,10 @@ def render_field_preview(
     gray = cv2.cvtColor(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
     out = gray * 0.55
     out[moving] = 0.35 * gray[moving] + 0.65 * colors[moving].astype(np.float32)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    _draw_arrows(out, [a.scaled(w / width, h / height) for a in arrows])
     buf = io.BytesIO()
-    Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).save(buf, "PNG", optimize=False, compress_level=1)
+    Image.fromarray(out).save(buf, "PNG", optimize=False, compress_level=1)
     speed = np.hypot(field[..., 0], field[..., 1]) * (width / w)
     stats = {
         "max_speed": round(float(speed.max()), 2),

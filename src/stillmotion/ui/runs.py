@@ -7,6 +7,7 @@ server starts quickly and says which engine is missing instead of failing to sta
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shlex
 import time
@@ -164,18 +165,115 @@ def cli_command(
     return shlex.join(parts)
 
 
+def _scaled_inputs(
+    image: np.ndarray, arrows: list[Arrow], mask: np.ndarray | None, side: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Photo, mask and dense field at the output size (longer side ``side``)."""
+    import cv2
+
+    from stillmotion.motion.dense import dense_flow_from_arrows
+
+    h0, w0 = image.shape[:2]
+    w, h = output_size(w0, h0, side)
+    small = image if (w, h) == (w0, h0) else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    small_mask = None
+    if mask is not None:
+        small_mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    field = dense_flow_from_arrows([a.scaled(w / w0, h / h0) for a in arrows], w, h, mask=small_mask)
+    return np.ascontiguousarray(small), small_mask, field
+
+
+def _frames(settings: Settings, image: np.ndarray, field: np.ndarray, mask: np.ndarray | None):
+    if settings.engine == "warp":
+        from stillmotion.engines.warp import warp_frames
+
+        return warp_frames(
+            image, field, frames=settings.frames, loop=settings.loop, strength=settings.strength, mask=mask
+        )
+    raise UserInputError(
+        engine_status(settings.model_dir)["diffusion"]["reason"] or "diffusion is not wired yet"
+    )
+
+
 def render(
     job, session, image: np.ndarray, arrows: list[Arrow], mask: np.ndarray | None, settings: Settings
 ) -> dict:
     """Run one job; write ``<job id>.mp4`` (and ``.gif`` for full runs) in the session folder."""
-    raise UserInputError(
-        engine_status(settings.model_dir)[settings.engine]["reason"] or "engine not wired yet"
-    )
+    status = engine_status(settings.model_dir)[settings.engine]
+    if not status["available"]:
+        raise UserInputError(f"the {settings.engine} engine is unavailable: {status['reason']}")
+    t0 = time.perf_counter()
+    job.report(0.0, "motion field")
+    small, small_mask, field = _scaled_inputs(image, arrows, mask, settings.size)
+    h, w = small.shape[:2]
+    outputs = {"mp4": session.file(f"{job.id}.mp4")}
+    if settings.kind == "full":
+        outputs["gif"] = session.file(f"{job.id}.gif")
+    job.report(0.01, "starting the engine")
+    seconds_render = 0.0
+    with _writers(outputs, settings.fps, (w, h)) as write:
+        t = time.perf_counter()
+        for i, frame in enumerate(_frames(settings, small, field, small_mask)):
+            seconds_render += time.perf_counter() - t
+            write(frame)
+            job.report(0.01 + 0.98 * (i + 1) / settings.frames, f"frame {i + 1} of {settings.frames}")
+            t = time.perf_counter()
+    report = {
+        "engine": settings.engine,
+        "frames": settings.frames,
+        "width": w,
+        "height": h,
+        "fps": settings.fps,
+        "seconds_total": time.perf_counter() - t0,
+        "seconds_render": seconds_render,
+    }
+    return {"files": {k: str(v) for k, v in outputs.items()}, "report": report}
+
+
+@contextlib.contextmanager
+def _writers(outputs: dict[str, Path], fps: int, size: tuple[int, int]):
+    """Stream frames into every output at once (memory does not grow with the number of frames)."""
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(_open_writer(path, fps, size)) for path in outputs.values()]
+
+        def write(frame: np.ndarray) -> None:
+            for writer in writers:
+                writer(frame)
+
+        yield write
 
 
 def gif_from_mp4(job, session) -> Path:
     raise UserInputError("GIF conversion is not available yet")
 
 
-def _now() -> float:
-    return time.perf_counter()
+@contextlib.contextmanager
+def _open_writer(path: Path, fps: int, size: tuple[int, int]):
+    """A streaming encoder for one output file, written atomically; yields ``write(frame)``."""
+    import av
+
+    from stillmotion.io.atomic import atomic_path
+
+    mp4 = path.suffix == ".mp4"
+    with atomic_path(path) as tmp:
+        # faststart puts the index first, so the browser can play while it loads.
+        container = av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {})
+        try:
+            if mp4:
+                stream = container.add_stream("libx264", rate=fps)
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": "20", "preset": "veryfast"}
+            else:
+                stream = container.add_stream("gif", rate=fps)
+                stream.pix_fmt = "rgb8"
+            stream.width, stream.height = size
+
+            def write(frame: np.ndarray) -> None:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+
+            yield write
+            for packet in stream.encode():
+                container.mux(packet)
+        finally:
+            container.close()

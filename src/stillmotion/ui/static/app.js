@@ -379,6 +379,7 @@ $("photo-input").addEventListener("change", (ev) => { uploadPhoto(ev.target.file
 $("mask-input").addEventListener("change", (ev) => { uploadMask(ev.target.files[0]); ev.target.value = ""; });
 $("arrows-input").addEventListener("change", (ev) => { importArrows(ev.target.files[0]); ev.target.value = ""; });
 $("export-arrows").addEventListener("click", exportArrows);
+$("export-arrows-2").addEventListener("click", exportArrows);
 $("undo").addEventListener("click", undo);
 $("clear-arrows").addEventListener("click", () => {
   if (!state.arrows.length && !state.pending) return;
