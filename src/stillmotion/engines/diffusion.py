@@ -1,0 +1,190 @@
+"""The diffusion engine: a scene and its motion field -> frames from the motion-conditioned SVD pipeline.
+
+``animate_diffusion`` loads a :class:`~stillmotion.diffusion.pipeline.StillMotionPipeline` (a folder
+or a hub id in the Hugging Face cache; the bundled tiny checkpoint when ``model`` is None), fits the
+scene to a size the model accepts, prepares the denoiser and returns a lazy iterator of uint8 frames
+plus a stats dict that is complete once the iterator is exhausted. Up to the model's clip length the
+video is one clip sampled with the Euler sampler; longer videos go through the long-video samplers
+(``stillmotion.sampling.long``; ``long_method`` phased by default).
+
+``strength`` is a speed factor as in the warp engine: the field is multiplied by it, and the global
+motion strength M_s (eq. 8) the model is conditioned on is measured on the scaled field.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillmotion.errors import UserInputError
+from stillmotion.inputs.scene import Scene
+
+logger = logging.getLogger("stillmotion.diffusion")
+
+# The bundled small checkpoint (issue "Embedded default model") lives here once trained.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "stillmotion-tiny"
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+_CACHE: dict[tuple, Any] = {}
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserInputError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        raise UserInputError(f"--dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
+    return getattr(torch, DTYPES[dtype])
+
+
+def default_model() -> Path:
+    if (DEFAULT_MODEL_DIR / "model_index.json").is_file():
+        return DEFAULT_MODEL_DIR
+    raise UserInputError(
+        "no --model given and the bundled default model is not present "
+        f"({DEFAULT_MODEL_DIR}); pass --model with a StillMotion or Stable Video Diffusion folder or hub id"
+    )
+
+
+def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "auto", offload: bool = False):
+    """Load (and cache the last) pipeline on ``device`` in ``dtype``; offload = model CPU offload on CUDA."""
+    from stillmotion.diffusion.pipeline import StillMotionPipeline
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    where = str(default_model() if model is None else model)
+    key = (where, dev, str(torch_dtype), bool(offload))
+    if key in _CACHE:
+        return _CACHE[key]
+    _CACHE.clear()
+    pipe = StillMotionPipeline.from_pretrained(where, torch_dtype=torch_dtype)
+    if offload and dev.startswith("cuda"):
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        if offload:
+            logger.warning("--offload has no effect on the CPU; ignoring it")
+        pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    _CACHE[key] = pipe
+    return pipe
+
+
+def model_size(pipe, width: int, height: int) -> tuple[int, int]:
+    """The size the scene is brought to: its own rounded to the model's multiple, or the model's default
+    size (aspect kept) when the scene is larger than that."""
+    dw, dh = pipe.default_size(width, height)
+    if max(width, height) > max(dw, dh):
+        return dw, dh
+    m = pipe.size_multiple
+    return max(m, int(round(width / m)) * m), max(m, int(round(height / m)) * m)
+
+
+def _to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
+    for frame in frames[0]:
+        yield (frame * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def animate_diffusion(
+    scene: Scene,
+    field: np.ndarray | None,
+    *,
+    frames: int,
+    fps: float = 8.0,
+    strength: float = 1.0,
+    progress: bool = False,
+    model: str | Path | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    offload: bool = False,
+    refine: bool = True,
+    long_method: str | None = None,
+    gamma: float = 0.8,
+    omega: float = 0.2,
+    decode_chunk_size: int = 8,
+    min_guidance_scale: float = 1.0,
+    max_guidance_scale: float = 3.0,
+    motion_bucket_id: int = 127,
+    noise_aug_strength: float = 0.02,
+) -> tuple[Iterator[np.ndarray], dict]:
+    """Animate ``scene`` along ``field`` (H, W, 2 px/frame at the scene's size, or None for no motion
+    guidance). Returns (lazy iterator of uint8 (H', W', 3) frames at the model size, stats dict with
+    steps, unet_calls, frame_evaluations, device, size, strength_ms, refined)."""
+    import torch
+
+    steps = 25 if steps is None else int(steps)
+    if steps < 1:
+        raise UserInputError(f"--steps must be >= 1, got {steps}")
+    if frames < 1:
+        raise UserInputError(f"--frames must be >= 1, got {frames}")
+    if not (np.isfinite(strength) and strength >= 0):
+        raise UserInputError(f"strength must be a finite number >= 0, got {strength!r}")
+    pipe = load_pipeline(model, device, dtype, offload)
+    width, height = size if size is not None else model_size(pipe, scene.width, scene.height)
+    motion = None if field is None else np.asarray(field, np.float32) * np.float32(strength)
+    refined = bool(refine and motion is not None and pipe.refiner is not None)
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    den = pipe.prepare(
+        scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, refine=refine,
+        fps=max(1, int(round(fps))), motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
+        min_guidance_scale=min_guidance_scale, max_guidance_scale=max_guidance_scale, generator=generator,
+    )  # fmt: skip
+    stats: dict[str, Any] = {
+        "steps": steps,
+        "unet_calls": 0,
+        "frame_evaluations": 0,
+        "device": str(pipe._execution_device),
+        "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+        "size": [width, height],
+        "strength_ms": den.frame_info["strength"],
+        "refined": refined,
+        "long_method": None,
+    }
+
+    def one_clip() -> Iterator[np.ndarray]:
+        from stillmotion.progress import progress_bar
+        from stillmotion.sampling.base import sample_euler
+
+        sigmas = den.set_schedule(steps)
+        x = pipe.initial_latents(den, generator=generator)
+        with progress_bar(total=steps, desc="diffusion", enabled=progress, unit="step") as bar:
+            x = sample_euler(den, x, sigmas, callback=lambda i, x_, x0: bar.update(1))
+        stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
+        for chunk in pipe.decode(den, x, decode_chunk_size):
+            yield from _to_uint8(chunk)
+
+    def long_video() -> Iterator[np.ndarray]:
+        from stillmotion.sampling.long import LongOptions, stream_long_video
+
+        options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega)
+        stats["long_method"] = options.method
+        for chunk, _join in stream_long_video(
+            pipe, den, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
+            progress=progress,
+        ):  # fmt: skip
+            stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
+            yield from _to_uint8(chunk)
+        stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
+
+    if frames <= den.clip_frames:
+        return one_clip(), stats
+    return long_video(), stats
