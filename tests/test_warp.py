@@ -1,0 +1,196 @@
+"""The warp engine: Euler integration, softmax/symmetric splatting, loops, masks, holes, speed scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stillmotion.engines.warp import EulerianWarp, warp_frames
+from stillmotion.engines.warp.engine import _descending_states
+from stillmotion.engines.warp.reference import reference_frames
+from stillmotion.errors import UserInputError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "assets" / "examples"
+
+
+def texture(h: int = 64, w: int = 80, seed: int = 0) -> np.ndarray:
+    """Random texture, smoothed a little so sub-pixel shifts are measurable."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((h, w, 3)).astype(np.float32) * 255
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 1.0) * 2 - 128, 0, 255).astype(np.uint8)
+
+
+def constant_field(h: int, w: int, dx: float, dy: float) -> np.ndarray:
+    field = np.empty((h, w, 2), np.float32)
+    field[..., 0], field[..., 1] = dx, dy
+    return field
+
+
+def test_integer_translation_moves_the_image_exactly():
+    img = texture()
+    frames = list(warp_frames(img, constant_field(64, 80, 2.0, 1.0), frames=6, loop=False))
+    assert len(frames) == 6
+    assert np.array_equal(frames[0], img)
+    for t, frame in enumerate(frames):
+        # Content that started at (x, y) is now at (x + 2t, y + t).
+        assert np.array_equal(frame[t:, 2 * t :], img[: 64 - t, : 80 - 2 * t]), t
+
+
+def test_subpixel_translation_is_measured_at_the_expected_offset():
+    img = texture(96, 96, seed=3)
+    frames = list(warp_frames(img, constant_field(96, 96, 0.75, -0.5), frames=8, loop=False))
+    t = 7  # expected offset (5.25, -3.5): fractional, so the bilinear splat is exercised
+    crop = (slice(16, 80), slice(16, 80))  # away from the filled border strip
+    # Find the sub-pixel shift of the input that best explains the frame (0.05 px grid search).
+    errors = {}
+    for sx in np.arange(4.5, 6.0, 0.05):
+        for sy in np.arange(-4.25, -2.75, 0.05):
+            shift = np.float32([[1, 0, sx], [0, 1, sy]])
+            moved = cv2.warpAffine(img.astype(np.float32), shift, (96, 96), flags=cv2.INTER_LINEAR)
+            errors[(sx, sy)] = float(np.abs(moved[crop] - frames[t][crop]).mean())
+    sx, sy = min(errors, key=errors.get)
+    assert sx == pytest.approx(0.75 * t, abs=0.051)
+    assert sy == pytest.approx(-0.5 * t, abs=0.051)
+    assert errors[(sx, sy)] < 1.0  # and the shifted input matches it (mean grey-level error < 1)
+
+
+def test_strength_scales_speed_and_zero_strength_is_still():
+    img = texture()
+    field = constant_field(64, 80, 1.0, 0.0)
+    double = list(warp_frames(img, field, frames=4, loop=False, strength=2.0))
+    assert np.array_equal(double[3][:, 6:], img[:, :-6])
+    still = list(warp_frames(img, field, frames=5, strength=0.0))
+    assert all(np.array_equal(f, img) for f in still)
+
+
+def test_holes_are_filled_with_neighbouring_colour():
+    img = np.full((40, 50, 3), (100, 150, 200), np.uint8)
+    frames = list(warp_frames(img, constant_field(40, 50, 3.0, 2.0), frames=6, loop=False))
+    # The strips the content moved away from received nothing: they take the neighbours' colour.
+    for frame in frames:
+        assert np.array_equal(frame, img)
+
+
+def test_loop_frame_n_equals_frame_0_and_the_seam_is_smooth():
+    img = np.asarray(cv2.imread(str(EXAMPLES / "waterfall.jpg"))[..., ::-1])
+    img = np.ascontiguousarray(cv2.resize(img, (160, 90), interpolation=cv2.INTER_AREA))
+    yy, xx = np.mgrid[0:90, 0:160].astype(np.float32)
+    field = np.stack([1.2 + 0.6 * np.sin(yy / 9), 0.8 * np.cos(xx / 13)], -1).astype(np.float32)
+    n = 30
+    frames = np.stack(list(warp_frames(img, field, frames=n, include_end=True)))
+    assert frames.shape == (n + 1, 90, 160, 3)
+    assert np.array_equal(frames[n], frames[0])  # the symmetric blend returns exactly to the start
+    assert np.array_equal(frames[0], img)
+    steps = np.abs(np.diff(frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))  # steps[t]: t -> t+1
+    # The jump from the last frame played (N-1) back to frame 0 is an ordinary step, not a cut.
+    assert steps[n - 1] <= 1.5 * np.median(steps[:-1])
+    assert steps.min() > 0  # and things do move
+
+
+def test_pixels_outside_the_mask_are_bit_identical():
+    img = texture(60, 70, seed=5)
+    mask = np.zeros((60, 70), bool)
+    mask[10:40, 15:50] = True
+    field = constant_field(60, 70, 2.5, 1.5)  # moves content across the mask's edge
+    for loop in (True, False):
+        for frame in warp_frames(img, field, frames=12, loop=loop, mask=mask):
+            assert np.array_equal(frame[~mask], img[~mask])
+    moved = list(warp_frames(img, field, frames=12, mask=mask))
+    assert not np.array_equal(moved[5][mask], img[mask])
+
+
+def test_dis_flow_of_the_output_follows_the_arrows():
+    from stillmotion.inputs.scene import load_scene
+    from stillmotion.motion.dense import dense_flow_from_arrows
+
+    scene = load_scene(EXAMPLES / "waterfall.jpg", arrows_file=EXAMPLES / "waterfall_arrows.json")
+    field = dense_flow_from_arrows(scene.arrows, scene.width, scene.height, mask=scene.mask)
+    frames = list(warp_frames(scene.image, field, frames=6, loop=False, strength=2.0, mask=scene.mask))
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    measured = np.mean([dis.calc(a, b, None) for a, b in zip(grey[1:-1], grey[2:], strict=True)], axis=0)
+    expected = 2.0 * field
+    speed = np.hypot(expected[..., 0], expected[..., 1])
+    sel = speed > 0.5 * speed.max()
+    assert sel.sum() > 500
+    cos = (measured[sel] * expected[sel]).sum(1) / (
+        np.linalg.norm(measured[sel], axis=1) * np.linalg.norm(expected[sel], axis=1) + 1e-6
+    )
+    assert np.median(cos) > 0.95
+    assert float(np.mean(cos)) > 0.9
+    ratio = np.linalg.norm(measured[sel], axis=1) / speed[sel]
+    assert 0.8 < float(np.median(ratio)) < 1.2  # and at the speed the arrows ask for
+
+
+@pytest.mark.parametrize("loop", [True, False])
+def test_fast_kernels_match_the_plain_pytorch_reference(loop):
+    img = texture(48, 56, seed=7)
+    yy, xx = np.mgrid[0:48, 0:56].astype(np.float32)
+    field = np.stack([np.sin(yy / 7) * 1.7 + 0.4, np.cos(xx / 6) * 1.3], -1).astype(np.float32)
+    mask = np.zeros((48, 56), bool)
+    mask[4:44, 6:50] = True
+    warp = EulerianWarp(img, field, frames=17, loop=loop, mask=mask, include_end=True)
+    fast = np.stack(list(warp.frames())).astype(np.int16)
+    ref = np.stack(list(reference_frames(warp))).astype(np.int16)
+    diff = np.abs(fast - ref)
+    assert diff.max() <= 1  # float summation order only
+    assert (diff > 0).mean() < 1e-3
+
+
+def test_checkpointed_reversal_matches_stored_states():
+    steps = []
+
+    def advance(state, k):
+        steps.append(k)
+        return (state[0] + k, state[1])
+
+    start = (np.zeros(3), np.ones(3, bool))
+    for n, budget in ((1, 4), (7, 4), (50, 4), (125, 28), (500, 6)):
+        steps.clear()
+        got = [int(s[0][0]) for s in _descending_states(start, 0, n, budget, advance)]
+        assert got == list(range(n - 1, -1, -1))
+        # The cost stays a small multiple of n (recomputation), never n^2.
+        assert sum(steps) <= 5 * n
+
+
+def test_long_loop_is_correct_with_a_tiny_checkpoint_budget():
+    img = texture(32, 40, seed=2)
+    yy, xx = np.mgrid[0:32, 0:40].astype(np.float32)
+    field = np.stack([np.sin(yy / 5) + 0.3, np.cos(xx / 4) * 0.8], -1).astype(np.float32)
+    warp = EulerianWarp(img, field, frames=40, include_end=True, checkpoint_mb=1e-6)
+    assert warp.checkpoint_budget == 4
+    fast = np.stack(list(warp.frames())).astype(np.int16)
+    ref = np.stack(list(reference_frames(warp))).astype(np.int16)
+    assert np.abs(fast - ref).max() <= 1
+    assert warp.stats["euler_steps_per_pixel"] > 2 * 40  # it did recompute
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 25])
+def test_any_number_of_frames(n):
+    img = texture(20, 24)
+    frames = list(warp_frames(img, constant_field(20, 24, 0.5, 0.5), frames=n))
+    assert len(frames) == n
+    assert all(f.shape == (20, 24, 3) and f.dtype == np.uint8 for f in frames)
+    assert np.array_equal(frames[0], img)
+
+
+def test_bad_inputs_are_named():
+    img = texture(20, 24)
+    good = constant_field(20, 24, 1, 0)
+    with pytest.raises(UserInputError, match="shape"):
+        EulerianWarp(img, good[:10], frames=3)
+    bad = good.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(UserInputError, match="NaN"):
+        EulerianWarp(img, bad, frames=3)
+    with pytest.raises(UserInputError, match="frames"):
+        EulerianWarp(img, good, frames=0)
+    with pytest.raises(UserInputError, match="strength"):
+        EulerianWarp(img, good, frames=3, strength=-1)
+    with pytest.raises(UserInputError, match="uint8"):
+        EulerianWarp(img.astype(np.float32), good, frames=3)
+    with pytest.raises(UserInputError, match="mask"):
+        EulerianWarp(img, good, frames=3, mask=np.ones((3, 3), bool))
