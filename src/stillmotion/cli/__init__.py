@@ -17,15 +17,47 @@ from stillmotion.errors import UserInputError
 
 # name -> (module, attribute, one-line help shown by `stillmotion --help` without importing)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "motion": ("stillmotion.cli.motion_cmd", "motion", "Arrows (+ mask) on an image -> dense motion field picture / .flo."),
-    "flow": ("stillmotion.cli.flow_cmd", "flow", "Optical flow of two frames (.flo) or of a video (.npz + strength)."),
-    "animate": ("stillmotion.cli.animate_cmd", "animate", "Animate a still image (warp or diffusion engine) into a video."),
-    "bench-long": ("stillmotion.cli.bench_long_cmd", "bench_long", "Compare long-video samplers on one input."),
-    "prepare": ("stillmotion.cli.prepare_cmd", "prepare", "Cut videos into training clips with flow and strength."),
-    "train": ("stillmotion.cli.train_cmd", "train", "Train the diffusion model, static-camera LoRA or refiner T."),
-    "eval": ("stillmotion.cli.eval_cmd", "eval_", "Score methods against real videos with the paper's metrics."),
+    "motion": (
+        "stillmotion.cli.motion_cmd",
+        "motion",
+        "Arrows (+ mask) on an image -> dense motion field picture / .flo.",
+    ),
+    "flow": (
+        "stillmotion.cli.flow_cmd",
+        "flow",
+        "Optical flow of two frames (.flo) or of a video (.npz + strength).",
+    ),
+    "animate": (
+        "stillmotion.cli.animate_cmd",
+        "animate",
+        "Animate a still image (warp or diffusion engine) into a video.",
+    ),
+    "bench-long": (
+        "stillmotion.cli.bench_long_cmd",
+        "bench_long",
+        "Compare long-video samplers on one input.",
+    ),
+    "prepare": (
+        "stillmotion.cli.prepare_cmd",
+        "prepare",
+        "Cut videos into training clips with flow and strength.",
+    ),
+    "train": (
+        "stillmotion.cli.train_cmd",
+        "train",
+        "Train the diffusion model, static-camera LoRA or refiner T.",
+    ),
+    "eval": (
+        "stillmotion.cli.eval_cmd",
+        "eval_",
+        "Score methods against real videos with the paper's metrics.",
+    ),
     "ui": ("stillmotion.cli.ui_cmd", "ui", "Serve the local web app for drawing arrows and animating."),
-    "demo": ("stillmotion.cli.demo_cmd", "demo", "Run the bundled example end to end and write results under out/."),
+    "demo": (
+        "stillmotion.cli.demo_cmd",
+        "demo",
+        "Run the bundled example end to end and write results under out/.",
+    ),
 }
 
 
@@ -51,7 +83,9 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="stillmotion")
 def cli() -> None:
     """stillmotion: turn a still photo into a long, controllable animation."""

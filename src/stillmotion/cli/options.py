@@ -16,7 +16,8 @@ def scene_options(func: Callable) -> Callable:
         "--mask",
         type=click.Path(path_type=Path),
         default=None,
-        help="Image of the region that may move (white moves, black stays still); any size, resized to the image.",
+        help="Image of the region that may move (white moves, black stays still); any size, "
+        "resized to the image.",
     )(func)
     func = click.option(
         "--arrows",
@@ -36,5 +37,7 @@ def scene_options(func: Callable) -> Callable:
     return func
 
 
-def scene_from_options(image: Path, arrow: tuple[str, ...], arrows_file: Path | None, mask: Path | None) -> Scene:
+def scene_from_options(
+    image: Path, arrow: tuple[str, ...], arrows_file: Path | None, mask: Path | None
+) -> Scene:
     return load_scene(image, arrow, arrows_file, mask)

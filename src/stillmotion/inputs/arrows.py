@@ -65,7 +65,8 @@ class Arrow:
         who = self.label()
         if len(self.points) < 2:
             raise UserInputError(
-                f"{who} has a single point {self.points[0] if self.points else ()}: draw at least a start and an end"
+                f"{who} has a single point {self.points[0] if self.points else ()}: "
+                "draw at least a start and an end"
             )
         for x, y in self.points:
             if not (math.isfinite(x) and math.isfinite(y)):
@@ -87,7 +88,10 @@ class Arrow:
         return Arrow(tuple((x * sx, y * sy) for x, y in self.points), self.strength, self.name)
 
     def to_json(self) -> dict:
-        out: dict = {"points": [[float(x), float(y)] for x, y in self.points], "strength": float(self.strength)}
+        out: dict = {
+            "points": [[float(x), float(y)] for x, y in self.points],
+            "strength": float(self.strength),
+        }
         if self.name:
             out["name"] = self.name
         return out
@@ -98,7 +102,9 @@ def parse_arrow_option(text: str, index: int = 0) -> Arrow:
     who = f"--arrow #{index + 1} {text!r}"
     parts = [p.strip() for p in text.split(",")]
     if len(parts) not in (4, 5):
-        raise UserInputError(f"{who}: expected X0,Y0,X1,Y1[,STRENGTH] (4 or 5 numbers), got {len(parts)} values")
+        raise UserInputError(
+            f"{who}: expected X0,Y0,X1,Y1[,STRENGTH] (4 or 5 numbers), got {len(parts)} values"
+        )
     try:
         values = [float(p) for p in parts]
     except ValueError:
@@ -134,14 +140,18 @@ def load_arrows_file(path: str | os.PathLike) -> ArrowsFile:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UserInputError(f"arrows file {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        raise UserInputError(
+            f"arrows file {path} is not valid JSON: {exc.msg} at line {exc.lineno}"
+        ) from None
     if not isinstance(doc, dict):
         raise UserInputError(f"arrows file {path}: expected a JSON object at the top level")
     if "shapes" in doc:
         return _read_labelme(doc, path)
     if "arrows" in doc:
         return _read_project(doc, path)
-    raise UserInputError(f"arrows file {path}: neither a stillmotion file (no 'arrows' key) nor LabelMe (no 'shapes')")
+    raise UserInputError(
+        f"arrows file {path}: neither a stillmotion file (no 'arrows' key) nor LabelMe (no 'shapes')"
+    )
 
 
 def _points(raw, where: str) -> tuple[tuple[float, float], ...]:
@@ -178,7 +188,11 @@ def _read_project(doc: dict, path: Path) -> ArrowsFile:
         arrows.append(Arrow(pts, strength, name).validate())
     size = doc.get("image_size")
     if size is not None:
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int | float) and v > 0 for v in size)):
+        if not (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(v, int | float) and v > 0 for v in size)
+        ):
             raise UserInputError(f"arrows file {path}: 'image_size' must be [width, height]")
         size = (int(size[0]), int(size[1]))
     mask = doc.get("mask")

@@ -15,7 +15,9 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as RGB ``uint8`` of shape (H, W, 3); EXIF rotation applied."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"image {path} does not exist" if not path.exists() else f"image {path} is not a file")
+        raise UserInputError(
+            f"image {path} does not exist" if not path.exists() else f"image {path} is not a file"
+        )
     try:
         with Image.open(path) as im:
             from PIL import ImageOps

@@ -17,7 +17,9 @@ def load_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
     """Read a mask of any size as a boolean (H, W) array resized to the image (True = may move)."""
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"mask {path} does not exist" if not path.exists() else f"mask {path} is not a file")
+        raise UserInputError(
+            f"mask {path} does not exist" if not path.exists() else f"mask {path} is not a file"
+        )
     try:
         with Image.open(path) as im:
             if im.mode in ("RGBA", "LA") or "transparency" in im.info:
@@ -43,8 +45,12 @@ def mask_from_array(gray: np.ndarray, width: int, height: int) -> np.ndarray:
     return g >= 127.5
 
 
-def mask_from_polygons(polygons: Sequence[Sequence[tuple[float, float]]], width: int, height: int,
-                       scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+def mask_from_polygons(
+    polygons: Sequence[Sequence[tuple[float, float]]],
+    width: int,
+    height: int,
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
     """Rasterise polygons (e.g. LabelMe's) into a boolean mask."""
     canvas = np.zeros((height, width), np.uint8)
     for poly in polygons:
