@@ -7,16 +7,25 @@ eq. 7: where the dense magnitude is below R the field is zero.
 Choices the paper leaves open, fixed here:
 - sigma is proportional to the frame size: ``sigma = SIGMA_AT_512 / 512 * max(H, W)`` (170 at 512).
 - R is relative: a pixel is zeroed where its magnitude is below ``R`` times the largest sparse
-  magnitude, so R = 0.05 keeps the field out to where one arrow's weight drops to 5%
+  magnitude, so R = 0.05 keeps a lone arrow's field out to where its weight drops to 5%
   (about 1.73 sigma) whatever the units or speeds are.
-- ``normalize=True`` (default) divides by the summed weight where it exceeds 1: it equals eq. 6
-  wherever arrows do not overlap, and keeps several parallel arrows drawn close together from adding
-  up to several times the speed each one asks for. ``normalize=False`` is eq. 6 verbatim.
+- ``normalize=True`` (default) separates *how far* motion reaches from *which* arrow sets it.
+  With sigma = 170 at 512 px the Gaussians of arrows a few hundred pixels apart overlap almost
+  fully, so eq. 6's plain sum lets one group of arrows overrule another (on a real user drawing,
+  clouds drawn moving right next to a sea drawn moving left came out moving left at the clouds'
+  own tails). Here the *reach* is eq. 6's total weight ``min(1, sum_i g_i)`` with
+  ``g_i = exp(-(D_i/sigma)^2)``, and the *vector* is an average of the arrows weighted by
+  ``g_i / (D_i^2 + 1 px^2)``, which is dominated by the nearest arrow near each tail and blends
+  smoothly in between. So the field equals each arrow's vector at its tail, a lone arrow gives
+  eq. 6 exactly, parallel arrows drawn close together do not add up speed, and far from every
+  arrow the field still falls off as eq. 6 does (zero beyond ``sigma * sqrt(ln(S / R))`` for S
+  sparse vectors). ``normalize=False`` is eq. 6 verbatim.
 - A multi-point trajectory contributes one sparse vector per vertex (all but the last), pointing
   along the following segment, with the speed that covers the whole path in one base clip.
 
-The Gaussian is separable, so the sum over S arrows is two small matrix products
-(S x H)^T @ (S x W): a 1024x1024 field from 20 arrows takes milliseconds.
+eq. 6 verbatim uses the Gaussian's separability (two small matrix products); the default loops
+over the S sparse vectors with whole-image float32 operations: a 1024x1024 field from 20 arrows
+takes a few hundred milliseconds (``benchmarks/bench_dense.py``).
 """
 
 from __future__ import annotations
@@ -84,11 +93,26 @@ def dense_flow_from_arrows(
     gx = np.exp(-(((np.arange(width)[None, :] - pos[:, :1]) / sigma) ** 2)).astype(np.float32)  # (S, W)
     gy = np.exp(-(((np.arange(height)[None, :] - pos[:, 1:]) / sigma) ** 2)).astype(np.float32)  # (S, H)
     vec32 = vec.astype(np.float32)
-    field[..., 0] = gy.T @ (vec32[:, :1] * gx)
-    field[..., 1] = gy.T @ (vec32[:, 1:] * gx)
-    if normalize:
-        weight = gy.T @ gx
-        field /= np.maximum(weight, 1.0)[..., None]
+    if not normalize:
+        field[..., 0] = gy.T @ (vec32[:, :1] * gx)
+        field[..., 1] = gy.T @ (vec32[:, 1:] * gx)
+    else:
+        reach = gy.T @ gx  # eq. 6's total weight, separable
+        num_x = np.zeros((height, width), np.float32)
+        num_y = np.zeros((height, width), np.float32)
+        den = np.zeros((height, width), np.float32)
+        xs = np.arange(width, dtype=np.float32)
+        ys = np.arange(height, dtype=np.float32)
+        for (px, py), (vx, vy), gxi, gyi in zip(pos.astype(np.float32), vec32, gx, gy, strict=True):
+            # Gaussian times inverse squared distance (+1 px^2): the nearest arrow wins near its tail.
+            w = np.outer(gyi, gxi)
+            w /= ((ys - py) ** 2 + 1.0)[:, None] + ((xs - px) ** 2)[None, :]
+            den += w
+            num_x += w * vx
+            num_y += w * vy
+        scale = np.minimum(reach, 1.0) / np.maximum(den, np.finfo(np.float32).tiny)
+        field[..., 0] = num_x * scale
+        field[..., 1] = num_y * scale
     magnitude = np.hypot(field[..., 0], field[..., 1])
     field[magnitude < threshold * float(np.hypot(vec[:, 0], vec[:, 1]).max())] = 0.0
     if mask is not None:
