@@ -19,6 +19,10 @@ _LAZY = {
     "Arrow": ("stillmotion.inputs.arrows", "Arrow"),
     "dense_flow_from_arrows": ("stillmotion.motion.dense", "dense_flow_from_arrows"),
     "motion_strength": ("stillmotion.motion.strength", "motion_strength"),
+    "animate": ("stillmotion.api", "animate"),
+    "iter_frames": ("stillmotion.api", "iter_frames"),
+    "animate_to_file": ("stillmotion.api", "animate_to_file"),
+    "write_video": ("stillmotion.io.video_writer", "write_video"),
 }
 
 

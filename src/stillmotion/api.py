@@ -136,24 +136,29 @@ def render(
     fps: float | None = None,
     strength: float = 1.0,
     loop: bool = True,
+    size: Sequence[int] | None = None,
     progress: bool = False,
     **engine_options: Any,
 ) -> tuple[Iterator[np.ndarray], dict[str, Any]]:
     """Start an engine: an iterator of uint8 (H, W, 3) frames and a stats dict.
+
+    ``size`` (W, H): the warp engine animates the scene resized to it (image, mask, field); the
+    diffusion engine receives it as its generation size.
 
     The stats dict is complete once the iterator is exhausted (engines may count as they go).
 
     Contract with the diffusion engine (``stillmotion.engines.diffusion``)::
 
         animate_diffusion(scene: Scene, field: np.ndarray | None, *, frames: int, fps: float,
-                          strength: float, progress: bool, model=None, steps=None, seed=0,
-                          device="auto", dtype="auto", offload=False, refine=True,
+                          strength: float, progress: bool, size=None, model=None, steps=None,
+                          seed=0, device="auto", dtype="auto", offload=False, refine=True,
                           long_method=None, gamma=0.8, omega=0.2)
             -> tuple[Iterator[np.ndarray], dict]
 
-    ``scene`` is already at the size the user asked for (``--size``); the engine fits it to a size
-    the model accepts. ``field`` is (H, W, 2) px/frame at the scene's size, zero outside the mask,
-    or None when the user gave neither arrows nor a field. The CLI passes every option above.
+    ``scene`` is the input at its own size; ``size`` is the user's ``--size`` (None: the engine
+    fits the scene to a size the model accepts). ``field`` is (H, W, 2) px/frame at the scene's
+    size, zero outside the mask, or None when the user gave neither arrows nor a field. The CLI
+    passes every option above.
     """
     if engine not in ENGINES:
         raise UserInputError(f"engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
@@ -173,7 +178,13 @@ def render(
                 "nothing to animate: give arrows (--arrow / --arrows) or a motion field (--motion)"
             )
         from stillmotion.engines.warp import EulerianWarp
+        from stillmotion.io.motion_file import resize_field
 
+        if size is not None and tuple(size) != (scene.width, scene.height):
+            scene = resize_scene(scene, size)
+            field = resize_field(field, scene.width, scene.height)
+            if scene.mask is not None:
+                field[~scene.mask] = 0.0
         warp = EulerianWarp(
             scene.image, field, frames=int(frames), loop=loop, strength=strength, mask=scene.mask
         )
@@ -202,6 +213,7 @@ def render(
         fps=float(fps),
         strength=float(strength),
         progress=progress,
+        **({"size": check_size(size)} if size is not None else {}),
         **engine_options,
     )
     return iter(iterator), stats
@@ -222,7 +234,14 @@ def _frames_iter(
     progress,
     engine_options,
 ) -> Iterator[np.ndarray]:
-    scene, field = prepare(image, arrows, arrows_file=arrows_file, mask=mask, motion=motion, size=size)
+    scene, field = prepare(
+        image,
+        arrows,
+        arrows_file=arrows_file,
+        mask=mask,
+        motion=motion,
+        size=size if engine == "warp" else None,
+    )
     iterator, _ = render(
         scene,
         field,
@@ -231,6 +250,7 @@ def _frames_iter(
         fps=fps,
         strength=strength,
         loop=loop,
+        size=None if engine == "warp" else size,
         progress=progress,
         **engine_options,
     )
@@ -395,7 +415,14 @@ def animate_to_file(
     fmt = video_format(output)  # refuse a bad extension before any work
     if save_motion is not None and Path(save_motion).suffix.lower() not in PICTURE_SUFFIXES:
         raise UserInputError(f"--save-motion {save_motion}: use a .png, .jpg, .webp or .bmp file name")
-    scene, field = prepare(image, arrows, arrows_file=arrows_file, mask=mask, motion=motion, size=size)
+    scene, field = prepare(
+        image,
+        arrows,
+        arrows_file=arrows_file,
+        mask=mask,
+        motion=motion,
+        size=size if engine == "warp" else None,
+    )
     if save_motion is not None and field is None:
         raise UserInputError("--save-motion: there is no motion field (give arrows or --motion)")
     fps = DEFAULT_FPS.get(engine, 30.0) if fps is None else fps
@@ -408,6 +435,7 @@ def animate_to_file(
         fps=fps,
         strength=strength,
         loop=loop,
+        size=None if engine == "warp" else size,
         progress=progress and engine != "warp",
         **engine_options,
     )
