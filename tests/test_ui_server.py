@@ -513,3 +513,46 @@ def test_cancel_leaves_no_file(client, sid, app):
     assert _wait(client, sid, jid)["state"] == "cancelled"
     assert sorted(p.name for p in (app.state.store.root / sid).iterdir()) == ["photo.png"]
     assert client.get(f"/api/s/{sid}/jobs/{jid}/video.mp4").status_code == 404
+
+
+def test_the_command_shown_on_the_page_replays_the_same_video(client, sid, tmp_path, monkeypatch):
+    import shlex
+
+    from stillmotion.cli import main
+    from stillmotion.ui.runs import engine_status
+
+    if not engine_status(None)["warp"]["available"]:
+        pytest.skip("the warp engine is not installed")
+    av = pytest.importorskip("av")
+    examples = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "assets" / "examples"
+    photo = (examples / "waterfall.jpg").read_bytes()
+    assert _upload(client, sid, photo, "waterfall.jpg").status_code == 200
+    mask = (examples / "waterfall_mask.png").read_bytes()
+    assert _upload(client, sid, mask, "m.png", what="mask").status_code == 200
+    arrows = [{"points": [[330.5, 200.25], [336, 262]]}, {"points": [[450, 290], [490, 300], [520, 290]]}]
+    body = {"kind": "full", "frames": 8, "fps": 10, "size": 256, "strength": 1.5, "arrows": arrows}
+    r = client.post(f"/api/s/{sid}/jobs", json=body)
+    status = _wait(client, sid, r.json()["id"])
+    assert status["state"] == "done", status
+    command = r.json()["command"]
+    assert "--mask mask.png" in command and "--size 256x144" in command
+
+    # What a user does: save the photo, the exported drawing and the mask, and run the command.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "waterfall.jpg").write_bytes(photo)
+    (tmp_path / "drawing.json").write_bytes(client.post(f"/api/s/{sid}/arrows/export", json=body).content)
+    (tmp_path / "mask.png").write_bytes(client.get(f"/api/s/{sid}/mask.png").content)
+    argv = shlex.split(command)
+    assert argv[:2] == ["stillmotion", "animate"]
+    with pytest.raises(SystemExit) as done:
+        main(argv[1:])
+    assert done.value.code == 0
+
+    def decode(data: bytes) -> np.ndarray:
+        with av.open(io.BytesIO(data)) as container:
+            return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+    page = decode(client.get(status["files"]["mp4"]).content)
+    cli = decode((tmp_path / "animation.mp4").read_bytes())
+    assert page.shape == cli.shape == (8, 144, 256, 3)
+    assert np.array_equal(page, cli)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 from pathlib import Path
 
 import click
@@ -17,6 +18,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _warm_up() -> None:
+    from stillmotion.ui.runs import engine_status, warm_up
+
+    if engine_status(None)["warp"]["available"]:
+        try:
+            warm_up()
+        except Exception as exc:  # only a head start; a real run reports any problem properly
+            click.echo(f"(warm-up of the warp engine failed: {exc})", err=True)
 
 
 @click.command("ui")
@@ -70,6 +81,13 @@ def ui(host: str, port: int, model: Path | None, max_upload_mb: float, max_megap
             err=True,
         )
     app = create_app(model_dir=model, max_upload_mb=max_upload_mb, max_pixels=int(max_megapixels * 1e6))
+    # Compile the warp engine's kernels while the user opens the page (the first run would wait for it).
+    threading.Thread(target=_warm_up, name="stillmotion-ui-warm-up", daemon=True).start()
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"stillmotion ui: open http://{shown}:{port}/ in a browser (Ctrl+C stops it)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        # Also when the server stops by a signal before its shutdown hook ran: no uploads left behind.
+        app.state.queue.stop()
+        app.state.store.close()

@@ -61,10 +61,18 @@ def _draw_arrows(canvas: np.ndarray, arrows: Sequence[Arrow]) -> None:
     """Thin white arrows over the picture so the colours can be read against what was drawn."""
     for arrow in arrows:
         pts = np.round(np.asarray(arrow.points) * 16).astype(np.int32)  # 4 fractional bits: sub-pixel lines
-        cv2.polylines(canvas, [pts[:-1 if len(pts) > 2 else 1]], False, (255, 255, 255), 1, cv2.LINE_AA, 4)
+        cv2.polylines(canvas, [pts[: -1 if len(pts) > 2 else 1]], False, (255, 255, 255), 1, cv2.LINE_AA, 4)
         tip = max(0.15, min(0.5, 8.0 * 16 / max(float(np.hypot(*(pts[-1] - pts[-2]))), 1.0)))
-        cv2.arrowedLine(canvas, tuple(map(int, pts[-2])), tuple(map(int, pts[-1])), (255, 255, 255), 1,
-                        cv2.LINE_AA, 4, tip)
+        cv2.arrowedLine(
+            canvas,
+            tuple(map(int, pts[-2])),
+            tuple(map(int, pts[-1])),
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+            4,
+            tip,
+        )
 
 
 def render_field_preview(

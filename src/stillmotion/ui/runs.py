@@ -116,45 +116,37 @@ def engine_status(model_dir: Path | None) -> dict[str, dict[str, Any]]:
 def _default_model() -> Path | None:
     """The model bundled with the package, when this installation has one."""
     try:
-        from stillmotion.engines import diffusion as d
+        from stillmotion.engines.diffusion import default_model
     except ImportError:
         return None
-    finder = getattr(d, "default_model_dir", None)
-    path = finder() if callable(finder) else None
-    return Path(path) if path else None
+    try:
+        return Path(default_model())
+    except UserInputError:
+        return None
 
 
 def cli_command(
-    image_name: str, arrows_name: str, body: Any, model_dir: Path | None, has_mask: bool = False
+    image_name: str,
+    arrows_name: str,
+    body: Any,
+    model_dir: Path | None,
+    has_mask: bool,
+    image_size: tuple[int, int],
 ) -> str:
     """The ``stillmotion animate`` command that renders the same video from the exported drawing."""
-    image = image_name if image_name else "photo.jpg"
-    parts = ["stillmotion", "animate", image, "--arrows", arrows_name]
+    w, h = output_size(*image_size, body.size)
+    parts = ["stillmotion", "animate", image_name or "photo.jpg", "--arrows", arrows_name]
     if has_mask:
         parts += ["--mask", "mask.png"]
-    out = "animation.mp4"
-    parts += [
-        "-o",
-        out,
-        "--engine",
-        body.engine,
-        "--frames",
-        str(body.frames),
-        "--fps",
-        str(body.fps),
-        "--strength",
-        f"{body.strength:g}",
-    ]
-    parts += ["--loop" if body.loop else "--no-loop"]
-    parts += ["--max-side", str(body.size)]
-    if body.engine == "diffusion":
+    parts += ["-o", "animation.mp4", "--engine", body.engine, "--size", f"{w}x{h}"]
+    parts += ["--frames", str(body.frames), "--fps", str(body.fps), "--strength", f"{body.strength:g}"]
+    if body.engine == "warp":
+        parts += ["--loop" if body.loop else "--no-loop"]
+    else:
         if model_dir is not None:
             parts += ["--model", str(model_dir)]
+        parts += ["--steps", str(body.steps), "--seed", str(body.seed)]
         parts += [
-            "--steps",
-            str(body.steps),
-            "--seed",
-            str(body.seed),
             "--long-method",
             body.long_method,
             "--gamma",
@@ -165,115 +157,75 @@ def cli_command(
     return shlex.join(parts)
 
 
-def _scaled_inputs(
-    image: np.ndarray, arrows: list[Arrow], mask: np.ndarray | None, side: int
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """Photo, mask and dense field at the output size (longer side ``side``)."""
-    import cv2
-
-    from stillmotion.motion.dense import dense_flow_from_arrows
-
-    h0, w0 = image.shape[:2]
-    w, h = output_size(w0, h0, side)
-    small = image if (w, h) == (w0, h0) else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    small_mask = None
-    if mask is not None:
-        small_mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-    field = dense_flow_from_arrows([a.scaled(w / w0, h / h0) for a in arrows], w, h, mask=small_mask)
-    return np.ascontiguousarray(small), small_mask, field
-
-
-def _frames(settings: Settings, image: np.ndarray, field: np.ndarray, mask: np.ndarray | None):
-    if settings.engine == "warp":
-        from stillmotion.engines.warp import warp_frames
-
-        return warp_frames(
-            image, field, frames=settings.frames, loop=settings.loop, strength=settings.strength, mask=mask
-        )
-    raise UserInputError(
-        engine_status(settings.model_dir)["diffusion"]["reason"] or "diffusion is not wired yet"
-    )
-
-
 def render(
     job, session, image: np.ndarray, arrows: list[Arrow], mask: np.ndarray | None, settings: Settings
 ) -> dict:
-    """Run one job; write ``<job id>.mp4`` (and ``.gif`` for full runs) in the session folder."""
+    """Run one job the way ``stillmotion animate`` would; write ``<job id>.mp4`` (+ ``.gif`` for full runs).
+
+    The same ``stillmotion.api`` calls as the command line, with the photo, arrows (in the photo's
+    pixels) and mask held by the session, so the command printed on the page gives the same frames.
+    """
+    from stillmotion import api
+    from stillmotion.io.video_writer import open_video_writer
+
     status = engine_status(settings.model_dir)[settings.engine]
     if not status["available"]:
         raise UserInputError(f"the {settings.engine} engine is unavailable: {status['reason']}")
     t0 = time.perf_counter()
     job.report(0.0, "motion field")
-    small, small_mask, field = _scaled_inputs(image, arrows, mask, settings.size)
-    h, w = small.shape[:2]
+    size = output_size(image.shape[1], image.shape[0], settings.size)
+    scene, field = api.prepare(image, arrows, mask=mask, size=size)
+    options: dict[str, Any] = {}
+    if settings.engine == "diffusion":
+        job.report(0.0, "loading the model")
+        options = dict(
+            model=str(settings.model_dir) if settings.model_dir else None, steps=settings.steps,
+            seed=settings.seed, long_method=settings.long_method, gamma=settings.gamma, omega=settings.omega,
+        )  # fmt: skip
+    frames, stats = api.render(
+        scene, field, engine=settings.engine, frames=settings.frames, fps=settings.fps,
+        strength=settings.strength, loop=settings.loop, **options,
+    )  # fmt: skip
+    job.report(0.01, "denoising" if settings.engine == "diffusion" else "animating")
     outputs = {"mp4": session.file(f"{job.id}.mp4")}
     if settings.kind == "full":
         outputs["gif"] = session.file(f"{job.id}.gif")
-    job.report(0.01, "starting the engine")
-    seconds_render = 0.0
-    with _writers(outputs, settings.fps, (w, h)) as write:
+    seconds_render = seconds_encode = 0.0
+    shape = (0, 0)
+    with contextlib.ExitStack() as stack:
+        # Every output streams at once: memory does not grow with the number of frames. A failure or a
+        # cancel leaves the ``with`` by an exception and the writers delete their temporary files.
+        writers = [stack.enter_context(open_video_writer(p, fps=settings.fps)) for p in outputs.values()]
         t = time.perf_counter()
-        for i, frame in enumerate(_frames(settings, small, field, small_mask)):
-            seconds_render += time.perf_counter() - t
-            write(frame)
-            job.report(0.01 + 0.98 * (i + 1) / settings.frames, f"frame {i + 1} of {settings.frames}")
+        for i, frame in enumerate(frames):
+            t_frame = time.perf_counter()
+            seconds_render += t_frame - t
+            for writer in writers:
+                writer.write(frame)
+            shape = frame.shape[:2]
             t = time.perf_counter()
+            seconds_encode += t - t_frame
+            job.report(0.01 + 0.98 * (i + 1) / settings.frames, f"frame {i + 1} of {settings.frames}")
     report = {
         "engine": settings.engine,
-        "frames": settings.frames,
-        "width": w,
-        "height": h,
+        "frames": writers[0].frames_written,
+        "width": int(shape[1]),
+        "height": int(shape[0]),
         "fps": settings.fps,
-        "seconds_total": time.perf_counter() - t0,
-        "seconds_render": seconds_render,
+        "seconds_total": round(time.perf_counter() - t0, 3),
+        "seconds_render": round(seconds_render, 3),
+        "seconds_encode": round(seconds_encode, 3),
     }
+    report.update({k: v for k, v in stats.items() if isinstance(v, int | float | str | bool | type(None))})
     return {"files": {k: str(v) for k, v in outputs.items()}, "report": report}
 
 
-@contextlib.contextmanager
-def _writers(outputs: dict[str, Path], fps: int, size: tuple[int, int]):
-    """Stream frames into every output at once (memory does not grow with the number of frames)."""
-    with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(_open_writer(path, fps, size)) for path in outputs.values()]
+def warm_up() -> None:
+    """Run the warp engine once on a tiny picture, so compiled kernels are ready before the first user."""
+    from stillmotion import api
 
-        def write(frame: np.ndarray) -> None:
-            for writer in writers:
-                writer(frame)
-
-        yield write
-
-
-def gif_from_mp4(job, session) -> Path:
-    raise UserInputError("GIF conversion is not available yet")
-
-
-@contextlib.contextmanager
-def _open_writer(path: Path, fps: int, size: tuple[int, int]):
-    """A streaming encoder for one output file, written atomically; yields ``write(frame)``."""
-    import av
-
-    from stillmotion.io.atomic import atomic_path
-
-    mp4 = path.suffix == ".mp4"
-    with atomic_path(path) as tmp:
-        # faststart puts the index first, so the browser can play while it loads.
-        container = av.open(str(tmp), "w", options={"movflags": "+faststart"} if mp4 else {})
-        try:
-            if mp4:
-                stream = container.add_stream("libx264", rate=fps)
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": "20", "preset": "veryfast"}
-            else:
-                stream = container.add_stream("gif", rate=fps)
-                stream.pix_fmt = "rgb8"
-            stream.width, stream.height = size
-
-            def write(frame: np.ndarray) -> None:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-
-            yield write
-            for packet in stream.encode():
-                container.mux(packet)
-        finally:
-            container.close()
+    image = np.zeros((16, 16, 3), np.uint8)
+    scene, field = api.prepare(image, [Arrow(((2.0, 8.0), (12.0, 8.0)))])
+    frames, _ = api.render(scene, field, engine="warp", frames=2)
+    for _ in frames:
+        pass

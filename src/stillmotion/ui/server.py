@@ -195,9 +195,9 @@ async def _read_upload(file: UploadFile, limit: int) -> bytes:
     return data
 
 
-def replay_command(image_name: str, run: RunIn, model_dir: Path | None, has_mask: bool) -> str:
-    """The command line that replays a drawing exported as ``drawing.json``."""
-    return runs.cli_command(image_name, "drawing.json", run, model_dir, has_mask)
+def replay_command(s: Session, run: RunIn, model_dir: Path | None) -> str:
+    """The command line that replays a drawing exported as ``drawing.json`` (and the mask as mask.png)."""
+    return runs.cli_command(s.image_name, "drawing.json", run, model_dir, s.mask is not None, s.size)
 
 
 # ---------------------------------------------------------------- the app
@@ -429,7 +429,7 @@ def create_app(
     def command(sid: str, body: RunIn) -> dict:
         s = with_image(sid)
         has_mask = s.mask is not None
-        return {"command": replay_command(s.image_name, body, model_dir, has_mask), "has_mask": has_mask}
+        return {"command": replay_command(s, body, model_dir), "has_mask": has_mask}
 
     # ------------------------------------------------------------ jobs
 
@@ -450,9 +450,7 @@ def create_app(
             image, mask = s.image, s.mask
         job = Job(s.id, body.kind, lambda job: runs.render(job, s, image, arrows, mask, settings))
         queue.submit(job)
-        return status_of(s, job) | {
-            "command": replay_command(s.image_name, body, model_dir, mask is not None)
-        }
+        return status_of(s, job) | {"command": replay_command(s, body, model_dir)}
 
     def status_of(s: Session, job: Job) -> dict:
         out = {
@@ -490,10 +488,7 @@ def create_app(
         job = job_of(s, jid)
         path = job.result.get("files", {}).get(ext) if job.state == "done" else None
         if path is None:
-            if ext == "gif" and job.state == "done" and "mp4" in job.result.get("files", {}):
-                path = runs.gif_from_mp4(job, s)
-            else:
-                raise HTTPException(404, f"no {ext} output for this job")
+            raise HTTPException(404, f"no {ext} output for this job")
         media = {"mp4": "video/mp4", "gif": "image/gif"}.get(ext, "application/octet-stream")
         stem = "stillmotion-preview" if job.kind == "preview" else "stillmotion"
         return FileResponse(
