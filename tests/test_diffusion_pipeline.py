@@ -78,7 +78,10 @@ def test_from_svd_directory_and_hub_id(image, tmp_path):
     svd.set_progress_bar_config(disable=True)
     svd.save_pretrained(tmp_path / "svd")
     ref = svd(Image.fromarray(image), generator=gen(), output_type="np", **KW).frames
-    for pipe in (StillMotionPipeline.from_svd(tmp_path / "svd"), StillMotionPipeline.from_pretrained(tmp_path / "svd")):
+    for pipe in (
+        StillMotionPipeline.from_svd(tmp_path / "svd"),
+        StillMotionPipeline.from_pretrained(tmp_path / "svd"),
+    ):
         out = pipe(image, right_field(), generator=gen(), **KW)
         assert np.abs(out.frames - ref).max() <= 1e-5
     with pytest.raises(MissingWeightsError, match="Hugging Face cache"):
@@ -211,7 +214,9 @@ def test_mask_holds_still_regions(image):
 def test_refine_uses_refiner_or_gives_notice(image, caplog):
     pipe = StillMotionPipeline(**tiny_components(0))
     with caplog.at_level(logging.WARNING, logger="stillmotion.diffusion"):
-        den = pipe.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=True, generator=gen())
+        den = pipe.prepare(
+            image, right_field(), num_frames=F, width=W, height=H, refine=True, generator=gen()
+        )
     assert "no refinement model T" in caplog.text
     assert np.array_equal(den.frame_info["field"], right_field())
 
