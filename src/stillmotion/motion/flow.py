@@ -110,19 +110,19 @@ class FlowEstimator:
         self.method = method
         self._dis = None
         self._raft = None
+        if weights is not None and method != "raft":
+            raise UserInputError(f"--weights is only used by --method raft, not {method!r}")
         if method == "dis":
             self._dis = (dis_settings or DISSettings()).create()
         elif method == "raft":
-            from stillmotion.motion.raft import RAFTFlow
-
             if weights is None:
                 raise UserInputError(
                     "--method raft needs a weights file (--weights FILE: torchvision raft_small "
                     "or raft_large state dict, .pth or .safetensors)"
                 )
+            from stillmotion.motion.raft import RAFTFlow  # torch: imported only when asked for
+
             self._raft = RAFTFlow(weights, device=device, iterations=iterations)
-        elif weights is not None:
-            raise UserInputError(f"--weights is only used by --method raft, not {method!r}")
 
     def __call__(self, frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray:
         _check_pair(frame1, frame2)
@@ -144,6 +144,12 @@ class FlowEstimator:
         else:
             flow = self._raft(frame1, frame2)
         return np.ascontiguousarray(flow, np.float32)
+
+
+# The name other stages look for first (training data preparation).
+def compute_flow(frame1: np.ndarray, frame2: np.ndarray, method: str = "dis") -> np.ndarray:
+    """Alias of :func:`estimate_flow` with the default settings."""
+    return estimate_flow(frame1, frame2, method)
 
 
 def estimate_flow(
