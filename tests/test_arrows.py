@@ -84,6 +84,11 @@ def test_nan_in_file(tmp_path):
         ('{"version": 2, "arrows": []}', "unsupported version"),
         ('{"arrows": [{"points": [[1, 2], [3, 4]], "strength": "fast"}]}', "'strength' must be a number"),
         ('{"image_size": [10], "arrows": []}', "image_size"),
+        ('{"arrows": [], "mask": 5}', "'mask' must be a file path"),
+        ('{"shapes": 5}', "'shapes' must be a list"),
+        ('{"shapes": [1]}', "shape #1 must be an object"),
+        ('{"shapes": [{"shape_type": "line", "label": "h"}]}', r"shape 'h': 'points' must be a list"),
+        ('{"shapes": [], "imageWidth": "x", "imageHeight": 3}', "imageWidth and imageHeight"),
     ],
 )
 def test_malformed_arrow_files(tmp_path, text, message):

@@ -196,13 +196,20 @@ def _read_project(doc: dict, path: Path) -> ArrowsFile:
             raise UserInputError(f"arrows file {path}: 'image_size' must be [width, height]")
         size = (int(size[0]), int(size[1]))
     mask = doc.get("mask")
+    if mask is not None and not isinstance(mask, str):
+        raise UserInputError(f"arrows file {path}: 'mask' must be a file path (a string)")
     mask_path = (path.parent / mask) if mask else None
     return ArrowsFile(arrows, mask_path, size)
 
 
 def _read_labelme(doc: dict, path: Path) -> ArrowsFile:
     arrows, polygons = [], []
-    for i, shape in enumerate(doc.get("shapes") or []):
+    shapes = doc.get("shapes") or []
+    if not isinstance(shapes, list):
+        raise UserInputError(f"LabelMe file {path}: 'shapes' must be a list")
+    for i, shape in enumerate(shapes):
+        if not isinstance(shape, dict):
+            raise UserInputError(f"LabelMe file {path}: shape #{i + 1} must be an object")
         kind = shape.get("shape_type")
         label = str(shape.get("label") or f"shape{i + 1}")
         where = f"LabelMe file {path}, shape {label!r}"
@@ -212,7 +219,10 @@ def _read_labelme(doc: dict, path: Path) -> ArrowsFile:
             polygons.append(list(_points(shape.get("points"), where)))
     size = None
     if doc.get("imageWidth") and doc.get("imageHeight"):
-        size = (int(doc["imageWidth"]), int(doc["imageHeight"]))
+        w, h = doc["imageWidth"], doc["imageHeight"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in (w, h)):
+            raise UserInputError(f"LabelMe file {path}: imageWidth and imageHeight must be positive numbers")
+        size = (int(w), int(h))
     return ArrowsFile(arrows, None, size, polygons)
 
 
