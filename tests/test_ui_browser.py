@@ -156,7 +156,7 @@ def test_draw_an_arrow_and_animate_in_the_browser(server, page):
     wait_until(page, "!document.querySelector('#command').textContent.includes('--mask')")
     # Upload the bundled mask instead: only the water moves.
     page.set_input_files("#mask-input", str(EXAMPLE_MASK))
-    wait_until(page, "document.querySelector('#message').textContent.includes('Mask waterfall_mask.png loaded')")
+    wait_until(page, "document.querySelector('#message').textContent.includes('waterfall_mask.png loaded')")
     wait_until(page, "document.querySelector('#command').textContent.includes('--mask mask.png')")
 
     # Run the warp engine; a short clip keeps the test quick.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import struct
@@ -556,3 +557,53 @@ def test_the_command_shown_on_the_page_replays_the_same_video(client, sid, tmp_p
     cli = decode((tmp_path / "animation.mp4").read_bytes())
     assert page.shape == cli.shape == (8, 144, 256, 3)
     assert np.array_equal(page, cli)
+
+
+def test_diffusion_run_with_a_model_folder_and_its_replay(tmp_path, monkeypatch):
+    """A tiny in-process model saved as a folder stands in for real weights (none can be downloaded)."""
+    import shlex
+
+    pytest.importorskip("diffusers")
+    av = pytest.importorskip("av")
+    from stillmotion.ui.runs import engine_status
+
+    if not importlib.util.find_spec("stillmotion.engines.diffusion"):
+        pytest.skip("the diffusion engine is not installed")
+    from stillmotion.cli import main
+    from stillmotion.diffusion.pipeline import StillMotionPipeline
+    from stillmotion.diffusion.tiny import tiny_components
+
+    model = tmp_path / "tiny-model"
+    StillMotionPipeline(**tiny_components(0)).save_pretrained(model)
+    assert engine_status(model)["diffusion"]["available"]
+    app = create_app(model_dir=model, work_root=tmp_path)
+    with TestClient(app) as client:
+        info = client.get("/api/info").json()["engines"]["diffusion"]
+        assert info["available"] and info["model"] == str(model)
+        sid = client.post("/api/session").json()["session"]
+        photo = _photo(96, 64)
+        assert _upload(client, sid, photo, "p.png").status_code == 200
+        body = {"kind": "full", "engine": "diffusion", "frames": 2, "fps": 8, "steps": 1, "seed": 3,
+                "size": 64, "arrows": [{"points": [[20, 30], [60, 30]]}]}  # fmt: skip
+        r = client.post(f"/api/s/{sid}/jobs", json=body)
+        assert r.status_code == 200, r.text
+        status = _wait(client, sid, r.json()["id"], timeout=300)
+        assert status["state"] == "done", status
+        assert status["report"]["engine"] == "diffusion" and status["report"]["steps"] == 1
+        mp4 = client.get(status["files"]["mp4"]).content
+        command = r.json()["command"]
+        assert f"--model {model}" in command and "--steps 1" in command and "--seed 3" in command
+        drawing = client.post(f"/api/s/{sid}/arrows/export", json=body).content
+
+    with av.open(io.BytesIO(mp4)) as container:
+        page = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert page.shape[0] == 2
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.png").write_bytes(photo)
+    (tmp_path / "drawing.json").write_bytes(drawing)
+    with pytest.raises(SystemExit) as done:
+        main(shlex.split(command)[1:])
+    assert done.value.code == 0
+    with av.open(str(tmp_path / "animation.mp4")) as container:
+        cli = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert np.array_equal(page, cli)  # same seed, same inputs: the same video

@@ -138,7 +138,9 @@ def cli_command(
     parts = ["stillmotion", "animate", image_name or "photo.jpg", "--arrows", arrows_name]
     if has_mask:
         parts += ["--mask", "mask.png"]
-    parts += ["-o", "animation.mp4", "--engine", body.engine, "--size", f"{w}x{h}"]
+    parts += ["-o", "animation.mp4", "--engine", body.engine]
+    if body.engine == "warp":
+        parts += ["--size", f"{w}x{h}"]
     parts += ["--frames", str(body.frames), "--fps", str(body.fps), "--strength", f"{body.strength:g}"]
     if body.engine == "warp":
         parts += ["--loop" if body.loop else "--no-loop"]
@@ -173,7 +175,10 @@ def render(
         raise UserInputError(f"the {settings.engine} engine is unavailable: {status['reason']}")
     t0 = time.perf_counter()
     job.report(0.0, "motion field")
-    size = output_size(image.shape[1], image.shape[0], settings.size)
+    # As ``stillmotion.api.iter_frames`` does: warp animates the scene at the chosen size; the
+    # diffusion engine brings the scene to a size its model accepts by itself.
+    warp = settings.engine == "warp"
+    size = output_size(image.shape[1], image.shape[0], settings.size) if warp else None
     scene, field = api.prepare(image, arrows, mask=mask, size=size)
     options: dict[str, Any] = {}
     if settings.engine == "diffusion":

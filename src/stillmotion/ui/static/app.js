@@ -416,6 +416,9 @@ function syncSettings() {
   const diffusion = $("engine").value === "diffusion";
   $("diffusion-settings").disabled = !diffusion;
   $("diffusion-settings").classList.toggle("dim", !diffusion);
+  // The diffusion model works at its own size; the size choice is the warp engine's.
+  $("size").disabled = diffusion;
+  $("size-label").title = diffusion ? "diffusion renders at the size its model accepts" : "";
 }
 
 $("settings").addEventListener("input", (ev) => {
