@@ -28,7 +28,8 @@ TEMPORAL_TARGETS = r".*temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to
 
 
 def add_static_camera_lora(unet: nn.Module, rank: int = 16, alpha: float | None = None) -> list[nn.Parameter]:
-    """Inject a fresh LoRA (B = 0) into the temporal layers; returns its (trainable) parameters."""
+    """Inject a fresh LoRA (B = 0) into the temporal layers; returns its (trainable) parameters.
+    Other parameters keep their requires_grad flags (freeze them yourself to train the LoRA alone)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     if has_lora(unet):
@@ -39,7 +40,13 @@ def add_static_camera_lora(unet: nn.Module, rank: int = 16, alpha: float | None 
         target_modules=TEMPORAL_TARGETS,
         init_lora_weights=True,
     )
+    # peft freezes every other parameter; put the caller's requires_grad flags back (freezing is the
+    # trainer's decision, and the flag even changes which CPU kernels run).
+    flags = {n: p.requires_grad for n, p in unet.named_parameters()}
     inject_adapter_in_model(config, unet, adapter_name=ADAPTER)
+    for n, p in unet.named_parameters():
+        if "lora_" not in n:
+            p.requires_grad_(flags[n.replace(".base_layer.", ".")])
     unet._stillmotion_lora = {"rank": rank, "alpha": config.lora_alpha, "target_modules": TEMPORAL_TARGETS}
     return lora_parameters(unet)
 
@@ -120,8 +127,9 @@ def _replace_with_base(unet: nn.Module) -> None:
         parent_name, _, attr = name.rpartition(".")
         parent = unet.get_submodule(parent_name) if parent_name else unet
         setattr(parent, attr, layer.get_base_layer())
-    if hasattr(unet, "_stillmotion_lora"):
-        del unet._stillmotion_lora
+    for attr in ("_stillmotion_lora", "peft_config"):
+        if hasattr(unet, attr):
+            delattr(unet, attr)
 
 
 def unload_lora(unet: nn.Module) -> None:
