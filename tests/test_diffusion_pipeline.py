@@ -211,7 +211,7 @@ def test_mask_holds_still_regions(image):
     assert np.abs(frames[:, ~mask] - ref[~mask]).mean() < np.abs(frames[:, mask] - ref[mask]).mean()
 
 
-def test_refine_uses_refiner_or_gives_notice(image, caplog):
+def test_refine_uses_refiner_or_gives_notice(image, caplog, tmp_path):
     pipe = StillMotionPipeline(**tiny_components(0))
     with caplog.at_level(logging.WARNING, logger="stillmotion.diffusion"):
         den = pipe.prepare(
@@ -230,8 +230,19 @@ def test_refine_uses_refiner_or_gives_notice(image, caplog):
     pipe = StillMotionPipeline(**tiny_components(0), refiner=refiner.eval())
     den = pipe.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=True, generator=gen())
     assert not np.allclose(den.frame_info["field"], right_field())
+    refined = den.frame_info["field"]
     den = pipe.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=False, generator=gen())
     assert np.array_equal(den.frame_info["field"], right_field())
+
+    # T is saved and loaded with the pipeline, and a T trained apart can be dropped into refiner/.
+    pipe.save_pretrained(tmp_path / "with_t")
+    loaded = StillMotionPipeline.from_pretrained(tmp_path / "with_t")
+    assert isinstance(loaded.refiner, FlowRefiner)
+    den = loaded.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=True, generator=gen())
+    assert np.allclose(den.frame_info["field"], refined, atol=1e-6)
+    StillMotionPipeline(**tiny_components(0)).save_pretrained(tmp_path / "drop")
+    refiner.save_pretrained(tmp_path / "drop" / "refiner")
+    assert isinstance(StillMotionPipeline.from_pretrained(tmp_path / "drop").refiner, FlowRefiner)
 
 
 def test_any_input_size_is_fitted(image):

@@ -25,6 +25,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 
 
 class FixedLatent:
@@ -100,6 +101,7 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
     def lossless(self) -> bool:
         return self.config.latent_channels == 3 * self.config.downscale_factor**2
 
+    @apply_forward_hook  # model CPU offload moves the module on encode/decode, not only forward
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         """Pixels ``[N, 3, H, W]`` (H, W multiples of the factor) -> latents ``[N, C, H/f, W/f]``."""
         f = self.config.downscale_factor
@@ -110,6 +112,7 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
         out = FixedLatent(z)
         return SpaceToDepthOutput(latent_dist=out) if return_dict else (out,)
 
+    @apply_forward_hook
     def decode(self, z: torch.Tensor, num_frames: int | None = None, return_dict: bool = True):
         """Latents ``[N, C, h, w]`` -> pixels ``[N, 3, h*f, w*f]``; ``num_frames`` is accepted and unused
         (each frame decodes on its own)."""

@@ -152,6 +152,8 @@ class MotionDenoiser:
         self.unet_calls = 0
         self.frame_evaluations = 0
         self.sigmas: torch.Tensor | None = None
+        # set by StillMotionPipeline.prepare: fitted image, paste weights, size, final field, M_s
+        self.frame_info: dict[str, Any] = {}
         self.init_noise_sigma: torch.Tensor | float | None = None
 
     # ---- facts samplers need ---------------------------------------------------------------------

@@ -213,6 +213,9 @@ class StillMotionPipeline(DiffusionPipeline):
             "refiner",
         ):
             entry = index.get(name)
+            unlisted = entry is None or entry[0] is None
+            if name == "refiner" and unlisted and (root / name / "config.json").is_file():
+                entry = ["stillmotion.motion.refiner", "FlowRefiner"]  # T trained apart and dropped in
             if entry is None or entry[0] is None or entry[1] is None:
                 if name == "refiner":
                     parts[name] = None

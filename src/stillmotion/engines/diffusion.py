@@ -54,9 +54,15 @@ def resolve_dtype(dtype: str, device: str):
     return getattr(torch, DTYPES[dtype])
 
 
+def default_model_dir() -> Path | None:
+    """The bundled default model's folder when it is installed, else None."""
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "model_index.json").is_file() else None
+
+
 def default_model() -> Path:
-    if (DEFAULT_MODEL_DIR / "model_index.json").is_file():
-        return DEFAULT_MODEL_DIR
+    path = default_model_dir()
+    if path is not None:
+        return path
     raise UserInputError(
         "no --model given and the bundled default model is not present "
         f"({DEFAULT_MODEL_DIR}); pass --model with a StillMotion or Stable Video Diffusion folder or hub id"
