@@ -194,3 +194,12 @@ def test_bad_inputs_are_named():
         EulerianWarp(img.astype(np.float32), good, frames=3)
     with pytest.raises(UserInputError, match="mask"):
         EulerianWarp(img, good, frames=3, mask=np.ones((3, 3), bool))
+
+
+def test_two_threads_give_the_same_frames_as_one():
+    img = texture(80, 96, seed=4)  # 7680 moving pixels: enough for the engine to split the work
+    yy, xx = np.mgrid[0:80, 0:96].astype(np.float32)
+    field = np.stack([np.sin(yy / 6) + 0.5, np.cos(xx / 5) * 0.9], -1).astype(np.float32)
+    one = np.stack(list(EulerianWarp(img, field, frames=12, threads=1).frames()))
+    two = np.stack(list(EulerianWarp(img, field, frames=12, threads=2).frames()))
+    assert np.array_equal(one, two)

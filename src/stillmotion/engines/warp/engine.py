@@ -31,8 +31,11 @@ The method, as implemented here:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -43,6 +46,8 @@ SOFTMAX_BETA = 4.0
 # A pixel whose summed splatting weight is below this received (next to) nothing: a hole.
 HOLE_EPS = 1e-4
 DEFAULT_CHECKPOINT_MB = 64.0
+# Below this many moving pixels, handing work to a second thread costs more than it saves.
+_MIN_SPLIT = 4096
 
 State = tuple[np.ndarray, np.ndarray]  # positions (n, 2) float32, alive (n,) bool
 
@@ -80,6 +85,8 @@ class EulerianWarp:
         include_end: also yield frame N (equal to frame 0 for a loop); for checks and for players
             that want the closed loop.
         checkpoint_mb: memory for the backward branch's checkpoints (fixed, whatever N is).
+        threads: 1 or 2 (default: 2 when the machine has 2 or more cores). With 2, the two branches
+            are splatted at the same time and Euler steps and resolving are split in halves.
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class EulerianWarp:
         include_end: bool = False,
         beta: float = SOFTMAX_BETA,
         checkpoint_mb: float = DEFAULT_CHECKPOINT_MB,
+        threads: int | None = None,
     ) -> None:
         check_warp_inputs(image, field, mask)
         if not (isinstance(frames, int | np.integer) and frames >= 1):
@@ -132,13 +140,30 @@ class EulerianWarp:
         state_bytes = max(self.n_moving, 1) * (2 * 4 + 1)
         self.checkpoint_budget = max(4, int(checkpoint_mb * 2**20 // state_bytes))
         self.euler_steps = 0  # pixel-field steps taken (both branches, recomputation included)
+        self.threads = min(2, os.cpu_count() or 1) if threads is None else max(1, int(threads))
+        self._pool: ThreadPoolExecutor | None = None
 
-    def _advance(self, state: State, sign: float, steps: int) -> State:
+    def _both(self, first: tuple[Callable, tuple], second: tuple[Callable, tuple]) -> tuple:
+        """Run two independent (function, args) jobs, on two threads when there is a pool.
+
+        The kernels release the GIL, so the two really run at the same time.
+        """
+        if self._pool is None:
+            return first[0](*first[1]), second[0](*second[1])
+        future = self._pool.submit(first[0], *first[1])
+        b = second[0](*second[1])
+        return future.result(), b
+
+    def _advance(self, state: State, sign: float, steps: int, *, in_place: bool = False) -> State:
         from stillmotion.engines.warp.kernels import euler_advance
 
-        pos, alive = state[0].copy(), state[1].copy()
+        pos, alive = state if in_place else (state[0].copy(), state[1].copy())
         if steps > 0 and len(pos):
-            euler_advance(pos, alive, self.field, sign, steps)
+            half = len(pos) // 2 if self._pool is not None and len(pos) >= _MIN_SPLIT else len(pos)
+            self._both(
+                (euler_advance, (pos[:half], alive[:half], self.field, sign, steps)),
+                (euler_advance, (pos[half:], alive[half:], self.field, sign, steps)),
+            )
             self.euler_steps += steps
         return pos, alive
 
@@ -148,43 +173,49 @@ class EulerianWarp:
     def frames(self, *, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield the frames in order as fresh uint8 (H, W, 3) arrays; memory does not grow with N."""
         from stillmotion.engines.warp.holes import fill_holes
-        from stillmotion.engines.warp.kernels import resolve, splat_branches
+        from stillmotion.engines.warp.kernels import resolve, splat_branch
 
         n = self.n_frames
         h, w = self.image.shape[:2]
         last = n if self.include_end else n - 1
-        n_branches = 2 if self.loop else 1
-        acc = np.zeros((n_branches, h, w, 4), np.float32)
+        acc = np.zeros((2, h, w, 4), np.float32)
         hole = np.zeros((h, w), bool)
-        pos = np.zeros((n_branches, self.n_moving, 2), np.float32)
-        alive = np.zeros((n_branches, self.n_moving), bool)
-        weights = np.zeros(n_branches, np.float32)
         forward = self._start()
-        backward = (
-            _descending_states(
+        backward_state = forward
+        backward = None
+        if self.loop:
+            backward = _descending_states(
                 self._start(), 0, n, self.checkpoint_budget, lambda s, k: self._advance(s, -1.0, k)
             )
-            if self.loop
-            else None
-        )
-        for t in progress_iter(range(last + 1), total=last + 1, desc="warp", enabled=progress, unit="frame"):
-            if t > 0:
-                forward = self._advance(forward, 1.0, 1)
-            pos[0], alive[0] = forward
-            weights[0] = 1.0 - t / n if self.loop else 1.0
-            if self.loop:
-                weights[1] = t / n
-                if t > 0:  # frame t needs the backward branch at step n - t (n-1, ..., 0 in order)
-                    pos[1], alive[1] = next(backward)
-            out = np.empty((h, w, 3), np.uint8)
-            if self.n_moving and t > 0:
-                splat_branches(pos, alive, weights, self.src, acc)
-                holes = resolve(acc, self.static, self.image, self.keep, HOLE_EPS, out, hole)
-                if holes:
-                    fill_holes(acc[0], hole, out, HOLE_EPS)
-            else:
-                out[:] = self.image  # step 0 of every branch is the image itself
-            yield out
+        mid = h // 2
+        with contextlib.ExitStack() as stack:
+            self._pool = None
+            if self.threads > 1 and self.n_moving >= _MIN_SPLIT:
+                self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="warp"))
+            steps = progress_iter(
+                range(last + 1), total=last + 1, desc="warp", enabled=progress, unit="frame"
+            )
+            for t in steps:
+                if t > 0:
+                    self._advance(forward, 1.0, 1, in_place=True)
+                weight_f, weight_b = (1.0 - t / n, t / n) if self.loop else (1.0, 0.0)
+                # Frame t needs the backward branch at step n - t: n-1, ..., 0 in order.
+                if self.loop and t > 0:
+                    backward_state = next(backward)
+                out = np.empty((h, w, 3), np.uint8)
+                if self.n_moving and t > 0:
+                    self._both(
+                        (splat_branch, (*forward, weight_f, self.src, acc[0])),
+                        (splat_branch, (*backward_state, weight_b, self.src, acc[1])),
+                    )
+                    common = (acc, self.static, self.image, self.keep, HOLE_EPS, out, hole)
+                    holes = sum(self._both((resolve, (*common, 0, mid)), (resolve, (*common, mid, h))))
+                    if holes:
+                        fill_holes(acc[0], hole, out, HOLE_EPS)
+                else:
+                    out[:] = self.image  # step 0 of every branch is the image itself
+                yield out
+            self._pool = None
 
     @property
     def stats(self) -> dict:

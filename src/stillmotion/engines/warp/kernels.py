@@ -4,8 +4,13 @@ Why numba: splatting is a scatter (many sources add into one target). NumPy's ``
 PyTorch's ``index_add_`` need the corner indices and weights materialised as arrays first (eight
 2^18-long arrays per branch at 512x512) and then scatter them in a second pass; at 512x512 that runs
 at about 8 frames/s for a two-branch loop here. A compiled loop computes each pixel's four corners
-and adds them in one pass over the pixels, with nothing materialised, and runs the two branches of a
-symmetric loop on two threads, each into its own accumulator (no atomics, no races).
+and adds them in one pass over the pixels, with nothing materialised.
+
+The kernels are serial and release the GIL (``nogil``): the engine runs them on two Python
+threads (the two branches of a loop into separate accumulators, so no atomics and no races; Euler
+steps and resolving split by pixel ranges). Blocking Python threads degrade gracefully when other
+programs compete for the cores, unlike spinning OpenMP workers (measured: numba's ``parallel=True``
+ran 5x *slower* than one thread on this shared 2-core machine under load).
 
 Conventions: positions are float32 (n, 2) as (x, y) in pixels of the (H, W) frame; ``alive`` is
 False once a pixel has left the frame (it stays invalid, as in Holynski et al.); accumulators are
@@ -15,10 +20,10 @@ float32 (H, W, 4) holding (sum w*R, sum w*G, sum w*B, sum w).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(cache=True, nogil=True, fastmath=True, parallel=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: float, steps: int) -> None:
     """``steps`` Euler steps in place: x <- x + sign * M(x), M sampled bilinearly at x.
 
@@ -28,7 +33,7 @@ def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: f
     xmax = np.float32(w - 1)
     ymax = np.float32(h - 1)
     s = np.float32(sign)
-    for i in prange(pos.shape[0]):
+    for i in range(pos.shape[0]):
         if not alive[i]:
             continue
         x = pos[i, 0]
@@ -101,24 +106,20 @@ def splat(
                 _add(acc, j + width + 1, wb * fx * fy, src, i)
 
 
-@njit(cache=True, nogil=True, fastmath=True, parallel=True)
-def splat_branches(
-    pos: np.ndarray, alive: np.ndarray, weights: np.ndarray, src: np.ndarray, acc: np.ndarray
-) -> None:
-    """Bilinear forward splat of every branch b into its own accumulator ``acc[b]`` (zeroed here).
+@njit(cache=True, nogil=True, fastmath=True)
+def splat_branch(pos: np.ndarray, alive: np.ndarray, weight: float, src: np.ndarray, acc: np.ndarray) -> None:
+    """Zero ``acc`` (H, W, 4) and splat one branch into it (a zero ``weight`` leaves it empty).
 
-    pos (B, n, 2), alive (B, n), weights (B,) the branch weights (1 - t/N and t/N for a loop),
-    src (n, 4) = (R e, G e, B e, e) with e = exp(Z) the softmax-splatting importance of each pixel.
-    Branches run on separate threads.
+    pos (n, 2) and alive (n,), the branch weight (1 - t/N or t/N for a loop), and src (n, 4) =
+    (R e, G e, B e, e) with e = exp(Z) the softmax importance of each source pixel.
     """
-    for b in prange(pos.shape[0]):
-        flat = acc[b].reshape(-1, 4)
-        flat[:] = 0
-        if weights[b] != 0:
-            splat(pos[b], alive[b], weights[b], src, flat, acc.shape[2])
+    flat = acc.reshape(-1, 4)
+    flat[:] = 0
+    if weight != 0:
+        splat(pos, alive, weight, src, flat, acc.shape[1])
 
 
-@njit(cache=True, nogil=True, fastmath=True, parallel=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def resolve(
     acc: np.ndarray,
     static: np.ndarray,
@@ -127,22 +128,25 @@ def resolve(
     eps: float,
     out: np.ndarray,
     hole: np.ndarray,
+    row_start: int,
+    row_stop: int,
 ) -> int:
-    """out = sum(w I) / sum(w) over branches plus the static pixels; copy ``image`` where ``keep``.
+    """Rows [row_start, row_stop) of out = sum(w I) / sum(w) over both branches and the still pixels.
 
-    Sums the branches into ``acc[0]`` (the hole filler reads it), marks pixels whose total weight
-    is below ``eps`` in ``hole`` and returns their number; their ``out`` is left for the filler.
+    Copies ``image`` where ``keep``. Sums the branches into ``acc[0]`` (the hole filler reads it),
+    marks pixels whose total weight is below ``eps`` in ``hole`` and returns how many; their
+    ``out`` is left for the filler.
     """
-    h, w = image.shape[0], image.shape[1]
+    w = image.shape[1]
     nb = acc.shape[0]
     holes = 0
-    for y in prange(h):
+    for y in range(row_start, row_stop):
         for x in range(w):
             for k in range(4):
                 s = static[y, x, k]
-                for b in range(nb):
+                for b in range(1, nb):
                     s += acc[b, y, x, k]
-                acc[0, y, x, k] = s
+                acc[0, y, x, k] += s
             if keep[y, x]:
                 hole[y, x] = False
                 for k in range(3):
@@ -151,9 +155,9 @@ def resolve(
             den = acc[0, y, x, 3]
             if den > eps:
                 hole[y, x] = False
-                inv = 1.0 / den
+                inv = np.float32(1) / den
                 for k in range(3):
-                    v = acc[0, y, x, k] * inv + 0.5
+                    v = acc[0, y, x, k] * inv + np.float32(0.5)
                     out[y, x, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
             else:
                 hole[y, x] = True
