@@ -205,7 +205,7 @@ def test_client_file_names_never_become_paths(client, sid, app):
         assert "/" not in r.json()["name"] and "\\" not in r.json()["name"]
     # Only server-made names inside the session folder; nothing next to or above the root.
     made = sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
-    assert made == [sid, f"{sid}/photo.png"]
+    assert made == [sid]  # the photo is held in memory; nothing of an upload is written
     assert not (root.parent / "escape.png").exists() and not Path("/tmp/abs.png").exists()
 
 
@@ -418,7 +418,7 @@ def test_server_removes_its_folder_on_shutdown(tmp_path):
     with TestClient(app) as c:
         sid = c.post("/api/session").json()["session"]
         _upload(c, sid, _photo())
-        assert any(app.state.store.root.rglob("photo.png"))
+        assert (app.state.store.root / sid).is_dir()
     assert not app.state.store.root.exists()
 
 
@@ -473,12 +473,13 @@ def test_warp_run_writes_a_browser_playable_mp4_and_a_gif(client, sid, app):
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
     assert len(frames) == 12 and frames[0].shape == (84, 128, 3)
     assert np.abs(frames[6].astype(int) - frames[0].astype(int)).mean() > 1  # it moves
-    gif = client.get(status["files"]["gif"])
+    assert "gif" not in status["files"]  # made on first request, through the queue
+    gif = client.get(status["files"]["mp4"].replace(".mp4", ".gif"))
     assert gif.status_code == 200 and gif.content[:6] in (b"GIF89a", b"GIF87a")
     assert Image.open(io.BytesIO(gif.content)).n_frames == 12
     # Files live in the session's folder under the job's id; nothing half-written is left.
     names = sorted(p.name for p in (app.state.store.root / sid).iterdir())
-    assert names == sorted(["photo.png", f"{status['id']}.mp4", f"{status['id']}.gif"])
+    assert names == sorted([f"{status['id']}.mp4", f"{status['id']}.gif"])
 
 
 def test_preview_is_small_and_short_and_replaces_the_previous_one(client, sid, app):
@@ -493,6 +494,7 @@ def test_preview_is_small_and_short_and_replaces_the_previous_one(client, sid, a
     assert last["state"] == "done" and last["report"]["frames"] == PREVIEW_FRAMES
     assert max(last["report"]["width"], last["report"]["height"]) == PREVIEW_SIDE
     assert "gif" not in last["files"]
+    assert client.get(last["files"]["mp4"].replace(".mp4", ".gif")).status_code == 404  # previews: MP4 only
     app.state.queue.wait_idle(60)
     mp4s = list((app.state.store.root / sid).glob("*.mp4"))
     assert [p.name for p in mp4s] == [f"{ids[-1]}.mp4"]  # older previews were cancelled or deleted
@@ -512,7 +514,7 @@ def test_cancel_leaves_no_file(client, sid, app):
         time.sleep(0.05)
     assert client.post(f"/api/s/{sid}/jobs/{jid}/cancel").status_code == 200
     assert _wait(client, sid, jid)["state"] == "cancelled"
-    assert sorted(p.name for p in (app.state.store.root / sid).iterdir()) == ["photo.png"]
+    assert list((app.state.store.root / sid).iterdir()) == []
     assert client.get(f"/api/s/{sid}/jobs/{jid}/video.mp4").status_code == 404
 
 

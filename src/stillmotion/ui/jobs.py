@@ -19,7 +19,7 @@ from typing import Any
 from stillmotion.errors import UserInputError
 from stillmotion.ui.sessions import new_id
 
-PRIORITY = {"preview": 0, "full": 1}
+PRIORITY = {"preview": 0, "full": 1, "convert": 1}
 
 
 class JobCancelled(Exception):
@@ -29,7 +29,7 @@ class JobCancelled(Exception):
 @dataclass
 class Job:
     session_id: str
-    kind: str  # "preview" | "full"
+    kind: str  # "preview" | "full" | "convert" (a finished run's MP4 to GIF)
     work: Callable[[Job], dict[str, Any]]
     id: str = field(default_factory=new_id)
     state: str = "queued"  # queued | running | done | error | cancelled

@@ -29,6 +29,7 @@ import contextlib
 import io
 import json
 import tempfile
+import threading
 import time
 from importlib import resources
 from pathlib import Path
@@ -41,6 +42,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow, load_arrows_file, save_arrows_json
@@ -218,7 +220,7 @@ def create_app(
     def on_finish(job: Job) -> None:
         # Delete outputs of older jobs of the same kind in this session: disk use stays bounded.
         s = store.get(job.session_id)
-        if s is None:
+        if s is None or job.kind == "convert":
             return
         mine = sorted(
             (j for j in queue.jobs_of(job.session_id) if j.kind == job.kind and j.finished is not None),
@@ -230,6 +232,8 @@ def create_app(
                 with contextlib.suppress(FileNotFoundError):
                     Path(path).unlink()
             queue.forget(old.id)
+            with conversions_lock:
+                conversions.pop(old.id, None)
 
     queue = JobQueue(on_finish=on_finish)
 
@@ -322,12 +326,13 @@ def create_app(
         s = session(sid)
         name = _display_name(file.filename)
         data = await _read_upload(file, max_bytes)
-        image = decode_image_upload(data, name, max_bytes=max_bytes, max_pixels=max_pixels)
+        # Decoding takes a while for a large photo: off the event loop, so other requests go on.
+        image = await run_in_threadpool(
+            decode_image_upload, data, name, max_bytes=max_bytes, max_pixels=max_pixels
+        )
         with s.lock:
+            # Kept in memory only: the engines take arrays, and nothing of the upload touches the disk.
             s.image, s.image_name, s.mask, s.mask_version = image, name, None, s.mask_version + 1
-            Image.fromarray(image).save(s.file("photo.png"), compress_level=1)
-            with contextlib.suppress(FileNotFoundError):
-                s.file("mask.png").unlink()
         h, w = image.shape[:2]
         return {"width": w, "height": h, "name": name}
 
@@ -346,10 +351,11 @@ def create_app(
         name = _display_name(file.filename)
         data = await _read_upload(file, max_bytes)
         w, h = s.size
-        mask = decode_mask_upload(data, name, w, h, max_bytes=max_bytes, max_pixels=max_pixels)
+        mask = await run_in_threadpool(
+            decode_mask_upload, data, name, w, h, max_bytes=max_bytes, max_pixels=max_pixels
+        )
         with s.lock:
             s.mask, s.mask_version = mask, s.mask_version + 1
-            Image.fromarray(mask.astype(np.uint8) * 255).save(s.file("mask.png"), compress_level=1)
         return {"coverage": round(float(mask.mean()), 4), "version": s.mask_version}
 
     @app.delete("/api/s/{sid}/mask")
@@ -357,8 +363,6 @@ def create_app(
         s = session(sid)
         with s.lock:
             s.mask, s.mask_version = None, s.mask_version + 1
-            with contextlib.suppress(FileNotFoundError):
-                s.file("mask.png").unlink()
         return {"coverage": 1.0, "version": s.mask_version}
 
     @app.get("/api/s/{sid}/mask.png")
@@ -482,11 +486,33 @@ def create_app(
         queue.cancel(job)
         return status_of(s, job)
 
+    conversions: dict[str, Job] = {}
+    conversions_lock = threading.Lock()
+
+    def gif_of(s: Session, job: Job) -> str:
+        """Make the GIF of a finished run on first request, through the queue like any job."""
+        with conversions_lock:
+            conv = conversions.get(job.id)
+            if conv is None or conv.state in ("error", "cancelled"):
+                src, dst = Path(job.result["files"]["mp4"]), s.file(f"{job.id}.gif")
+                conv = Job(s.id, "convert", lambda j: runs.gif_from_mp4(j, src, dst))
+                conversions[job.id] = conv
+                queue.submit(conv)
+        end = time.monotonic() + 900
+        while conv.finished is None and time.monotonic() < end:
+            time.sleep(0.1)
+        if conv.state != "done":
+            raise UserInputError(f"the GIF could not be made: {conv.error or conv.state}")
+        job.result["files"]["gif"] = conv.result["gif"]
+        return conv.result["gif"]
+
     @app.get("/api/s/{sid}/jobs/{jid}/video.{ext}")
     def job_file(sid: str, jid: str, ext: str) -> FileResponse:
         s = session(sid)
         job = job_of(s, jid)
         path = job.result.get("files", {}).get(ext) if job.state == "done" else None
+        if path is None and ext == "gif" and job.state == "done" and job.kind == "full":
+            path = gif_of(s, job)
         if path is None:
             raise HTTPException(404, f"no {ext} output for this job")
         media = {"mp4": "video/mp4", "gif": "image/gif"}.get(ext, "application/octet-stream")

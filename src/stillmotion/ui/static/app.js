@@ -107,8 +107,17 @@ function drawArrow(points, color, dashed) {
   ctx.restore();
 }
 
+function showCounts() {
+  const n = state.arrows.length;
+  const parts = [`${n} arrow${n === 1 ? "" : "s"}`];
+  parts.push(state.maskEmpty ? "no mask (everything may move)" : "mask set");
+  $("counts").textContent = parts.join(" · ");
+  $("finish-arrow").classList.toggle("hidden", !state.pending);
+}
+
 function draw() {
   if (!state.img) return;
+  showCounts();
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   ctx.drawImage(state.img, 0, 0, canvas.width, canvas.height);
   if (!state.maskEmpty) {
@@ -381,6 +390,7 @@ $("arrows-input").addEventListener("change", (ev) => { importArrows(ev.target.fi
 $("export-arrows").addEventListener("click", exportArrows);
 $("export-arrows-2").addEventListener("click", exportArrows);
 $("undo").addEventListener("click", undo);
+$("finish-arrow").addEventListener("click", finishPending);
 $("clear-arrows").addEventListener("click", () => {
   if (!state.arrows.length && !state.pending) return;
   pushUndo(); state.arrows = []; state.pending = null; draw(); edited();
@@ -499,7 +509,10 @@ $("preview-btn").addEventListener("click", () => startPreview(true));
 
 function describe(j) {
   if (j.state === "queued") return j.position > 1 ? `waiting: ${j.position - 1} job(s) ahead of you` : "waiting: next in line";
-  if (j.state === "running") return `${j.message} · ${Math.round(100 * j.progress)}%`;
+  if (j.state === "running") {
+    const t = j.elapsed !== undefined ? ` · ${Math.round(j.elapsed)} s` : "";
+    return `${j.message} · ${Math.round(100 * j.progress)}%${t}`;
+  }
   if (j.state === "done") return j.report && j.report.seconds_total ? `done in ${j.report.seconds_total.toFixed(1)} s` : "done";
   if (j.state === "error") return `failed: ${j.error}`;
   return j.state;
@@ -538,6 +551,7 @@ $("settings").addEventListener("submit", async (ev) => {
   } catch (e) { say(e.message, "error"); }
 });
 
+$("dl-gif").addEventListener("click", () => say("Making the GIF from the video: the download starts when it is ready."));
 $("cancel").addEventListener("click", async () => {
   if (!state.runJob) return;
   try { await sapi(`/jobs/${state.runJob}/cancel`, { method: "POST" }); } catch (e) { say(e.message, "error"); }
