@@ -49,6 +49,15 @@ TORCHVISION_KEYS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tiny inputs: one thread is faster, and immune to OpenMP spin-waits when the cores are shared.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _random_model(config, seed=0) -> RAFT:
     torch.manual_seed(seed)
     model = RAFT(config)
