@@ -350,7 +350,7 @@ def peak_memory_mb() -> float:
 
 
 def save_field_picture(path: str | os.PathLike, field: np.ndarray) -> Path:
-    """Write the flow colour-wheel picture of ``field`` (atomically)."""
+    """Write ``field`` as a colour-wheel picture (hue = direction, saturation = speed), atomically."""
     import cv2
 
     from stillmotion.io.atomic import atomic_path
@@ -358,21 +358,9 @@ def save_field_picture(path: str | os.PathLike, field: np.ndarray) -> Path:
     path = Path(path)
     if path.suffix.lower() not in PICTURE_SUFFIXES:
         raise UserInputError(f"motion picture {path}: use a .png, .jpg, .webp or .bmp file name")
-    try:
-        from stillmotion.motion.viz import flow_to_color
-    except ImportError:  # the flow tools are optional here; a plain HSV wheel says the same
-        flow_to_color = None
-    if flow_to_color is not None:
-        rgb = np.asarray(flow_to_color(field), np.uint8)
-    else:
-        mag = np.hypot(field[..., 0], field[..., 1])
-        hsv = np.empty(field.shape[:2] + (3,), np.uint8)
-        hsv[..., 0] = ((np.arctan2(-field[..., 1], -field[..., 0]) / np.pi + 1.0) * 90.0).astype(
-            np.uint8
-        ) % 180
-        hsv[..., 1] = np.clip(mag / (float(mag.max()) or 1.0) * 255.0, 0, 255).astype(np.uint8)
-        hsv[..., 2] = 255
-        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    from stillmotion.motion.viz import flow_to_color
+
+    rgb = flow_to_color(field)  # the standard (Middlebury) colour wheel: hue = direction
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), rgb[..., ::-1].copy()):
             raise UserInputError(f"could not write the motion picture {path}")
