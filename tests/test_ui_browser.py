@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from stillmotion.inputs.arrows import load_arrows_file
+
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "src" / "stillmotion" / "assets" / "examples" / "waterfall.jpg"
@@ -87,6 +89,8 @@ def page(server):
         )
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        # Console errors include Content-Security-Policy violations and failed loads.
+        pg.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         pg.outside, pg.errors = outside, errors
         yield pg
         browser.close()
@@ -136,8 +140,17 @@ def test_draw_an_arrow_and_animate_in_the_browser(server, page):
     # A three-point trajectory by clicks, finished with Enter.
     for fx, fy in ((0.70, 0.80), (0.76, 0.84), (0.82, 0.80)):
         page.mouse.click(*_canvas_point(page, fx, fy))
+        page.wait_for_timeout(1200)  # slower than the automatic preview's timer: it must not end the arrow
     page.keyboard.press("Enter")
     wait_until(page, "document.querySelector('#message').textContent.startsWith('2 arrows')")
+
+    # Export: the download is the CLI's arrows JSON, in the photo's pixels.
+    with page.expect_download() as download:
+        page.click("#export-arrows")
+    doc = load_arrows_file(download.value.path())
+    assert doc.image_size == (640, 360) and [len(a.points) for a in doc.arrows] == [2, 3]
+    (tail_x, tail_y), (head_x, head_y) = doc.arrows[0].points
+    assert abs(tail_x - 330) < 3 and abs(tail_y - 200) < 3 and abs(head_x - 336) < 3 and abs(head_y - 262) < 3
 
     # The motion field preview appears and the replay command names the exported drawing.
     wait_until(page, "document.querySelector('#field-stats').textContent.includes('px/frame')")

@@ -467,6 +467,7 @@ async function updateCommand() {
   try {
     const out = await (await sapi("/command", jsonBody({ ...settings(), arrows: [] }))).json();
     $("command").textContent = out.command;
+    $("command").classList.remove("empty");
     $("mask-note").classList.toggle("hidden", !out.has_mask);
     $("dl-mask").href = `/api/s/${state.sid}/mask.png`;
   } catch (_) { /* the command is informative only */ }
@@ -477,8 +478,9 @@ $("copy-command").addEventListener("click", async () => {
   catch (_) { say("Select the command and copy it (the clipboard is not available here).", "warn"); }
 });
 
-async function submit(kind) {
-  if (state.pending) {
+async function submit(kind, explicit) {
+  // An arrow being clicked is the user's, not the timer's: automatic previews leave it alone.
+  if (state.pending && explicit) {
     if (state.pending.length < 2) { state.pending = null; draw(); say("An arrow needs a start and an end.", "warn"); return null; }
     finishPending();
   }
@@ -490,7 +492,7 @@ async function submit(kind) {
 
 async function startPreview(explicit) {
   try {
-    const job = await submit("preview");
+    const job = await submit("preview", explicit);
     if (!job) { if (explicit && state.arrows.length === 0) say("Draw an arrow first.", "warn"); return; }
     state.previewJob = job.id;
     follow(job, (j) => {
@@ -532,7 +534,7 @@ function follow(job, onUpdate) {
 $("settings").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
-    const job = await submit("full");
+    const job = await submit("full", true);
     if (!job) return;
     state.runJob = job.id;
     $("run").disabled = true; $("cancel").disabled = false;
