@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean-venv
+.PHONY: demo test test-all lint bench clean-venv ui
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/stillmotion demo -o out
+
+ui: $(STAMP)
+	$(VENV)/bin/stillmotion ui
 
 test: $(STAMP)
 	$(PY) -m pytest -q
