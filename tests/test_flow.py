@@ -135,3 +135,72 @@ def test_errors():
         flow_sequence([a])
     with pytest.raises(UserInputError, match="image array"):
         estimate_flow(np.zeros((4,)), np.zeros((4,)))
+
+
+# --- visualisation (motion/viz.py) ---------------------------------------------------------------
+
+
+def test_colour_wheel():
+    from stillmotion.motion.viz import make_colorwheel
+
+    wheel = make_colorwheel()
+    assert wheel.shape == (55, 3)
+    np.testing.assert_array_equal(wheel[0], [1, 0, 0])  # starts at red
+    assert wheel.min() >= 0 and wheel.max() <= 1
+    # Neighbouring colours change gradually all around the wheel (no jumps between ramps).
+    assert np.abs(np.diff(np.vstack([wheel, wheel[:1]]), axis=0)).max() <= 1 / 4 + 1e-9
+
+
+def test_flow_to_color_directions_and_magnitudes():
+    from stillmotion.motion.viz import flow_to_color
+
+    vectors = [[1, 0], [0, 1], [-1, 0], [0, -1], [0, 0], [0.5, 0], [2, 0], [np.nan, 0], [2e9, 0]]
+    f = np.array([vectors], np.float32)
+    c = flow_to_color(f, max_magnitude=1.0)[0].astype(int)
+    right, down, left, up, still, half, over, nan, unknown = c
+    assert right[0] == 255 and right[1] < 40 and right[2] < 40  # red
+    assert down[0] == 255 and down[1] > 200 and down[2] < 40  # yellow
+    assert left[2] == 255 and left[1] > 150 and left[0] < 40  # cyan-blue
+    assert up[2] == 255 and 40 < up[0] < 150 and up[1] < 40  # violet
+    assert (still == 255).all()  # white = still
+    assert half[0] == 255 and 100 < half[1] < 160  # half speed: paler red
+    assert over[0] < 200 and over[1] == 0  # beyond the scale: darker
+    assert (nan == 0).all() and (unknown == 0).all()
+    auto = flow_to_color(f[:, :4])  # default scale: the largest magnitude
+    assert auto.dtype == np.uint8 and auto.shape == (1, 4, 3)
+
+
+def test_field_picture_and_outlines():
+    from stillmotion.inputs.arrows import Arrow
+    from stillmotion.motion.viz import draw_mask_outline, field_picture
+
+    image = np.full((40, 60, 3), 90, np.uint8)
+    flow = np.zeros((40, 60, 2), np.float32)
+    flow[10:30, 10:50, 0] = 1.0
+    mask = np.zeros((40, 60), bool)
+    mask[10:30, 10:50] = True
+    arrows = [Arrow(((15.0, 20.0), (40.0, 20.0)))]
+    side = field_picture(image, flow, arrows, mask)
+    assert side.shape == (40, 120, 3)
+    assert (side[20, 60 + 5] == 255).all()  # still pixel on the field panel is white
+    assert not (side[:, :60] == 90).all()  # arrow and outline drawn on the image panel
+    overlay = field_picture(image, flow, arrows, mask, layout="overlay")
+    assert overlay.shape == (40, 60, 3)
+    outlined = draw_mask_outline(image, mask)
+    changed = (outlined != image).any(-1)
+    assert changed[10, 30] and not changed[20, 30] and not changed[2, 2]  # only the border
+
+
+def test_render_flow_video(tmp_path):
+    from stillmotion.io.video_reader import open_frames
+    from stillmotion.motion.viz import render_flow_video
+
+    frames = [np.full((32, 48, 3), 40 * k, np.uint8) for k in range(3)]
+    flows = [np.full((32, 48, 2), k, np.float32) for k in range(3)]
+    path = render_flow_video(tmp_path / "v.mp4", frames, flows, fps=8)
+    src = open_frames(path)
+    assert src.size == (96, 32) and len(list(src)) == 3 and src.fps == pytest.approx(8)
+    with pytest.raises(UserInputError):
+        render_flow_video(tmp_path / "empty.mp4", [], [], fps=8)
+    assert not (tmp_path / "empty.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]

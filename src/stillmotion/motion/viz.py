@@ -4,8 +4,8 @@ Colour coding (Baker et al., "A Database and Evaluation Methodology for Optical 
 Middlebury convention every flow paper uses): the direction of a vector is the hue on a wheel of
 55 colours built from six ramps (red-yellow 15, yellow-green 6, green-cyan 4, cyan-blue 11,
 blue-magenta 13, magenta-red 6); the magnitude, relative to the largest one shown, is the
-saturation (white = still). Motion to the right is red, up is violet-blue, left is cyan-green,
-down is yellow-green... as in the published wheel.
+saturation (white = still). In image coordinates (y down): right is red, down yellow, left
+cyan-blue, up violet, as in the published wheel.
 """
 
 from __future__ import annotations
