@@ -144,11 +144,17 @@ def test_draw_an_arrow_and_animate_in_the_browser(server, page):
     page.keyboard.press("Enter")
     wait_until(page, "document.querySelector('#message').textContent.startsWith('2 arrows')")
 
+    # Each arrow is listed with its own strength.
+    assert page.locator("#arrow-list li").count() == 2
+    page.locator("#arrow-list li input").first.fill("1.5")
+    page.locator("#arrow-list li input").first.press("Tab")
+
     # Export: the download is the CLI's arrows JSON, in the photo's pixels.
     with page.expect_download() as download:
         page.click("#export-arrows")
     doc = load_arrows_file(download.value.path())
     assert doc.image_size == (640, 360) and [len(a.points) for a in doc.arrows] == [2, 3]
+    assert [a.strength for a in doc.arrows] == [1.5, 1.0]
     (tail_x, tail_y), (head_x, head_y) = doc.arrows[0].points
     assert abs(tail_x - 330) < 3 and abs(tail_y - 200) < 3 and abs(head_x - 336) < 3 and abs(head_y - 262) < 3
 

@@ -51,7 +51,8 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, root: Path | None = None, ttl: float = 3 * 3600, max_sessions: int = 200) -> None:
+    # A session holds its photo in memory (a 12 MP photo is 36 MB): the oldest goes past this many.
+    def __init__(self, root: Path | None = None, ttl: float = 3 * 3600, max_sessions: int = 40) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="stillmotion-ui-", dir=root))
         self.ttl = ttl
         self.max_sessions = max_sessions

@@ -17,6 +17,7 @@ const state = {
   arrows: [],              // [{points: [[x, y], ...], strength}]
   pending: null,           // points of the arrow being clicked, or null
   hover: null,             // image point under the pointer
+  highlight: -1,           // arrow under the pointer in the list
   tool: "arrow",
   mask: null,              // offscreen canvas: opaque = may move
   maskEmpty: true,
@@ -130,7 +131,7 @@ function draw() {
     t.drawImage(state.mask, 0, 0, tint.width, tint.height);
     ctx.drawImage(tint, 0, 0);
   }
-  state.arrows.forEach((a) => drawArrow(a.points, "#ffd23f", false));
+  state.arrows.forEach((a, i) => drawArrow(a.points, i === state.highlight ? "#ff8fd8" : "#ffd23f", false));
   if (state.pending) {
     const pts = state.hover ? [...state.pending, state.hover] : state.pending;
     if (pts.length >= 2) drawArrow(pts, "#5fe3ff", true);
@@ -428,6 +429,7 @@ function syncSettings() {
   $("diffusion-settings").classList.toggle("dim", !diffusion);
   // The diffusion model works at its own size; the size choice is the warp engine's.
   $("size").disabled = diffusion;
+  $("loop").disabled = diffusion;  // seamless loops are the warp engine's (symmetric splatting)
   $("size-label").title = diffusion ? "diffusion renders at the size its model accepts" : "";
 }
 
@@ -437,9 +439,42 @@ $("settings").addEventListener("input", (ev) => {
 });
 $("settings").addEventListener("change", () => { syncSettings(); updateCommand(); });
 
+// ------------------------------------------------------------------ the list of arrows: strength, delete
+
+function renderArrowList() {
+  const list = $("arrow-list");
+  list.replaceChildren();
+  state.arrows.forEach((a, i) => {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    label.textContent = `#${i + 1} · ${a.points.length === 2 ? "arrow" : `${a.points.length}-point path`}`;
+    const strength = document.createElement("input");
+    Object.assign(strength, { type: "number", min: 0, max: 10, step: 0.1, value: a.strength });
+    strength.title = "This arrow's speed factor (1 = its tail reaches its head in 25 frames)";
+    strength.setAttribute("aria-label", `strength of arrow ${i + 1}`);
+    strength.addEventListener("change", () => {
+      const v = Number(strength.value);
+      if (!(v >= 0 && v <= 10)) { strength.value = a.strength; say("An arrow's strength is between 0 and 10.", "warn"); return; }
+      pushUndo();
+      a.strength = v;
+      edited(false);
+    });
+    const del = document.createElement("button");
+    Object.assign(del, { type: "button", className: "btn small", textContent: "✕", title: `Delete arrow ${i + 1}` });
+    del.addEventListener("click", () => { pushUndo(); state.arrows.splice(i, 1); state.highlight = -1; draw(); edited(); });
+    li.addEventListener("mouseenter", () => { state.highlight = i; draw(); });
+    li.addEventListener("mouseleave", () => { state.highlight = -1; draw(); });
+    const strengthLabel = document.createElement("label");
+    strengthLabel.append("strength ", strength);
+    li.append(label, strengthLabel, del);
+    list.appendChild(li);
+  });
+}
+
 // ------------------------------------------------------------------ live field, command, quick preview
 
-function edited() {
+function edited(relist = true) {
+  if (relist) renderArrowList();
   clearTimeout(state.fieldTimer);
   state.fieldTimer = setTimeout(updateField, 150);
   clearTimeout(state.previewTimer);
@@ -541,7 +576,10 @@ $("settings").addEventListener("submit", async (ev) => {
     $("progress-bar").style.width = "0%";
     $("run-state").textContent = describe(job);
     follow(job, (j) => {
-      $("progress-bar").style.width = `${Math.round(100 * (j.state === "done" ? 1 : j.progress))}%`;
+      // Before the first frame (model loading, denoising) the engine reports no fraction: a moving bar.
+      const waiting = j.state === "running" && j.progress < 0.02;
+      $("progress").classList.toggle("indeterminate", waiting);
+      $("progress-bar").style.width = waiting ? "30%" : `${Math.round(100 * (j.state === "done" ? 1 : j.progress))}%`;
       $("run-state").textContent = describe(j);
       if (j.state !== "queued" && j.state !== "running") {
         $("run").disabled = false; $("cancel").disabled = true;
