@@ -11,6 +11,10 @@ Goes through the real HTTP routes (FastAPI's test client, in-process, no network
 - run: a full warp job (50 frames, longer side 512, MP4), submit to finished file;
 - gif: the GIF of that run, made on its first download (from the MP4, through the queue).
 
+With ``--browser`` (needs /usr/bin/chromium and the playwright package), also in headless Chromium:
+the time from releasing the mouse after dragging an arrow to the new motion-field picture being
+loaded in the page (debounce + request + decode), median over ``--repeats`` arrows.
+
 Timings include the engine's first-call compilation only in the "first" figures.
 """
 
@@ -60,6 +64,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--browser", action="store_true", help="also measure edit -> field picture in Chromium"
+    )
     args = parser.parse_args()
     photo = (EXAMPLES / "waterfall.jpg").read_bytes()
     big = Image.open(io.BytesIO(photo)).convert("RGB").resize((4000, 3000), Image.BICUBIC)
@@ -109,6 +116,71 @@ def main() -> None:
             f"full warp run (50 frames, 512x288, mp4): median {statistics.median(runs):.2f} s; "
             f"its GIF on first download: median {statistics.median(gifs):.2f} s"
         )
+
+    if args.browser:
+        browser_field_latency(args.repeats)
+
+
+def browser_field_latency(repeats: int) -> None:
+    import socket
+    import threading
+
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    chromium_args = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ]  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(work_root=Path(tmp))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=chromium_args)
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.uncheck("#auto-preview")  # measure the field picture alone
+                page.set_input_files("#photo-input", str(EXAMPLES / "waterfall.jpg"))
+                while not page.evaluate("document.body.classList.contains('has-photo')"):
+                    time.sleep(0.05)
+                box = page.locator("#canvas").bounding_box()
+                # The photo's own (empty) field picture first, so no earlier request is still on its way.
+                while not page.evaluate("(() => { const i = document.querySelector('#field-img');"
+                                        " return i.complete && i.naturalWidth > 0; })()"):  # fmt: skip
+                    time.sleep(0.01)
+                times = []
+                for k in range(-1, repeats):  # k = -1: an untimed first arrow (first-call compilation)
+                    before = page.evaluate("document.querySelector('#field-img').src")
+                    x, y = box["x"] + box["width"] * (0.25 + 0.07 * k), box["y"] + box["height"] * 0.5
+                    page.mouse.move(x, y)
+                    page.mouse.down()
+                    page.mouse.move(x + 40, y + 30, steps=4)
+                    t = time.perf_counter()
+                    page.mouse.up()
+                    while not page.evaluate(
+                        f"(() => {{ const i = document.querySelector('#field-img');"
+                        f" return i.src !== {before!r} && i.complete && i.naturalWidth > 0; }})()"
+                    ):
+                        time.sleep(0.005)
+                    if k >= 0:
+                        times.append(time.perf_counter() - t)
+                browser.close()
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    print(
+        f"in Chromium: mouse released -> new motion-field picture shown: median "
+        f"{statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms ({repeats} arrows; "
+        f"includes the page's 150 ms debounce)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The live motion-field picture: arrows -> dense field at reduced resolution -> colour over the photo.
 
 It must come back within a fraction of a second after every edit, so the field is computed on a
-copy of the photo whose longer side is ``PREVIEW_SIDE`` pixels (the dense field is smooth: nothing
-is lost at that size). Colours follow the optical-flow colour wheel (hue = direction, saturation =
-speed) from ``stillmotion.motion.viz`` when that module is present.
+copy of the photo whose longer side is ``PREVIEW_SIDE`` pixels (the field varies smoothly over
+about a third of the frame; only the mask's edges come out coarser). Colours follow the optical-flow colour wheel of ``stillmotion.motion.viz``
+(hue = direction, saturation = speed), as in ``stillmotion motion``'s pictures.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from PIL import Image
 
 from stillmotion.inputs.arrows import Arrow
 from stillmotion.motion.dense import dense_flow_from_arrows
+from stillmotion.motion.viz import flow_to_color
 
 PREVIEW_SIDE = 320
 
@@ -36,25 +37,6 @@ def field_at_size(
     if mask is not None:
         small_mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
     return dense_flow_from_arrows(scaled, w, h, mask=small_mask)
-
-
-def _wheel_colors(field: np.ndarray) -> np.ndarray:
-    """Flow -> RGB uint8: the project's colour wheel when available, else a plain HSV mapping."""
-    try:
-        from stillmotion.motion import viz  # written alongside the flow tools; optional here
-    except ImportError:
-        viz = None
-    fn = getattr(viz, "flow_to_color", None) if viz is not None else None
-    if fn is not None:
-        return np.asarray(fn(field), np.uint8)
-    dx, dy = field[..., 0], field[..., 1]
-    mag = np.hypot(dx, dy)
-    top = float(mag.max()) or 1.0
-    hsv = np.empty(field.shape[:2] + (3,), np.uint8)
-    hsv[..., 0] = ((np.arctan2(-dy, -dx) / np.pi + 1.0) * 90.0).astype(np.uint8) % 180  # OpenCV hue: 0..179
-    hsv[..., 1] = np.clip(mag / top * 255.0, 0, 255).astype(np.uint8)
-    hsv[..., 2] = 255
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def _draw_arrows(canvas: np.ndarray, arrows: Sequence[Arrow]) -> None:
@@ -89,7 +71,7 @@ def render_field_preview(
     )
     field = field.astype(np.float32)
     moving = np.hypot(field[..., 0], field[..., 1]) > 0
-    colors = _wheel_colors(field)
+    colors = flow_to_color(field)
     gray = cv2.cvtColor(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
     out = gray * 0.55
     out[moving] = 0.35 * gray[moving] + 0.65 * colors[moving].astype(np.float32)
