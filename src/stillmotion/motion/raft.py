@@ -328,6 +328,8 @@ class RAFT(nn.Module):
             )
         cfg = self.config
         fmap1, fmap2 = self.feature_encoder(torch.cat([image1, image2], 0)).chunk(2, 0)
+        # Correlations and pixel coordinates stay float32 whatever the network's dtype: half
+        # precision cannot hold coordinates of large frames to a fraction of a pixel.
         pyramid = CorrelationPyramid(fmap1.float(), fmap2.float(), cfg.corr_levels, cfg.corr_radius)
         hidden, context = self.context_encoder(image1).split(
             [cfg.hidden_size, cfg.context_layers[-1] - cfg.hidden_size], 1
