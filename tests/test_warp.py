@@ -203,3 +203,23 @@ def test_two_threads_give_the_same_frames_as_one():
     one = np.stack(list(EulerianWarp(img, field, frames=12, threads=1).frames()))
     two = np.stack(list(EulerianWarp(img, field, frames=12, threads=2).frames()))
     assert np.array_equal(one, two)
+
+
+def test_memory_does_not_grow_with_the_number_of_frames():
+    import tracemalloc
+
+    img = texture(64, 64, seed=6)
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
+    field = np.stack([np.sin(yy / 7) + 0.4, np.cos(xx / 9) * 0.7], -1).astype(np.float32)
+
+    def peak(n: int) -> int:
+        warp = EulerianWarp(img, field, frames=n, checkpoint_mb=0.5)  # 14 states of 4096 pixels
+        tracemalloc.start()
+        for _ in warp.frames():
+            pass
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    short, long = peak(50), peak(400)
+    assert long <= 1.2 * short, (short, long)

@@ -179,6 +179,7 @@ class EulerianWarp:
         h, w = self.image.shape[:2]
         last = n if self.include_end else n - 1
         acc = np.zeros((2, h, w, 4), np.float32)
+        zeros = np.zeros((h, w, 4), np.float32)
         hole = np.zeros((h, w), bool)
         forward = self._start()
         backward_state = forward
@@ -205,10 +206,10 @@ class EulerianWarp:
                 out = np.empty((h, w, 3), np.uint8)
                 if self.n_moving and t > 0:
                     self._both(
-                        (splat_branch, (*forward, weight_f, self.src, acc[0])),
-                        (splat_branch, (*backward_state, weight_b, self.src, acc[1])),
+                        (splat_branch, (*forward, weight_f, self.src, acc[0], self.static)),
+                        (splat_branch, (*backward_state, weight_b, self.src, acc[1], zeros)),
                     )
-                    common = (acc, self.static, self.image, self.keep, HOLE_EPS, out, hole)
+                    common = (acc, self.image, self.keep, HOLE_EPS, out, hole)
                     holes = sum(self._both((resolve, (*common, 0, mid)), (resolve, (*common, mid, h))))
                     if holes:
                         fill_holes(acc[0], hole, out, HOLE_EPS)

@@ -22,10 +22,11 @@ def _half(acc: np.ndarray) -> np.ndarray:
 
 def _colour(acc: np.ndarray, eps: float) -> np.ndarray:
     """Colour (h, w, 3) of a pyramid level, its empty cells filled from coarser levels."""
-    den = acc[..., 3:]
-    empty = den[..., 0] <= eps
-    colour = acc[..., :3] / np.maximum(den, eps)
-    if not empty.any():
+    from stillmotion.engines.warp.kernels import normalise
+
+    colour = np.zeros(acc.shape[:2] + (3,), np.float32)
+    empty = np.empty(acc.shape[:2], bool)
+    if normalise(np.ascontiguousarray(acc), eps, colour, empty) == 0:
         return colour
     if min(acc.shape[:2]) <= 1:
         if empty.all():
