@@ -6,6 +6,9 @@ block mixes frames, the latent features z (``[B*F, h*w, dim]``) receive
 
     z <- z + W_O Attention(Q = W_Q LN(z), K = W_K LN(z), V_m = W_V z_m)
 
+(with fixed 2-D position features added to LN(z) for Q and K by default, see
+:class:`MotionCrossAttention`; ``positional=False`` is the paper's formula alone)
+
 with z_m the motion encoder's features at the same resolution (``[B*F, C_m, h, w]`` -> tokens).
 Queries and keys come from the appearance features and values from the motion features, exactly
 as the paper writes it: each position gathers the motion of the positions that look like it.
@@ -51,14 +54,36 @@ from torch import nn
 from stillmotion.errors import MissingWeightsError
 
 
-class MotionCrossAttention(nn.Module):
-    """Attention(Q=W_Q z, K=W_K z, V=W_V z_m) with a zero-initialised output projection."""
+def sincos_2d(h: int, w: int, dim: int, device=None, dtype=None) -> torch.Tensor:
+    """Fixed 2-D sine/cosine position features ``[h*w, dim]`` (rows then columns, latent-grid units)."""
+    quarter = dim // 4
+    freqs = 1.0 / (100.0 ** (torch.arange(quarter, device=device, dtype=torch.float32) / max(quarter, 1)))
+    ys = torch.arange(h, device=device, dtype=torch.float32)[:, None] * freqs
+    xs = torch.arange(w, device=device, dtype=torch.float32)[:, None] * freqs
+    ey = torch.cat([ys.sin(), ys.cos()], 1)[:, None].expand(h, w, 2 * quarter)
+    ex = torch.cat([xs.sin(), xs.cos()], 1)[None].expand(h, w, 2 * quarter)
+    pos = torch.cat([ey, ex], 2).reshape(h * w, 4 * quarter)
+    if pos.shape[1] < dim:
+        pos = F.pad(pos, (0, dim - pos.shape[1]))
+    return pos.to(dtype)
 
-    def __init__(self, dim: int, motion_dim: int, heads: int):
+
+class MotionCrossAttention(nn.Module):
+    """Attention(Q=W_Q z, K=W_K z, V=W_V z_m) with a zero-initialised output projection.
+
+    With ``positional`` the query/key input is LN(z) plus fixed 2-D sine/cosine position features.
+    The paper's z carries no explicit position, so without it a position can gather motion only
+    from places that look alike. The position features let the attention also learn to read the
+    motion at and near its own place. This is our addition; ``positional=False`` is eq. 4 exactly.
+    """
+
+    def __init__(self, dim: int, motion_dim: int, heads: int, positional: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
+        self.positional = positional
+        self._pos: tuple[tuple, torch.Tensor] | None = None
         self.norm = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, dim, bias=False)
         self.to_k = nn.Linear(dim, dim, bias=False)
@@ -67,15 +92,26 @@ class MotionCrossAttention(nn.Module):
         nn.init.zeros_(self.to_out.weight)
         nn.init.zeros_(self.to_out.bias)
 
-    def forward(self, z: torch.Tensor, z_m: torch.Tensor) -> torch.Tensor:
-        """z ``[N, L, dim]``, z_m ``[N, L, motion_dim]`` -> the residual to add to z, ``[N, L, dim]``."""
+    def position(self, hw: tuple[int, int], dim: int, device, dtype) -> torch.Tensor:
+        key = (hw, dim, device, dtype)
+        if self._pos is None or self._pos[0] != key:
+            self._pos = (key, sincos_2d(hw[0], hw[1], dim, device, dtype))
+        return self._pos[1]
+
+    def forward(self, z: torch.Tensor, z_m: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        """z ``[N, L, dim]``, z_m ``[N, L, motion_dim]`` (L = h*w, ``hw`` = (h, w)) -> the residual to
+        add to z, ``[N, L, dim]``."""
         n, length, dim = z.shape
         h = self.norm(z)
+        if self.positional:
+            if hw is None or hw[0] * hw[1] != length:
+                raise ValueError(f"positional motion attention needs hw with h*w = {length}, got {hw}")
+            h = h + self.position(hw, dim, h.device, h.dtype)
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(n, -1, self.heads, dim // self.heads).transpose(1, 2)
 
-        q, k, v = split(self.to_q(h)), split(self.to_k(h)), split(self.to_v(z_m.to(h.dtype)))
+        q, k, v = split(self.to_q(h)), split(self.to_k(h)), split(self.to_v(z_m.to(z.dtype)))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(n, length, dim))
 
@@ -130,13 +166,14 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         addition_time_embed_dim: int = 256,
         time_embed_dim: int = 1280,
         strength_scale: float = 10.0,
+        positional: bool = True,
     ):
         super().__init__()
         if not (len(block_names) == len(block_dims) == len(block_heads) == len(block_levels)):
             raise ValueError("block_names, block_dims, block_heads and block_levels must have equal lengths")
         self.attentions = nn.ModuleDict(
             {
-                _key(name): MotionCrossAttention(dim, motion_channels[level], heads)
+                _key(name): MotionCrossAttention(dim, motion_channels[level], heads, positional)
                 for name, dim, heads, level in zip(
                     block_names, block_dims, block_heads, block_levels, strict=True
                 )
@@ -152,7 +189,9 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         self._attached_to: int | None = None
 
     @classmethod
-    def from_unet(cls, unet, motion_encoder, strength_scale: float = 10.0) -> MotionAdapter:
+    def from_unet(
+        cls, unet, motion_encoder, strength_scale: float = 10.0, positional: bool = True
+    ) -> MotionAdapter:
         """A zero-initialised adapter fitting ``unet`` and ``motion_encoder`` (one level per resolution)."""
         blocks = spatio_temporal_blocks(unet)
         if blocks and max(b[3] for b in blocks) >= motion_encoder.num_levels:
@@ -169,6 +208,7 @@ class MotionAdapter(ModelMixin, ConfigMixin):
             addition_time_embed_dim=unet.config.addition_time_embed_dim,
             time_embed_dim=unet.add_embedding.linear_1.out_features,
             strength_scale=strength_scale,
+            positional=positional,
         )
 
     # ---- conditioning set by the caller around UNet forwards -------------------------------------
@@ -261,7 +301,7 @@ class MotionAdapter(ModelMixin, ConfigMixin):
                     "(batch * frames, guidance included)"
                 )
             tokens = z_m.flatten(2).transpose(1, 2)
-            return output + attention(output, tokens).to(output.dtype)
+            return output + attention(output, tokens, self._hw).to(output.dtype)
 
         return hook
 

@@ -526,10 +526,11 @@ class StillMotionPipeline(DiffusionPipeline):
         decode_chunk_size: int | None = None,
         paste: bool = True,
     ) -> Iterator[np.ndarray]:
-        """Scaled latents ``[B, F, C, h, w]`` -> float32 frames ``[B, n, H, W, 3]`` in [0, 1], yielded
+        """Scaled latents ``[B, F, C, h, w]`` -> float32 frames ``[1, n, H, W, 3]`` in [0, 1], yielded
         ``decode_chunk_size`` frames at a time (the temporal decoder mixes frames only within a chunk).
+        Chunks run over the flattened (batch, frame) sequence as in SVD; the project uses B = 1.
         Where the mask says still, the input pixels are pasted (feathered over a few pixels)."""
-        b, f = latents.shape[:2]
+        f = latents.shape[1]
         chunk = decode_chunk_size or f
         flat = latents.flatten(0, 1)
         flat = 1 / self.vae.config.scaling_factor * flat
@@ -544,7 +545,7 @@ class StillMotionPipeline(DiffusionPipeline):
             frames = (frames / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1)
             if alpha is not None:
                 frames = frames * (1 - a) + ref * a
-            yield frames.numpy().reshape(-1, 1, *frames.shape[1:]) if b > 1 else frames.numpy()[None]
+            yield frames.numpy()[None]
 
     @torch.no_grad()
     def __call__(
