@@ -375,8 +375,9 @@ class StillMotionPipeline(DiffusionPipeline):
         All three are resized and center-cropped to ``width`` x ``height`` (default
         :meth:`default_size`). ``refine`` runs the refinement model T on a single field when the
         pipeline has one (a notice is logged and the field used as is otherwise). ``strength``: the
-        global motion strength M_s (eq. 8, px/frame at 512 px); default: M_s of the final field;
-        ignored when there is no motion. ``guidance``: per-frame guidance scales ``[num_frames]``;
+        global motion strength M_s (eq. 8, px/frame at 512 px); default: M_s of the final field, or
+        none without motion (set ``denoiser.strength = None`` to drop the term). ``guidance``: per-frame
+        guidance scales ``[num_frames]``;
         default SVD's linear rise from min to max over the clip (held at max beyond the clip length).
 
         The generator draws the image's noise augmentation here, as SVD does before the initial noise.
@@ -450,6 +451,7 @@ class StillMotionPipeline(DiffusionPipeline):
                 from stillmotion.motion.strength import motion_strength
 
                 strength = motion_strength(field)
+        if strength is not None:
             s_tensor = torch.tensor([float(strength)], dtype=torch.float32, device=device)
 
         still_mask = still_latents = alpha = None
