@@ -76,7 +76,9 @@ def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     where = str(default_model() if model is None else model)
-    key = (where, dev, str(torch_dtype), bool(offload))
+    index = Path(where) / "model_index.json"
+    stamp = index.stat().st_mtime_ns if index.is_file() else None  # a re-saved folder is reloaded
+    key = (where, stamp, dev, str(torch_dtype), bool(offload))
     if key in _CACHE:
         return _CACHE[key]
     _CACHE.clear()
