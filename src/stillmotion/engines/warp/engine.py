@@ -173,7 +173,7 @@ class EulerianWarp:
     def frames(self, *, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield the frames in order as fresh uint8 (H, W, 3) arrays; memory does not grow with N."""
         from stillmotion.engines.warp.holes import fill_holes
-        from stillmotion.engines.warp.kernels import resolve, splat_branch
+        from stillmotion.engines.warp.kernels import resolve, splat_add, splat_branch
 
         n = self.n_frames
         h, w = self.image.shape[:2]
@@ -205,11 +205,17 @@ class EulerianWarp:
                     backward_state = next(backward)
                 out = np.empty((h, w, 3), np.uint8)
                 if self.n_moving and t > 0:
-                    self._both(
-                        (splat_branch, (*forward, weight_f, self.src, acc[0], self.static)),
-                        (splat_branch, (*backward_state, weight_b, self.src, acc[1], zeros)),
-                    )
-                    common = (acc, self.image, self.keep, HOLE_EPS, out, hole)
+                    if self._pool is None:  # one thread: both branches into one accumulator
+                        splat_branch(*forward, weight_f, self.src, acc[0], self.static)
+                        splat_add(*backward_state, weight_b, self.src, acc[0])
+                        used = acc[:1]
+                    else:  # two threads: one accumulator each, summed by resolve
+                        self._both(
+                            (splat_branch, (*forward, weight_f, self.src, acc[0], self.static)),
+                            (splat_branch, (*backward_state, weight_b, self.src, acc[1], zeros)),
+                        )
+                        used = acc
+                    common = (used, self.image, self.keep, HOLE_EPS, out, hole)
                     holes = sum(self._both((resolve, (*common, 0, mid)), (resolve, (*common, mid, h))))
                     if holes:
                         fill_holes(acc[0], hole, out, HOLE_EPS)

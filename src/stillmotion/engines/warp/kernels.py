@@ -122,6 +122,13 @@ def splat_branch(
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def splat_add(pos: np.ndarray, alive: np.ndarray, weight: float, src: np.ndarray, acc: np.ndarray) -> None:
+    """Splat one more branch on top of what ``acc`` (H, W, 4) already holds."""
+    if weight != 0:
+        splat(pos, alive, weight, src, acc.reshape(-1, 4), acc.shape[1])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def resolve(
     acc: np.ndarray,
     image: np.ndarray,
