@@ -82,6 +82,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
                 errors.append(str(exc))
         raise UserInputError(errors[0] if errors else f"config key {key!r}: bad value {value!r}")
     if origin in (list, tuple):
+        if origin is list and isinstance(value, str):
+            value = [value]  # a single path where a list of paths is expected
         if not isinstance(value, list | tuple):
             raise UserInputError(f"config key {key!r} must be a list, got {value!r}")
         (inner, *_) = typing.get_args(annotation) or (Any,)

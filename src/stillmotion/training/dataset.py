@@ -11,10 +11,12 @@ number - not on worker count, timing or a resume point - which is what makes ``-
 A sample (numpy, collated to torch by the DataLoader)::
 
     frames  uint8   (F, 3, H, W)       (absent when latents are read instead)
+    image   uint8   (3, H, W)          the first frame, only when latents are read
     flows   float16 (F-1, 2, H, W)     flow k -> k+1 in px/frame of the cached frame size
     latents float16 (F, C, h, w)       when ``use_latents`` (cache made with a VAE)
     strength float32                   eq. 8 over the sampled window, px/frame at 512 px
     static  bool                       the clip's static-camera flag
+    seed    int64                      the sample's seed (trainers draw its noise from it)
 
 Cached latents cannot be flipped (a VAE's latents are not mirror-symmetric), so ``flip`` and
 ``use_latents`` exclude each other.
@@ -22,7 +24,7 @@ Cached latents cannot be flipped (a VAE's latents are not mirror-symmetric), so 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,11 @@ def _mix(*values: int) -> int:
 
 
 class ClipDataset(torch.utils.data.Dataset):
+    """Samples from one or more clip caches (all of one frame size)."""
+
     def __init__(
         self,
-        cache: str | Path | ClipCache,
+        caches: str | Path | ClipCache | Sequence[str | Path | ClipCache],
         *,
         num_frames: int,
         frame_step: int = 1,
@@ -68,33 +72,54 @@ class ClipDataset(torch.utils.data.Dataset):
                 and (not use_latents or c.get("latents", False))
             )
 
-        self.cache = cache if isinstance(cache, ClipCache) else ClipCache(cache)
-        self.cache.clips = [c for c in self.cache.clips if keep(c)]
-        if not self.cache.clips:
+        if isinstance(caches, str | Path | ClipCache):
+            caches = [caches]
+        self.caches = [c if isinstance(c, ClipCache) else ClipCache(c) for c in caches]
+        if not self.caches:
+            raise UserInputError("no clip cache given")
+        sizes = {tuple(c.settings["size"]) for c in self.caches}
+        if len(sizes) > 1:
+            raise UserInputError(f"clip caches differ in frame size {sorted(sizes)}: prepare them alike")
+        self.items = [
+            (k, i) for k, cache in enumerate(self.caches) for i, c in enumerate(cache.clips) if keep(c)
+        ]
+        if not self.items:
             what = " static-camera" if static_only else ""
+            where = ", ".join(str(c.path) for c in self.caches)
             raise UserInputError(
-                f"clip cache {self.cache.path} has no{what} clips with at least {num_frames} frames "
+                f"clip cache {where} has no{what} clips with at least {num_frames} frames "
                 f"(frame_step {frame_step}{', with latents' if use_latents else ''})"
             )
         self.num_frames, self.frame_step = num_frames, frame_step
         self.flip, self.use_latents = flip, use_latents
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return len(self.items)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) of the samples."""
+        w, h = self.caches[0].settings["size"]
+        return int(h), int(w)
+
+    def record(self, index: int) -> dict[str, Any]:
+        k, i = self.items[index]
+        return self.caches[k].clips[i]
 
     @property
     def clip_ids(self) -> list[str]:
-        return [c["id"] for c in self.cache.clips]
+        return [self.record(j)["id"] for j in range(len(self))]
 
     def __getitem__(self, item: tuple[int, int] | int) -> dict[str, Any]:
         index, seed = item if isinstance(item, tuple) else (item, item)
         rng = np.random.default_rng(seed)
-        clip = self.cache.clips[index]
+        k, i = self.items[index]
+        cache, clip = self.caches[k], self.caches[k].clips[i]
         span = (self.num_frames - 1) * self.frame_step + 1
         start = int(rng.integers(0, clip["frames"] - span + 1))
         flip = bool(self.flip and rng.random() < 0.5)
         stop = start + span
-        flows = self.cache.read(index, "flows", start, stop - 1)
+        flows = cache.read(i, "flows", start, stop - 1)
         if self.frame_step > 1:
             # The flow over k steps, approximated by the sum of the per-frame flows (exact for
             # uniform motion; no frames are re-read to recompute it).
@@ -102,9 +127,11 @@ class ClipDataset(torch.utils.data.Dataset):
             flows = flows.astype(np.float32).reshape(n, self.frame_step, *flows.shape[1:]).sum(1)
         out: dict[str, Any] = {}
         if self.use_latents:
-            out["latents"] = self.cache.read(index, "latents", start, stop, self.frame_step)
+            out["latents"] = cache.read(i, "latents", start, stop, self.frame_step)
+            first = cache.read(i, "frames", start, start + 1)[0]
+            out["image"] = np.ascontiguousarray(first.transpose(2, 0, 1))
         else:
-            frames = self.cache.read(index, "frames", start, stop, self.frame_step)
+            frames = cache.read(i, "frames", start, stop, self.frame_step)
             if flip:
                 frames = frames[:, :, ::-1]
             out["frames"] = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
@@ -115,6 +142,7 @@ class ClipDataset(torch.utils.data.Dataset):
         out["flows"] = np.ascontiguousarray(flows.transpose(0, 3, 1, 2))
         out["strength"] = np.float32(motion_strength(flows.astype(np.float32)))
         out["static"] = bool(clip["static_camera"])
+        out["seed"] = np.int64(seed & 0x7FFFFFFFFFFFFFFF)  # trainers draw its noise from it
         return out
 
 

@@ -110,12 +110,15 @@ class StepTimer:
         }
 
 
-def start_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path | None:
+def start_output_dir(
+    output_dir: str | Path, *, resume: bool, overwrite: bool = False, clean: bool = True
+) -> Path | None:
     """Check ``output_dir`` for a fresh or resumed run; return the checkpoint to resume from (or None).
 
     A fresh run refuses a folder that already holds checkpoints (``--resume`` continues it,
-    ``overwrite=true`` starts over); ``--resume`` without any checkpoint starts from step 0 with a
-    note, so a job script can always pass ``--resume``.
+    ``overwrite=true`` starts over); ``--resume`` without any checkpoint starts from step 0, so a
+    job script can always pass ``--resume``. Every process may call it (same verdict everywhere);
+    only the one with ``clean=True`` deletes old checkpoints on overwrite.
     """
     out = Path(output_dir)
     ckpt = latest_checkpoint(out)
@@ -126,7 +129,7 @@ def start_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool = 
             f"output_dir {out} already holds checkpoints (latest {ckpt.name}): pass --resume to continue it, "
             f"overwrite=true to start over, or choose another output_dir"
         )
-    if ckpt is not None:
+    if ckpt is not None and clean:
         import shutil
 
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
