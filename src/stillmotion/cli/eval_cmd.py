@@ -82,9 +82,9 @@ def eval_(videos, out, methods, model, frames, condition, svd, i3d, lpips_dir, c
         device=device, progress=True,
     )  # fmt: skip
     path = run(opts)
-    from accelerate import PartialState
+    from stillmotion.evaluation.runner import partial_state
 
-    if PartialState().is_main_process:
+    if partial_state().is_main_process:
         click.echo(f"wrote {path}/table.md, results.csv, results.json, plots/, index.html")
         table = (path / "table.md").read_text()
         click.echo(table.split("Frame metrics")[0].rstrip())

@@ -333,7 +333,8 @@ def evaluate_videos(
                 cond = condition_from_clip(real, flows_all[: n - 1], opts.condition, opts.arrows)
                 still = ~cond.mask
                 region = mm.motion_region(cond.field, mask=cond.mask)
-                base = {"video": vid, "source": str(path), "protocol": n_req, "frames": n, "clipped": clipped,
+                base = {"video": vid, "source": str(path), "process": rank, "protocol": n_req, "frames": n,
+                        "clipped": clipped,
                         "width": real.shape[2], "height": real.shape[1], "condition": opts.condition,
                         "arrows": [list(map(list, a.points)) for a in cond.arrows]}  # fmt: skip
                 media = media_root / vid / str(n_req)
@@ -395,12 +396,12 @@ def _i3d(learned: LearnedMetrics, frames: np.ndarray) -> list[float] | None:
 
 def run(opts: EvalOptions) -> Path:
     """Run the benchmark (one process, or one of several under ``accelerate launch``); return the output."""
-    from accelerate import PartialState
-
     from stillmotion.evaluation.report import write_reports
 
     opts.check()
-    state = PartialState()
+    state = partial_state()
+    if opts.device is None and state.num_processes > 1:
+        opts.device = str(state.device)  # one GPU per process under accelerate launch
     videos = discover_videos(opts.videos, opts.limit)
     taken: set[str] = set()
     ids = [(video_id(p, taken), p) for p in videos]
@@ -427,6 +428,16 @@ def run(opts: EvalOptions) -> Path:
         shutil.rmtree(stage, ignore_errors=True)
     state.wait_for_everyone()
     return opts.out
+
+
+def partial_state():
+    """accelerate's process state. Without CUDA (or with ACCELERATE_USE_CPU) the processes that
+    ``accelerate launch --multi_gpu`` / ``torchrun`` start join one CPU (gloo) group."""
+    import torch
+    from accelerate import PartialState
+
+    env_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return PartialState(cpu=env_cpu or not torch.cuda.is_available())
 
 
 def options_dict(opts: EvalOptions) -> dict[str, Any]:
