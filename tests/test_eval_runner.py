@@ -220,3 +220,26 @@ def test_missing_metric_weights_are_reported_and_the_run_goes_on(shared_data, tm
         )
     )
     assert not (out / "plots" / "frames_5.png").exists() and (out / "plots" / "frames_4.png").exists()
+
+
+def test_long_video_methods_with_a_tiny_pipeline():
+    from stillmotion.diffusion.pipeline import StillMotionPipeline
+    from stillmotion.diffusion.tiny import tiny_components
+
+    pipe = StillMotionPipeline(**tiny_components(0, num_frames=4))
+    pipe.set_progress_bar_config(disable=True)
+    models = DiffusionModels()
+    models._cache["model"] = pipe
+    methods = {m.name: m for m in build_methods(["phased", "direct"], models)}
+    assert all(m.run is not None and m.long_only for m in methods.values())
+    assert methods["phased"].applies_to(6, clip_len=4) and not methods["phased"].applies_to(4, clip_len=4)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    flows = np.zeros((6, 32, 32, 2), np.float32)
+    flows[..., 1] = 1.0
+    cond = condition_from_clip(frames, flows, "flow")
+    for name, m in methods.items():
+        g = m.run(cond, 7, 3, 1)
+        assert g.frames.shape == (7, 32, 32, 3), name
+        assert g.joins and all(0 < j < 7 for j in g.joins), (name, g.joins)
+        assert g.info["unet_calls"] > 0

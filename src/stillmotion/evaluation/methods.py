@@ -20,7 +20,11 @@ Rows, as in the paper's tables:
 - ``svd``: stock Stable Video Diffusion from ``--svd DIR`` (the pipeline's zero-initialised motion
   modules and no motion input reproduce it exactly).
 - ``phased``, ``direct``, ``freenoise``, ``gen-l-video``: the long-video samplers (Table 2) on the
-  diffusion model, through ``stillmotion.engines.diffusion.animate_diffusion``.
+  diffusion model, through ``stillmotion.sampling.long.stream_long_video`` (what the diffusion engine
+  streams for long videos; it also marks where separately sampled segments join).
+
+The short rows call the pipeline's ``prepare`` / sampler / ``decode`` directly, as the diffusion engine
+does for one clip, because the ablations switch parts off between those steps.
 """
 
 from __future__ import annotations
@@ -145,7 +149,12 @@ class DiffusionModels:
                 raise LookupError(
                     "no diffusion model: pass --model DIR (no embedded default model is installed)"
                 )
-            pipe = StillMotionPipeline.from_pretrained(path)
+            try:  # the diffusion engine's loader picks the dtype for the device (fp16 on CUDA)
+                from stillmotion.engines.diffusion import load_pipeline
+            except ImportError:
+                pipe = StillMotionPipeline.from_pretrained(path)
+            else:
+                return load_pipeline(path, device=device)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)
 
@@ -203,35 +212,38 @@ def _short_diffusion(name: str, models: DiffusionModels) -> Method:
 
 def _long_diffusion(name: str, models: DiffusionModels) -> Method:
     try:
-        engine = importlib.import_module("stillmotion.engines.diffusion")
-        animate = engine.animate_diffusion
-    except (ImportError, AttributeError):
-        return Method(
-            name, None, "stillmotion.engines.diffusion.animate_diffusion is not installed", long_only=True
-        )
+        from stillmotion.sampling.long import LongOptions, stream_long_video
+    except ImportError as exc:
+        return Method(name, None, f"long-video samplers not installed ({exc})", long_only=True)
     pipe = models.pipeline("model")
     if isinstance(pipe, Exception):
         return Method(name, None, f"{type(pipe).__name__}: {pipe}", long_only=True)
 
     def run(cond: Condition, n: int, seed: int, steps: int) -> Generated:
-        return _call_long_engine(animate, pipe, name, cond, n, seed, steps)
+        import torch
+
+        h, w = cond.image.shape[:2]
+        arrows = cond.kind == "arrows"
+        motion = cond.field if arrows else cond.flows[: n - 1]
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        t0 = time.perf_counter()
+        den = pipe.prepare(cond.image, motion, mask=cond.mask, num_frames=n, width=w, height=h, refine=arrows,
+                           generator=generator)  # fmt: skip
+        chunks, joins, count = [], [], 0
+        # The samplers' own entry point (the one the diffusion engine streams): it also says where
+        # each separately sampled segment starts, which join smoothness needs.
+        for chunk, join in stream_long_video(pipe, den, LongOptions(method=name), steps=steps, seed=seed):
+            if join and count > 0:
+                joins.append(count)
+            frames = (chunk[0] * 255 + 0.5).clip(0, 255).astype(np.uint8)
+            chunks.append(frames)
+            count += len(frames)
+        out = _fit_frames(np.concatenate(chunks), w, h)
+        info = {"steps": steps, "unet_calls": den.unet_calls, "frame_evaluations": den.frame_evaluations,
+                "clip_len": den.clip_frames}  # fmt: skip
+        return Generated(out, time.perf_counter() - t0, motion, joins, info)
 
     return Method(name, run, long_only=True)
-
-
-def _call_long_engine(animate, pipe, name: str, cond: Condition, n: int, seed: int, steps: int) -> Generated:
-    h, w = cond.image.shape[:2]
-    arrows = cond.kind == "arrows"
-    motion = cond.field if arrows else cond.flows[: n - 1]
-    t0 = time.perf_counter()
-    result = animate(pipe, cond.image, motion, mask=cond.mask, num_frames=n, steps=steps, seed=seed,
-                     long_method=name, refine=arrows, width=w, height=h)  # fmt: skip
-    frames = np.stack(list(result.frames)) if not isinstance(result.frames, np.ndarray) else result.frames
-    if frames.dtype != np.uint8:
-        frames = (frames * 255 + 0.5).clip(0, 255).astype(np.uint8)
-    report = dict(getattr(result, "report", {}) or {})
-    joins = list(report.get("segment_starts", []))[1:]
-    return Generated(_fit_frames(frames, w, h), time.perf_counter() - t0, motion, joins, report)
 
 
 def build_methods(names: list[str], models: DiffusionModels) -> list[Method]:
