@@ -435,10 +435,10 @@ def train(
         _save_config(cfg, out)
 
     # --- model ----------------------------------------------------------------------------------
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # new weights (tiny parts, LoRA A) depend on the seed only
         torch.manual_seed(cfg.seed)
         pipe = build_pipeline(cfg)
-    params = make_trainable(pipe, cfg)
+        params = make_trainable(pipe, cfg)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision)
     for module in (pipe.unet, pipe.motion_encoder, pipe.motion_adapter, pipe.vae, pipe.image_encoder):
         module.to(device)
