@@ -496,8 +496,18 @@ def test_preview_is_small_and_short_and_replaces_the_previous_one(client, sid, a
     assert "gif" not in last["files"]
     assert client.get(last["files"]["mp4"].replace(".mp4", ".gif")).status_code == 404  # previews: MP4 only
     app.state.queue.wait_idle(60)
-    mp4s = list((app.state.store.root / sid).glob("*.mp4"))
-    assert [p.name for p in mp4s] == [f"{ids[-1]}.mp4"]  # older previews were cancelled or deleted
+    for i in ids[:-1]:  # superseded while waiting or running (or already forgotten)
+        r = client.get(f"/api/s/{sid}/jobs/{i}")
+        assert r.status_code == 404 or r.json()["state"] in ("cancelled", "done")
+    # Finished previews: a session keeps the newest two files (the page may still load the previous).
+    done = [ids[-1]]
+    for _ in range(2):
+        done.append(client.post(f"/api/s/{sid}/jobs", json=body).json()["id"])
+        assert _wait(client, sid, done[-1])["state"] == "done"
+    app.state.queue.wait_idle(60)
+    mp4s = sorted(p.name for p in (app.state.store.root / sid).glob("*.mp4"))
+    assert mp4s == sorted(f"{i}.mp4" for i in done[-2:])
+    assert client.get(f"/api/s/{sid}/jobs/{done[0]}/video.mp4").status_code == 404
 
 
 def test_cancel_leaves_no_file(client, sid, app):

@@ -2,8 +2,9 @@
 
 It must come back within a fraction of a second after every edit, so the field is computed on a
 copy of the photo whose longer side is ``PREVIEW_SIDE`` pixels (the field varies smoothly over
-about a third of the frame; only the mask's edges come out coarser). Colours follow the optical-flow colour wheel of ``stillmotion.motion.viz``
-(hue = direction, saturation = speed), as in ``stillmotion motion``'s pictures.
+about a third of the frame; only the mask's edges come out coarser). Colours follow the
+optical-flow colour wheel of ``stillmotion.motion.viz`` (hue = direction, saturation = speed), as in
+``stillmotion motion``'s pictures.
 """
 
 from __future__ import annotations

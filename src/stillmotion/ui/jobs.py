@@ -160,6 +160,7 @@ class JobQueue:
                 job.state, job.error, job.message = "error", f"{type(exc).__name__}: {exc}", "failed"
             finally:
                 job.finished = time.time()
+                job.work = None  # it holds the photo: let it go with the job done
                 with self._cv:
                     self._running = None
                     self._cv.notify_all()

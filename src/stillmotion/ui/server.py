@@ -226,7 +226,8 @@ def create_app(
             (j for j in queue.jobs_of(job.session_id) if j.kind == job.kind and j.finished is not None),
             key=lambda j: j.finished or 0,
         )
-        limit = 1 if job.kind == "preview" else keep_outputs
+        # Two previews: the page may still be loading the one a newer preview has just replaced.
+        limit = 2 if job.kind == "preview" else keep_outputs
         for old in mine[:-limit]:
             for path in old.result.get("files", {}).values():
                 with contextlib.suppress(FileNotFoundError):
@@ -513,8 +514,8 @@ def create_app(
         path = job.result.get("files", {}).get(ext) if job.state == "done" else None
         if path is None and ext == "gif" and job.state == "done" and job.kind == "full":
             path = gif_of(s, job)
-        if path is None:
-            raise HTTPException(404, f"no {ext} output for this job")
+        if path is None or not Path(path).is_file():
+            raise HTTPException(404, f"no {ext} output for this job (newer runs replace older ones)")
         media = {"mp4": "video/mp4", "gif": "image/gif"}.get(ext, "application/octet-stream")
         stem = "stillmotion-preview" if job.kind == "preview" else "stillmotion"
         return FileResponse(

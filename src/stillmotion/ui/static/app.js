@@ -539,7 +539,7 @@ async function startPreview(explicit) {
         v.play().catch(() => {});
       }
       return true;
-    });
+    }, () => state.previewJob === job.id);
   } catch (e) { $("preview-state").textContent = e.message; }
 }
 $("preview-btn").addEventListener("click", () => startPreview(true));
@@ -555,8 +555,9 @@ function describe(j) {
   return j.state;
 }
 
-function follow(job, onUpdate) {
+function follow(job, onUpdate, wanted = () => true) {
   const tick = async () => {
+    if (!wanted()) return;  // a newer job replaced it: its files may already be gone
     let j;
     try { j = await (await sapi(`/jobs/${job.id}`)).json(); }
     catch (e) { onUpdate({ ...job, state: "error", error: e.message }); return; }
