@@ -65,6 +65,7 @@ class RefinerConfig:
     log_every: int = 1
     num_workers: int = 0
     mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate)
+    torch_threads: int = 0  # CPU threads for torch; 0 = torch's default (1 helps on a busy machine)
     overwrite: bool = False
     init_from: str = ""  # a FlowRefiner directory to fine-tune instead of a fresh model
     # data: real motion fields
@@ -77,6 +78,7 @@ class RefinerConfig:
     clip_frames: int = 25
     clip_stride: int = 12
     video_max_side: int = 512
+    field_cache: str = ""  # where video fields are cached between runs; "" = OUTPUT/field_cache
     eval_pairs: int = 16
     # pairs
     min_arrows: int = 1
@@ -140,6 +142,7 @@ def load_samples(cfg: RefinerConfig, progress: bool = False) -> tuple[list[Motio
             clip_frames=cfg.clip_frames,
             stride=cfg.clip_stride,
             max_side=cfg.video_max_side,
+            cache_dir=cfg.field_cache or Path(cfg.output_dir) / "field_cache",
             progress=progress,
         )
     for cache in cfg.prepared:
@@ -250,6 +253,8 @@ def main(
         with atomic_path(out_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.seed)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
 
     # ------------------------------------------------------------------ data
     train_samples, test_samples = load_samples(cfg, progress=progress and accelerator.is_main_process)
@@ -309,6 +314,9 @@ def main(
             print(f"resuming from {ckpt} (step {state.step})")
     refiner, disc, opt_g, opt_d = accelerator.prepare(refiner, disc, opt_g, opt_d)
     core = accelerator.unwrap_model(refiner)
+    # The generator's adversarial term goes through the unwrapped discriminator: its parameters are
+    # frozen then, and a DDP wrapper would wait for gradients that never come.
+    disc_core = accelerator.unwrap_model(disc)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=per_process,
@@ -371,7 +379,7 @@ def main(
 
         with accelerator.autocast():  # generator step
             gan = (
-                gan_criterion(cfg.gan_loss, disc(cond, fake), True)
+                gan_criterion(cfg.gan_loss, disc_core(cond, fake), True)
                 if use_gan
                 else torch.zeros((), device=device)
             )
@@ -380,12 +388,14 @@ def main(
             loss = cfg.lambda_gan * gan + cfg.lambda_l1 * l1 + cfg.lambda_epe * epe
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(loss)
+        disc.requires_grad_(True)  # frozen only for the generator's backward; checkpoints save trainables
         if cfg.grad_clip > 0:
             accelerator.clip_grad_norm_(refiner.parameters(), cfg.grad_clip)
         opt_g.step()
         if not math.isfinite(loss.item()):
             raise RuntimeError(f"refiner loss became {float(loss)} at step {step}: lower lr (now {cfg.lr})")
 
+        loss, loss_d, gan, l1, epe = (t.detach() for t in (loss, loss_d, gan, l1, epe))
         state.step = step
         state.samples_seen += cfg.batch_size
         steps_per_s, wait = timer.end_step()

@@ -29,6 +29,7 @@ is the same whatever the worker count or a resume point.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import BASE_CLIP_FRAMES, Arrow
+from stillmotion.io.atomic import atomic_path
 from stillmotion.motion.dense import dense_flow_from_arrows
 from stillmotion.progress import progress_iter
 
@@ -146,8 +148,54 @@ def _flow_function():
         return _dis
 
 
+class ClipMeans:
+    """Streaming clip means: feed flow k->k+1 with frame k; memory holds only the clips in progress.
+
+    A clip starts every ``stride`` frames and ends after ``clip_frames - 1`` flows; its field is the
+    mean flow (an Eulerian field: the mean per-frame motion at each pixel over one base clip), its mask
+    where that mean speed exceeds ``mask_fraction`` of its 99th percentile (closed by 9x9). A sequence
+    shorter than one clip gives one field over all its flows. Still clips are dropped.
+    """
+
+    def __init__(
+        self, name: str, clip_frames: int = BASE_CLIP_FRAMES, stride: int = 12, mask_fraction: float = 0.15
+    ):
+        self.name, self.steps, self.stride, self.mask_fraction = name, clip_frames - 1, stride, mask_fraction
+        self.active: dict[int, list] = {}
+        self.done: list[MotionSample] = []
+        self.completed = 0
+
+    def add(self, k: int, flow: np.ndarray, frame: np.ndarray | None) -> None:
+        if k % self.stride == 0:
+            self.active[k] = [np.zeros(flow.shape, np.float64), 0, frame]
+        for start in list(self.active):
+            acc = self.active[start]
+            acc[0] += flow
+            acc[1] += 1
+            if acc[1] == self.steps:
+                self._emit(start, self.active.pop(start))
+                self.completed += 1
+
+    def _emit(self, start: int, acc: list) -> None:
+        field = (acc[0] / acc[1]).astype(np.float32)
+        speed = np.hypot(field[..., 0], field[..., 1])
+        p99 = float(np.percentile(speed, 99))
+        if p99 <= 1e-3:
+            return  # a still clip teaches nothing about arrows
+        mask = speed > self.mask_fraction * p99
+        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8)) > 0
+        field = np.where(mask[..., None], field, 0.0).astype(np.float32)
+        self.done.append(MotionSample(field, acc[2], mask, f"{self.name}@{start}", self.name))
+
+    def finish(self) -> list[MotionSample]:
+        if self.completed == 0 and 0 in self.active:
+            self._emit(0, self.active[0])
+        self.active = {}
+        return self.done
+
+
 def fields_from_flows(
-    flows: np.ndarray | Sequence[np.ndarray],
+    flows: Sequence[np.ndarray],
     first_frames: Sequence[np.ndarray | None],
     name: str,
     *,
@@ -155,30 +203,11 @@ def fields_from_flows(
     stride: int = 12,
     mask_fraction: float = 0.15,
 ) -> list[MotionSample]:
-    """Mean per-frame flow over each clip of ``clip_frames`` frames (``clip_frames - 1`` flows).
-
-    ``flows[k]`` is the flow from frame k to k+1; ``first_frames[k]`` the frame k (or None).
-    Sequences shorter than one clip give one field over all their flows.
-    """
-    n = len(flows)
-    if n == 0:
-        return []
-    steps = clip_frames - 1
-    starts = list(range(0, max(n - steps, 0) + 1, stride)) if n >= steps else [0]
-    cum = np.cumsum(np.stack([np.zeros_like(flows[0]), *flows]), axis=0, dtype=np.float64)
-    out = []
-    for s in starts:
-        e = min(s + steps, n)
-        field = ((cum[e] - cum[s]) / (e - s)).astype(np.float32)
-        speed = np.hypot(field[..., 0], field[..., 1])
-        p99 = float(np.percentile(speed, 99))
-        if p99 <= 1e-3:
-            continue  # a still clip teaches nothing about arrows
-        mask = speed > mask_fraction * p99
-        mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8)) > 0
-        field = np.where(mask[..., None], field, 0.0).astype(np.float32)
-        out.append(MotionSample(field, first_frames[s], mask, f"{name}@{s}", name))
-    return out
+    """Clip-mean fields of a flow sequence (``flows[k]``: frame k -> k+1; ``first_frames[k]``: frame k)."""
+    means = ClipMeans(name, clip_frames, stride, mask_fraction)
+    for k, flow in enumerate(flows):
+        means.add(k, flow, first_frames[k])
+    return means.finish()
 
 
 def load_video_fields(
@@ -187,27 +216,64 @@ def load_video_fields(
     clip_frames: int = BASE_CLIP_FRAMES,
     stride: int = 12,
     max_side: int = 512,
-    max_frames: int = 0,
+    cache_dir: str | Path | None = None,
     progress: bool = False,
 ) -> list[MotionSample]:
-    """Clip-mean flow fields of one video (file or frame folder)."""
+    """Clip-mean flow fields of one video (file or frame folder), streamed frame by frame.
+
+    With ``cache_dir`` the fields are kept in ``<cache_dir>/<stem>-<key>.npz`` (no pickles) and reused
+    while the video and the settings are unchanged.
+    """
     path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"video {path} does not exist")
+    name = f"video/{path.stem}"
+    cache = None
+    if cache_dir is not None:
+        st = path.stat()
+        key = zlib.crc32(
+            f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{clip_frames}|{stride}|{max_side}".encode()
+        )
+        cache = Path(cache_dir) / f"{path.stem}-{key:08x}.npz"
+        if cache.is_file():
+            return _read_field_cache(cache, name)
     flow = _flow_function()
-    frames, flows = [], []
+    means = ClipMeans(name, clip_frames, stride)
     prev = None
     for k, frame in enumerate(
         progress_iter(read_frames(path, max_side), desc=f"flow {path.name}", enabled=progress)
     ):
-        if max_frames and k >= max_frames:
-            break
         if prev is not None:
-            flows.append(flow(prev, frame))
-        # Only clip starts keep their frame (the conditioning image); memory stays at the flows.
-        frames.append(frame if k % stride == 0 else None)
+            means.add(k - 1, flow(prev, frame), prev)
         prev = frame
-    if len(flows) < 1:
+    if prev is None or means.completed == 0 and not means.active:
         raise UserInputError(f"video {path} has fewer than 2 readable frames")
-    return fields_from_flows(flows, frames, f"video/{path.stem}", clip_frames=clip_frames, stride=stride)
+    out = means.finish()
+    if cache is not None and out:
+        _write_field_cache(cache, out)
+    return out
+
+
+def _write_field_cache(path: Path, samples: list[MotionSample]) -> None:
+    h, w = samples[0].field.shape[:2]
+    with atomic_path(path) as tmp:
+        np.savez(
+            tmp,
+            field=np.stack([s.field for s in samples]),
+            mask=np.stack([s.mask for s in samples]),
+            image=np.stack(
+                [s.image if s.image is not None else np.zeros((h, w, 3), np.uint8) for s in samples]
+            ),
+            start=np.array([int(s.name.rsplit("@", 1)[1]) for s in samples]),
+        )
+
+
+def _read_field_cache(path: Path, name: str) -> list[MotionSample]:
+    with np.load(path, allow_pickle=False) as d:
+        return [
+            MotionSample(d["field"][i], d["image"][i], d["mask"][i], f"{name}@{int(d['start'][i])}", name)
+            for i in range(len(d["start"]))
+        ]
 
 
 def load_video_folder(root: str | Path, *, progress: bool = False, **kw) -> list[MotionSample]:
@@ -312,6 +378,23 @@ def _resize_field(field: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def shrink_sample(sample: MotionSample, max_side: int) -> MotionSample:
+    """``sample`` downscaled so its longer side is at most ``max_side`` (vectors rescaled)."""
+    h, w = sample.field.shape[:2]
+    k = max_side / max(h, w)
+    if k >= 1:
+        return sample
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    image = cv2.resize(sample.image, size, interpolation=cv2.INTER_AREA) if sample.image is not None else None
+    mask = None
+    if sample.mask is not None:
+        mask = cv2.resize(sample.mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+    field = _resize_field(sample.field, size)
+    if mask is not None:
+        field[~mask] = 0.0
+    return MotionSample(field, image, mask, sample.name, sample.source)
+
+
 def make_pair(
     sample: MotionSample, cfg: PairConfig, rng: np.random.Generator
 ) -> dict[str, np.ndarray | None]:
@@ -376,9 +459,12 @@ class RefinerPairs:
         if not samples:
             raise UserInputError("no motion fields to draw refiner training pairs from")
         self.cfg, self.seed, self.length = cfg, seed, length
+        # Crops are resized to the working size anyway: keep sources just large enough that the smallest
+        # crop still has ``size`` pixels, which makes pairs several times cheaper for small models.
+        side = math.ceil(cfg.size / max(cfg.crop_min, 1e-3)) if cfg.augment else cfg.size
         groups: dict[str, list[MotionSample]] = {}
         for s in samples:
-            groups.setdefault(s.source, []).append(s)
+            groups.setdefault(s.source, []).append(shrink_sample(s, side))
         self.groups = list(groups.values())
 
     def __len__(self) -> int:
@@ -413,12 +499,21 @@ def pair_to_tensors(pair: dict, size: int) -> dict:
 
 
 def fixed_pairs(samples: Sequence[MotionSample], cfg: PairConfig, count: int, seed: int = 1234) -> list[dict]:
-    """A fixed held-out set: ``count`` pairs cycling over ``samples``, full frame, no augmentation."""
+    """A fixed held-out set of ``count`` pairs, full frame, no augmentation.
+
+    Pair i comes from source ``i % n_sources`` (each photo or video weighs the same), cycling through
+    that source's fields.
+    """
     plain = PairConfig(**{**cfg.__dict__, "augment": False})
+    groups: dict[str, list[MotionSample]] = {}
+    for s in samples:
+        groups.setdefault(s.source, []).append(shrink_sample(s, cfg.size))
+    order = list(groups.values())
     out = []
     for i in range(count):
         rng = np.random.default_rng([seed, i])
-        out.append(pair_to_tensors(make_pair(samples[i % len(samples)], plain, rng), cfg.size))
+        group = order[i % len(order)]
+        out.append(pair_to_tensors(make_pair(group[(i // len(order)) % len(group)], plain, rng), cfg.size))
     return out
 
 
