@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--raft-weights", type=Path, default=None, help="also run RAFT with these weights")
+    parser.add_argument("--threads", type=int, default=None, help="OpenCV threads (default: OpenCV's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        cv2.setNumThreads(args.threads)
     if not (args.data / "flow_gt").is_dir():
         sys.exit(f"ground truth not found under {args.data}/flow_gt")
 
