@@ -213,13 +213,13 @@ def test_missing_metric_weights_are_reported_and_the_run_goes_on(shared_data, tm
     assert "Metrics not computed:" in table and "- FVD:" in table
     warp = [r for r in doc["videos"] if r["method"] == "warp"][0]
     assert warp["psnr"] is not None and warp.get("lpips") is None
-    # a second run replaces the folder as a whole
-    run(
-        EvalOptions(
-            [shared_data / "videos" / "dynca" / "water_3.gif"], out, methods=["warp"], frames=[4], size=48
-        )
-    )
+    # a second run (arrows sampled from the video's motion) replaces the folder as a whole
+    gif = shared_data / "videos" / "dynca" / "water_3.gif"
+    run(EvalOptions([gif], out, methods=["warp"], frames=[4], size=48, condition="arrows"))
     assert not (out / "plots" / "frames_5.png").exists() and (out / "plots" / "frames_4.png").exists()
+    doc = json.loads((out / "results.json").read_text())
+    warp = [r for r in doc["videos"] if r["method"] == "warp"][0]
+    assert warp["condition"] == "arrows" and warp["arrows"] and warp["cosine"] is not None
 
 
 def test_long_video_methods_with_a_tiny_pipeline():
