@@ -59,7 +59,10 @@ def _int_list(value: str, option: str) -> list[int]:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed shared by every method.")
 @click.option(
-    "--size", type=int, default=256, show_default=True, help="Longer side of the working resolution (px)."
+    "--size",
+    type=int,
+    default=None,
+    help="Longer side of the working resolution in px (default: the diffusion model's size, else 256).",
 )
 @click.option(
     "--arrows", "n_arrows", type=int, default=5, show_default=True, help="Arrows sampled per video (arrows)."

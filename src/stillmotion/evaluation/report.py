@@ -70,7 +70,8 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         notes.extend(p["notes"])
     first = parts[0] if parts else {}
     return {"rows": rows, "not_computed": not_computed, "skipped": skipped, "notes": notes,
-            "clip_len": first.get("clip_len"), "flow_method": first.get("flow_method")}  # fmt: skip
+            "clip_len": first.get("clip_len"), "flow_method": first.get("flow_method"),
+            "working_size": first.get("working_size")}  # fmt: skip
 
 
 def summarize(merged: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -117,7 +118,7 @@ def markdown(
     lines = ["# stillmotion eval", ""]
     lines.append(
         f"Condition: `{opts_d['condition']}`; seed {opts_d['seed']}; {opts_d['steps']} sampling steps; "
-        f"working size: longer side {opts_d['size']} px; flow: {merged.get('flow_method')}."
+        f"working size: {merged.get('working_size')}; flow: {merged.get('flow_method')}."
     )
     lines.append("")
     cols = PAPER_COLUMNS + EXTRA_COLUMNS
@@ -192,15 +193,27 @@ def plot(rows: list[dict[str, Any]], protocol: int, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     prow = [r for r in rows if r["protocol"] == protocol and r.get("curves")]
-    keys = [(k, t) for k, t in PLOTTED if any(r["curves"].get(k) for r in prow)]
+
+    def has_values(k: str) -> bool:
+        return any(v is not None for r in prow for v in r["curves"].get(k) or [])
+
+    keys = [(k, t) for k, t in PLOTTED if has_values(k)]
     if not keys:
         return False
+    methods = list(dict.fromkeys(r["method"] for r in prow))
+    labels = {r["method"]: r["label"] for r in prow}
+    # one colour per method in every panel; the real video in black
+    palette = plt.get_cmap("tab10").colors
+    colours = {
+        m: "black" if m == "real" else palette[i % 10]
+        for i, m in enumerate(x for x in methods if x != "real")
+    }
+    colours["real"] = "black"
     cols = 2
-    fig, axes = plt.subplots(
-        (len(keys) + 1) // cols, cols, figsize=(11, 3 * ((len(keys) + 1) // cols)), squeeze=False
-    )
+    n_rows = (len(keys) + 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(11, 2.8 * n_rows + 0.8), squeeze=False)
     for ax, (k, title) in zip(axes.flat, keys, strict=False):
-        for m in dict.fromkeys(r["method"] for r in prow):
+        for m in methods:
             curves = [r["curves"][k] for r in prow if r["method"] == m and r["curves"].get(k)]
             if not curves:
                 continue
@@ -213,16 +226,20 @@ def plot(rows: list[dict[str, Any]], protocol: int, path: Path) -> bool:
                 mean = np.nanmean(arr, 0)
             # adjacent-pair metrics describe the step t -> t+1: plot them at t+1
             x = np.arange(n) + (1 if k in ("tem_cons", "adjacent_ssim", "warp_error", "epe") else 0)
-            ax.plot(x, mean, label=prow[[r["method"] for r in prow].index(m)]["label"], lw=1.2)
+            ax.plot(x, mean, color=colours[m], lw=1.2, ls="--" if m == "real" else "-")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("frame index", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"per-frame metrics, {protocol}-frame protocol (mean over videos)", fontsize=10)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=colours[m], ls="--" if m == "real" else "-") for m in methods]
+    fig.legend(
+        handles, [labels[m] for m in methods], loc="lower center", ncol=min(4, len(methods)), fontsize=8
+    )
+    fig.suptitle(f"per-frame metrics, {protocol}-frame protocol (mean over the videos reaching each frame)",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.6 / (2.8 * n_rows + 0.8) + 0.02, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
@@ -295,7 +312,8 @@ def write_reports(opts, parts: list[dict[str, Any]], media: Path, *, world_size:
         (tmp / "table.md").write_text(table)
         (tmp / "results.csv").write_text(csv_text(merged["rows"]))
         doc = {"options": opts_d, "processes": world_size, "flow_method": merged["flow_method"],
-               "clip_len": merged["clip_len"], "summary": summary, "fvd_warnings": fvd_warnings,
+               "clip_len": merged["clip_len"], "working_size": merged["working_size"], "summary": summary,
+               "fvd_warnings": fvd_warnings,
                "not_computed": merged["not_computed"], "skipped": merged["skipped"], "notes": merged["notes"],
                "plots": plots, "videos": merged["rows"]}  # fmt: skip
         (tmp / "results.json").write_text(json.dumps(doc, indent=1))

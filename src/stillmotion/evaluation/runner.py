@@ -35,6 +35,7 @@ from stillmotion.evaluation.weights import MetricUnavailable
 
 PSNR_CAP = 100.0  # dB; identical frames would give inf and poison the mean
 SIZE_MULTIPLE = 16
+DEFAULT_SIZE = 256  # working resolution's longer side when no diffusion model sets one
 
 
 @dataclass
@@ -52,7 +53,7 @@ class EvalOptions:
     limit: int | None = None
     steps: int = 25
     seed: int = 0
-    size: int = 256  # longer side of the working resolution
+    size: int | None = None  # longer side of the working resolution (None: the model's, else 256)
     arrows: int = 5
     device: str | None = None
     progress: bool = False
@@ -71,7 +72,7 @@ class EvalOptions:
             raise UserInputError(f"--frames must be frame counts >= 2, got {self.frames}")
         if self.steps < 1:
             raise UserInputError(f"--steps must be >= 1, got {self.steps}")
-        if self.size < 32:
+        if self.size is not None and self.size < 32:
             raise UserInputError(f"--size must be >= 32 pixels, got {self.size}")
         if self.limit is not None and self.limit < 1:
             raise UserInputError(f"--limit must be >= 1, got {self.limit}")
@@ -316,13 +317,14 @@ def evaluate_videos(
     skipped = {m.name: m.unavailable for m in methods if m.run is None}
     clip_len = models.clip_len() if any(m.name != "warp" for m in runnable) else 25
     learned = LearnedMetrics(opts)
-    multiple = _size_multiple(models, runnable)
+    multiple, model_side = _model_geometry(models, runnable)
+    long_side = opts.size or model_side or DEFAULT_SIZE
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     total = len(videos) * sum(1 + sum(m.applies_to(n, clip_len) for m in runnable) for n in opts.frames)
     with progress_bar(total=total, desc=f"eval[{rank}]", enabled=opts.progress, unit="clip") as bar:
         for vid, path in videos:
-            real_all, fps = read_clip(path, max(opts.frames), opts.size, multiple)
+            real_all, fps = read_clip(path, max(opts.frames), long_side, multiple)
             flows_all = mm.video_flows(real_all)
             for n_req in opts.frames:
                 real = real_all[:n_req]
@@ -355,17 +357,19 @@ def evaluate_videos(
                     bar.update(1)
     return {"rank": rank, "rows": rows, "skipped": skipped, "notes": notes,
             "not_computed": learned.not_computed, "clip_len": clip_len,
+            "working_size": f"longer side {long_side} px, multiple of {multiple}",
             "flow_method": mm.flow_method()}  # fmt: skip
 
 
-def _size_multiple(models: DiffusionModels, runnable: list[Method]) -> int:
+def _model_geometry(models: DiffusionModels, runnable: list[Method]) -> tuple[int, int | None]:
+    """(size multiple, the model's default longer side) of the diffusion model in use, if any."""
     if any(m.name != "warp" for m in runnable):
         pipe = models.pipeline("model")
         if isinstance(pipe, Exception):
             pipe = models.pipeline("svd")
         if not isinstance(pipe, Exception):
-            return max(SIZE_MULTIPLE, int(pipe.size_multiple))
-    return SIZE_MULTIPLE
+            return max(SIZE_MULTIPLE, int(pipe.size_multiple)), int(max(pipe.default_size(512, 512)))
+    return SIZE_MULTIPLE, None
 
 
 def _run_one(m: Method, cond, real, n, opts, learned, still, region, base, media, fps) -> dict[str, Any]:
