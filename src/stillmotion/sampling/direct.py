@@ -25,16 +25,17 @@ def sample_direct(
     sigmas: torch.Tensor,
     *,
     segment_len: int,
-    condition_on: Callable[[torch.Tensor], Any],
+    condition_on: Callable[[torch.Tensor], dict[str, Any]],
     callback: StepCallback | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """Sample back-to-back clips of ``segment_len`` frames, each conditioned on the previous clip's end.
 
-    ``condition_on(latent [B, C, h, w]) -> image`` turns the finished last latent frame of a clip into
-    the conditioning passed as ``image=`` to the next clip's denoiser calls; for a latent video model it
-    decodes the frame and encodes it again exactly as an input photo would be. The first clip uses the
-    denoiser's own conditioning image. Clips are concatenated as they come (no frame is dropped).
+    ``condition_on(latent [B, C, h, w]) -> {"image": ..., ...}`` turns the finished last latent frame of a
+    clip into conditioning overrides for the next clip's denoiser calls; for a latent video model it
+    decodes the frame and encodes it again exactly as an input photo would be (image latent and, for
+    SVD, ``image_embeds``). The first clip uses the denoiser's own conditioning image. Clips are
+    concatenated as they come (no frame is dropped).
     """
     noise = as_noise_source(noise)
     image_cond: dict[str, Any] = {}
@@ -43,4 +44,4 @@ def sample_direct(
         x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(a, b), **image_cond, **cond)
         yield LatentChunk(a, x, a > 0)
         if b < noise.num_frames:
-            image_cond = {"image": condition_on(x[:, -1])}
+            image_cond = dict(condition_on(x[:, -1]))

@@ -1,10 +1,12 @@
-"""One entry point for the long-video samplers, and what each costs.
+"""One entry point for the long-video samplers, what each costs, and the streaming decode around them.
 
 ``sample_long(method, ...)`` dispatches to ``sample_phased`` (the paper; the default), ``sample_direct``,
 ``sample_freenoise`` or ``sample_gen_l_video`` with the options each understands, and
 ``expected_cost(method, ...)`` gives the denoiser calls and frame passes it will make (the formulas in
 each sampler's docstring), which the engine uses for its progress bar and the tests check against the
-denoiser's counters.
+denoiser's counters. ``stream_long_video(pipe, den, ...)`` runs a sampler on a prepared
+StillMotionPipeline denoiser and decodes the finished chunks as they come, so only one segment's latents
+and one decode chunk of frames are alive at a time.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def sample_long(
     clip_len: int,
     generator: torch.Generator | None = None,
     unet: nn.Module | None = None,
-    condition_on: Callable[[torch.Tensor], Any] | None = None,
+    condition_on: Callable[[torch.Tensor], dict[str, Any]] | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """Finished latent chunks of the whole video, in frame order (see :class:`LatentChunk`).
@@ -127,3 +129,78 @@ def expected_cost(options: LongOptions, num_frames: int, clip_len: int, num_step
         seg.gen_l_video_denoiser_calls(num_frames, clip_len, num_steps, stride),
         seg.gen_l_video_frame_evaluations(num_frames, clip_len, num_steps, stride),
     )
+
+
+class _CountingProgress:
+    """Wraps a denoiser; advances a progress bar by one per call (the unit every method shares)."""
+
+    def __init__(self, denoiser: Denoiser, bar: Any) -> None:
+        self.denoiser, self.bar = denoiser, bar
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+        out = self.denoiser(x, sigma, **cond)
+        self.bar.update(1)
+        return out
+
+
+def stream_long_video(
+    pipe: Any,
+    den: Any,
+    options: LongOptions,
+    *,
+    steps: int,
+    seed: int,
+    clip_len: int | None = None,
+    decode_chunk_size: int | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[Any, bool]]:
+    """Frames of a ``den.num_frames``-long video from a StillMotionPipeline and its prepared denoiser.
+
+    Yields ``(frames, join)`` with frames float32 ``[B, n, H, W, 3]`` in [0, 1] in order (``join``: the
+    first of them starts a separately sampled segment). The starting noise is :class:`FrameNoise` of
+    ``seed`` (made per frame, on demand); the samplers' own random choices come from a generator of the
+    same seed. ``direct`` decodes each clip's last latent frame and re-encodes it (image latent with SVD's
+    noise augmentation, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
+    the pipeline UNet's temporal attention.
+    """
+    from stillmotion.progress import progress_bar
+    from stillmotion.sampling.frame_noise import FrameNoise
+
+    clip = int(clip_len or den.clip_frames)
+    sigmas = den.set_schedule(steps)
+    noise = FrameNoise(
+        den.num_frames,
+        den.latent_shape(1)[2:],
+        seed=seed,
+        batch=den.batch_size,
+        device=den.device,
+        dtype=torch.float32,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    aug_generator = torch.Generator(device=den.device).manual_seed(seed + 1)
+
+    def condition_on(last: torch.Tensor) -> dict[str, Any]:
+        frames = next(pipe.decode(den, last[:, None], 1))  # [B, 1, H, W, 3] in [0, 1], still pixels pasted
+        pixels = torch.from_numpy(frames[:, 0]).permute(0, 3, 1, 2).to(den.device) * 2 - 1
+        return {
+            "image": den.encode_condition_image(pixels, aug_generator),
+            "image_embeds": den.encode_condition_embeds(pixels),
+        }
+
+    total = expected_cost(options, den.num_frames, clip, steps).denoiser_calls
+    with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
+        chunks = sample_long(
+            options,
+            _CountingProgress(den, bar),
+            noise,
+            sigmas,
+            clip_len=clip,
+            generator=generator,
+            unet=getattr(pipe, "unet", None),
+            condition_on=condition_on,
+        )
+        for chunk in chunks:
+            join = chunk.join
+            for frames in pipe.decode(den, chunk.latents, decode_chunk_size or clip):
+                yield frames, join
+                join = False

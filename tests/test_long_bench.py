@@ -1,0 +1,102 @@
+"""bench-long: metrics, table and an end-to-end run on the tiny random backbone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from stillmotion.cli.bench_long_cmd import (
+    PeakMemory,
+    StreamMetrics,
+    add_speedups,
+    join_frames,
+    markdown_table,
+    parse_size,
+)
+from stillmotion.errors import UserInputError
+
+
+def test_stream_metrics_match_evaluation_definitions():
+    from stillmotion.evaluation.motion_metrics import join_smoothness, still_region_drift
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (30, 16, 20, 3), dtype=np.uint8)
+    frames[10] = 0  # a seam
+    still = np.zeros((16, 20), bool)
+    still[:4] = True
+    m = StreamMetrics(frames[0], still, clip_len=10)
+    for f in frames:
+        m.add(f)
+    assert len(m.diffs) == len(m.consistency) == 29
+    assert m.join_smoothness([10, 20]) == pytest.approx(join_smoothness(frames, [10, 20]), rel=1e-6)
+    drift = still_region_drift(frames, frames[0], still)
+    first, last = m.drift_first_last()
+    assert first == pytest.approx(drift[:10].mean()) and last == pytest.approx(drift[-10:].mean())
+    assert math.isnan(m.join_smoothness([]))
+
+
+def test_join_frames_follow_the_plans():
+    assert join_frames("phased", 125, 25) == [25, 49, 73, 97, 121]
+    assert join_frames("direct", 125, 25) == [25, 50, 75, 100]
+    assert join_frames("freenoise", 125, 25) == [] and join_frames("gen-l-video", 125, 25) == []
+    assert join_frames("phased", 20, 25) == []
+
+
+def test_table_and_speedups():
+    def row(method, time_s, calls, evals, mem, join, drift_last, cons):
+        return {"method": method, "time_s": time_s, "unet_calls": calls, "frame_evaluations": evals,
+                "peak_mem_mib": mem, "join_smoothness": join, "drift_first": 0.5, "drift_last": drift_last,
+                "consistency": cons}  # fmt: skip
+
+    rows = [
+        row("phased", 10.0, 50, 2300, 12.5, 1.1, 0.6, 0.9),
+        row("direct", 27.0, 125, 6250, 12.0, 2.0, 0.9, 0.8),
+        row("freenoise", 26.0, 25, 6250, 40.0, math.nan, 0.9, 0.8),
+    ]
+    add_speedups(rows)
+    assert [r["speedup"] for r in rows] == [1.0, 2.7, 2.6]
+    md = markdown_table(rows, "title")
+    assert "| direct | 27.00 | 2.70x | 125 | 6250 |" in md and "n/a" in md
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory("cpu") as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        block += 1
+    del block
+    assert mem.peak_mib > 40
+
+
+def test_parse_size():
+    assert parse_size("32x16") == (32, 16) and parse_size(None) is None
+    with pytest.raises(UserInputError, match="--size"):
+        parse_size("32by16")
+
+
+@pytest.mark.slow
+def test_bench_long_end_to_end_tiny(tmp_path):
+    pytest.importorskip("diffusers")
+    from stillmotion.cli import main
+
+    out = tmp_path / "bench"
+    image = "src/stillmotion/assets/examples/waterfall.jpg"
+    with pytest.raises(SystemExit) as exit_:
+        main([
+            "bench-long", image, "--arrow", "300,200,300,260", "--frames", "9", "--steps", "2",
+            "--size", "24x16", "--clip-frames", "4", "--gamma", "0.5", "--methods", "phased,direct",
+            "--model", "tiny-random", "-o", str(out),
+        ])  # fmt: skip
+    assert exit_.value.code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "UNTRAINED" in report["backbone"]
+    by = {r["method"]: r for r in report["methods"]}
+    # 9 frames, clips of 4, T = 2, M = 1: phased 4*2 + (4 + 3) * 1 = 15 frames (x2 guidance); direct 9*2 (x2)
+    assert by["phased"]["frame_evaluations"] == 2 * 15 and by["direct"]["frame_evaluations"] == 2 * 18
+    assert all(r["frames"] == 9 for r in by.values())
+    assert (out / "phased.mp4").stat().st_size > 0 and (out / "consistency.png").stat().st_size > 0
+    with open(out / "table.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["phased", "direct"]
