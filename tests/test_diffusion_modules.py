@@ -94,3 +94,21 @@ def test_denoiser_windows_overrides_and_counters():
     assert not torch.allclose(a, c)
     with pytest.raises(ValueError, match="do not fit"):
         den(x, sigmas[1], frames=slice(10, 14))
+
+
+def test_pipeline_runs_in_bfloat16_with_mask_and_lora():
+    """Half-precision plumbing (motion features, strength, mask blend, LoRA) on the CPU's bf16."""
+    from stillmotion.diffusion import lora
+
+    pipe = StillMotionPipeline(**tiny_components(0))
+    with torch.no_grad():
+        for p in pipe.motion_adapter.parameters():
+            p.normal_(0, 0.1)
+    lora.add_static_camera_lora(pipe.unet)
+    pipe.to(torch.bfloat16)
+    img = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[:, :8] = True
+    out = pipe(img, np.ones((16, 16, 2), np.float32), mask=mask, width=16, height=16, num_frames=3,
+               num_inference_steps=1, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out.frames.dtype == np.float32 and np.isfinite(out.frames).all()
