@@ -151,9 +151,9 @@ def memory(counts: list[int], size: int) -> list[dict]:
         row = {"frames": n}
         for trace in (False, True):  # RSS without tracemalloc's overhead; then the traced peak
             args = [sys.executable, __file__, "--memory-child", str(n), "--size", str(size)]
-            result = subprocess.run(
-                args + (["--trace"] if trace else []), capture_output=True, text=True, check=True
-            )
+            result = subprocess.run(args + (["--trace"] if trace else []), capture_output=True, text=True)
+            if result.returncode:
+                raise SystemExit(f"memory run for {n} frames failed:\n{result.stderr}")
             doc = json.loads(result.stdout.strip().splitlines()[-1])
             row.update({"tracemalloc_mb": doc["tracemalloc_mb"]} if trace else
                        {"rss_mb": doc["rss_mb"], "rss_before_mb": doc["rss_before_mb"]})  # fmt: skip

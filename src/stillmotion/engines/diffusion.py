@@ -179,6 +179,7 @@ def animate_diffusion(
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
         for chunk in pipe.decode(den, x, decode_chunk_size):
             yield from _to_uint8(chunk)
+        pipe.maybe_free_model_hooks()  # with --offload: everything back to the CPU
 
     def long_video() -> Iterator[np.ndarray]:
         from stillmotion.sampling.long import LongOptions, stream_long_video
@@ -192,6 +193,7 @@ def animate_diffusion(
             stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
             yield from _to_uint8(chunk)
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
+        pipe.maybe_free_model_hooks()
 
     if frames <= den.clip_frames:
         return one_clip(), stats

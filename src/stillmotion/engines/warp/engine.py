@@ -138,7 +138,7 @@ class EulerianWarp:
         self.static[still, 3] = 1.0
 
         state_bytes = max(self.n_moving, 1) * (2 * 4 + 1)
-        self.checkpoint_budget = max(4, int(checkpoint_mb * 2**20 // state_bytes))
+        self.checkpoint_budget = max(8, int(checkpoint_mb * 2**20 // state_bytes))
         self.euler_steps = 0  # pixel-field steps taken (both branches, recomputation included)
         self.threads = min(2, os.cpu_count() or 1) if threads is None else max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
@@ -238,9 +238,11 @@ def _descending_states(
 ) -> Iterator[State]:
     """Yield the states at steps hi-1, hi-2, ..., lo, given the state at step ``lo``.
 
-    At most about ``budget`` states are held at once: when the range does not fit, checkpoints are
-    taken every ``seg`` steps on one forward pass and each segment, last first, is recomputed from
-    its checkpoint (recursively with the budget that is left).
+    At most ``budget`` states (``state`` included) are held at once. When the range does not fit,
+    one forward pass keeps c ~ budget/2 checkpoints and each segment, last first, is recomputed from
+    its checkpoint with the budget the remaining checkpoints leave (recursively). c * (budget - c)
+    steps fit in two passes (e.g. 196 steps with 28 states), more cost one pass per level; with two
+    states or fewer the states are recomputed from ``state`` one by one.
     """
     n = hi - lo
     if n <= budget:
@@ -250,14 +252,18 @@ def _descending_states(
         while states:
             yield states.pop()
         return
-    segments = max(2, budget // 2)
-    seg = math.ceil(n / segments)
+    if budget <= 2:
+        for k in range(n - 1, -1, -1):
+            yield advance(state, k)
+        return
+    count = (budget + 1) // 2
+    seg = math.ceil(n / count)
     checkpoints = [(lo, state)]
     for k in range(lo + seg, hi, seg):
         checkpoints.append((k, advance(checkpoints[-1][1], seg)))
     while checkpoints:
-        k, s = checkpoints.pop()
-        yield from _descending_states(s, k, min(k + seg, hi), max(2, budget - len(checkpoints) - 1), advance)
+        k, start = checkpoints.pop()
+        yield from _descending_states(start, k, min(k + seg, hi), budget - len(checkpoints), advance)
 
 
 def warp_frames(

@@ -41,16 +41,11 @@ def _colour(acc: np.ndarray, eps: float) -> np.ndarray:
 
 def fill_holes(acc: np.ndarray, hole: np.ndarray, out: np.ndarray, eps: float) -> None:
     """Write a colour into ``out`` (H, W, 3) uint8 at every ``hole`` pixel, from ``acc`` (H, W, 4)."""
-    ys, xs = np.nonzero(hole)
-    if len(ys) == 0:
-        return
+    from stillmotion.engines.warp.kernels import fill_from_coarse
+
     if min(hole.shape) <= 1:
         colour = _colour(acc, eps)
-        out[ys, xs] = np.clip(colour[ys, xs] + 0.5, 0, 255).astype(np.uint8)
+        out[hole] = np.clip(colour[hole] + 0.5, 0, 255).astype(np.uint8)
         return
-    coarse = _colour(_half(acc), eps)
-    # Bilinear lookup of the half-resolution colour at the holes' centres (cv2.resize's pixel grid).
-    map_x = ((xs.astype(np.float32) + 0.5) * (coarse.shape[1] / hole.shape[1]) - 0.5)[None]
-    map_y = ((ys.astype(np.float32) + 0.5) * (coarse.shape[0] / hole.shape[0]) - 0.5)[None]
-    values = cv2.remap(coarse, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
-    out[ys, xs] = np.clip(values + 0.5, 0, 255).astype(np.uint8)
+    # Full resolution is only touched at the holes (compiled loop, no per-hole temporaries).
+    fill_from_coarse(hole, _colour(_half(acc), eps), out)

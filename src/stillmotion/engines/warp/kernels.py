@@ -189,3 +189,30 @@ def normalise(acc: np.ndarray, eps: float, colour: np.ndarray, empty: np.ndarray
                 empty[y, x] = True
                 count += 1
     return count
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def fill_from_coarse(hole: np.ndarray, coarse: np.ndarray, out: np.ndarray) -> None:
+    """out[hole] = the (h, w, 3) colour ``coarse`` sampled bilinearly at each hole's centre."""
+    h, w = hole.shape
+    ch, cw = coarse.shape[0], coarse.shape[1]
+    sx = np.float32(cw / w)
+    sy = np.float32(ch / h)
+    half = np.float32(0.5)
+    for y in range(h):
+        fy_pos = min(max((y + half) * sy - half, np.float32(0)), np.float32(ch - 1))
+        y0 = int(fy_pos)
+        y1 = min(y0 + 1, ch - 1)
+        fy = fy_pos - y0
+        for x in range(w):
+            if not hole[y, x]:
+                continue
+            fx_pos = min(max((x + half) * sx - half, np.float32(0)), np.float32(cw - 1))
+            x0 = int(fx_pos)
+            x1 = min(x0 + 1, cw - 1)
+            fx = fx_pos - x0
+            for k in range(3):
+                top = (1 - fx) * coarse[y0, x0, k] + fx * coarse[y0, x1, k]
+                bottom = (1 - fx) * coarse[y1, x0, k] + fx * coarse[y1, x1, k]
+                v = (1 - fy) * top + fy * bottom + half
+                out[y, x, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
