@@ -243,3 +243,18 @@ def test_long_video_methods_with_a_tiny_pipeline():
         assert g.frames.shape == (7, 32, 32, 3), name
         assert g.joins and all(0 < j < 7 for j in g.joins), (name, g.joins)
         assert g.info["unet_calls"] > 0
+
+
+def test_stock_svd_row_from_a_saved_svd_folder(tmp_path):
+    from diffusers import StableVideoDiffusionPipeline
+
+    from stillmotion.diffusion.tiny import tiny_svd_components
+
+    StableVideoDiffusionPipeline(**tiny_svd_components(0, num_frames=4)).save_pretrained(tmp_path / "svd")
+    method = build_methods(["svd"], DiffusionModels(svd=str(tmp_path / "svd")))[0]
+    assert method.run is not None, method.unavailable
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    flows = np.ones((2, 32, 32, 2), np.float32)
+    g = method.run(condition_from_clip(frames, flows, "flow"), 3, 0, 1)
+    assert g.frames.shape == (3, 32, 32, 3) and g.requested is None  # stock SVD gets no motion
