@@ -131,3 +131,20 @@ def test_resume_after_kill_matches_unbroken_run(shared_data, tmp_path, monkeypat
     fa = load_file(str(unbroken / "refiner" / "diffusion_pytorch_model.safetensors"))
     fb = load_file(str(resumed / "refiner" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def test_fields_from_a_prepared_cache(shared_data, tmp_path):
+    import shutil
+
+    from stillmotion.training.prepare import PrepareSettings, prepare_videos
+    from stillmotion.training.refiner_data import read_prepared_cache
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    shutil.copytree(shared_data / "videos" / "two_stream_flames", src / "flames")
+    prepare_videos(src, tmp_path / "cache", PrepareSettings(frames=12, size=(64, 64)))
+    fields = read_prepared_cache(tmp_path / "cache", clip_frames=25)
+    assert len(fields) == 1 and fields[0].source == "prepared/flames"
+    f = fields[0]
+    assert f.field.shape == (64, 64, 2) and f.image.shape == (64, 64, 3) and f.mask.any()
+    assert np.hypot(f.field[..., 0], f.field[..., 1])[f.mask].mean() > 0.1  # flames move

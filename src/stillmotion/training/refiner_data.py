@@ -133,11 +133,11 @@ def read_frames(path: str | Path, max_side: int = 512) -> Iterator[np.ndarray]:
 
 
 def _flow_function():
-    """The project's flow extractor when it exists, else OpenCV DIS (medium preset)."""
+    """The project's flow extractor (``stillmotion.motion.flow``, DIS) when present, else OpenCV DIS."""
     try:
-        from stillmotion.motion.flow import compute_flow  # type: ignore[attr-defined]
+        from stillmotion.motion.flow import FlowEstimator
 
-        return lambda a, b: compute_flow(a, b)
+        return FlowEstimator("dis")
     except ImportError:
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
@@ -518,11 +518,25 @@ def fixed_pairs(samples: Sequence[MotionSample], cfg: PairConfig, count: int, se
 
 
 def read_prepared_cache(cache_dir: str | Path, *, clip_frames: int = BASE_CLIP_FRAMES) -> list[MotionSample]:
-    """Clip-mean fields of every clip in a cache written by ``stillmotion prepare``."""
-    try:
-        from stillmotion.training import cache as cache_format  # the training helper's shard format
-    except ImportError:
-        raise UserInputError(
-            f"cannot read prepared cache {cache_dir}: this installation has no stillmotion.training.cache"
-        ) from None
-    raise UserInputError(f"reading prepared cache {cache_dir} is not supported yet ({cache_format.__name__})")
+    """Clip-mean fields of every clip in a cache written by ``stillmotion prepare``.
+
+    Each cached clip (its stored per-frame flows, the project's flow extractor) gives one field: the
+    mean of its first ``clip_frames - 1`` flows, masked like video fields; its first frame is the image.
+    Clips of one video form one source.
+    """
+    from stillmotion.training.cache import ClipCache
+
+    cache = ClipCache(cache_dir)
+    out: list[MotionSample] = []
+    for i, clip in enumerate(cache.clips):
+        n_flows = min(clip_frames, int(clip["frames"])) - 1
+        flows = cache.read(i, "flows", 0, n_flows).astype(np.float32)
+        frame = cache.read(i, "frames", 0, 1)[0]
+        source = f"prepared/{Path(str(clip.get('video', clip['id']))).stem}"
+        means = ClipMeans(source, clip_frames=len(flows) + 1, stride=len(flows) + 1)
+        for k, flow in enumerate(flows):
+            means.add(k, flow, frame if k == 0 else None)
+        for sample in means.finish():
+            sample.name = f"{source}@{clip.get('start', i)}"
+            out.append(sample)
+    return out
