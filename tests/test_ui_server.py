@@ -619,3 +619,17 @@ def test_diffusion_run_with_a_model_folder_and_its_replay(tmp_path, monkeypatch)
     with av.open(str(tmp_path / "animation.mp4")) as container:
         cli = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert np.array_equal(page, cli)  # same seed, same inputs: the same video
+
+
+def test_port_in_use_is_a_clear_error():
+    import socket
+
+    from stillmotion.cli.ui_cmd import _check_port_free
+    from stillmotion.errors import UserInputError
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserInputError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
+            _check_port_free("127.0.0.1", port)

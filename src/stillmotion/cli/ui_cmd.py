@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from pathlib import Path
 
@@ -18,6 +19,20 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A clear message now rather than a server that starts and dies."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host"
+        ) from None
 
 
 def _warm_up() -> None:
@@ -67,12 +82,18 @@ def ui(host: str, port: int, model: Path | None, max_upload_mb: float, max_megap
 
     Works offline (no CDN, no analytics). Files live in a private temporary folder that is deleted on exit.
     """
-    import uvicorn
+    try:
+        import uvicorn
 
-    from stillmotion.ui.server import create_app
+        from stillmotion.ui.server import create_app
+    except ModuleNotFoundError as exc:
+        raise UserInputError(
+            f"the web app needs the 'ui' extra (missing package {exc.name!r}): pip install 'stillmotion[ui]'"
+        ) from None
 
     if model is not None and not model.is_dir():
         raise UserInputError(f"--model {model} is not a folder")
+    _check_port_free(host, port)
     if not _is_loopback(host):
         click.secho(
             f"WARNING: listening on {host}: anyone who can reach this machine on port {port} can upload "
