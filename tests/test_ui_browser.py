@@ -200,6 +200,8 @@ def test_draw_an_arrow_and_animate_in_the_browser(server, page):
     href = page.get_attribute("#dl-mp4", "href")
     resp = page.request.get(base + href)
     assert resp.ok and resp.headers["content-type"] == "video/mp4" and len(resp.body()) > 1000
+    gif = page.request.get(base + page.get_attribute("#dl-gif", "href"))
+    assert gif.ok and gif.body()[:6] == b"GIF89a"
     # The quick warp preview (small, short) plays too.
     wait_until(
         page,
