@@ -16,11 +16,13 @@ Routes (all JSON unless noted; ``{sid}`` is a random session id the server hande
     POST /api/s/{sid}/jobs                 queue a preview or a full run
     GET  /api/s/{sid}/jobs/{jid}           state, queue position, progress, result links
     POST /api/s/{sid}/jobs/{jid}/cancel
-    GET  /api/s/{sid}/jobs/{jid}/video.mp4 | video.gif | arrows.json
+    POST /api/s/{sid}/command              settings -> the ``stillmotion animate`` command that replays them
+    GET  /api/s/{sid}/jobs/{jid}/video.mp4 | video.gif   (the GIF is made from the MP4 on first request)
 
 Safety: uploads are size-limited while they arrive (``BodyLimit``), decoded by Pillow before they
-are believed, and stored under server-generated names in a private temporary folder that is
-deleted when the server stops; session and job ids are looked up, never joined into paths.
+are believed, and kept in memory; outputs go under server-generated names in a private temporary
+folder that is deleted when the server stops; session and job ids are looked up, never joined into
+paths.
 """
 
 from __future__ import annotations
