@@ -251,7 +251,8 @@ def html_page(merged: dict[str, Any], summary: list[dict[str, Any]], table_md: s
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>stillmotion eval</title>",
         "<style>body{font-family:sans-serif;margin:1.5em}figure{display:inline-block;margin:4px;vertical-align:top}"
-        "figcaption{font-size:12px;max-width:260px}video,img.in{max-width:260px;display:block}"
+        "figcaption{font-size:12px;max-width:260px}"
+        "video,img.in{width:240px;height:auto;display:block;image-rendering:pixelated}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
         "pre{font-size:12px;white-space:pre-wrap}</style></head><body>",
         "<h1>stillmotion eval</h1>",
