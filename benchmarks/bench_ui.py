@@ -73,7 +73,10 @@ def main() -> None:
     buf = io.BytesIO()
     big.save(buf, "JPEG", quality=92)
     big_jpeg = buf.getvalue()
-    with tempfile.TemporaryDirectory() as tmp, TestClient(create_app(work_root=Path(tmp))) as client:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        TestClient(create_app(work_root=Path(tmp)), headers={"X-Stillmotion": "1"}) as client,
+    ):
         sid = client.post("/api/session").json()["session"]
         for name, data, scale in (("640x360", photo, 1.0), ("4000x3000", big_jpeg, 4000 / 640)):
             ups = []

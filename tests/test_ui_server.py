@@ -24,6 +24,7 @@ from stillmotion.ui.jobs import Job, JobQueue  # noqa: E402
 from stillmotion.ui.server import create_app  # noqa: E402
 from stillmotion.ui.sessions import SessionStore  # noqa: E402
 
+HEADERS = {"X-Stillmotion": "1"}  # what the page sends with every request that changes something
 STATIC = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "ui" / "static"
 
 
@@ -62,7 +63,7 @@ def app(tmp_path):
 
 @pytest.fixture
 def client(app):
-    with TestClient(app) as c:
+    with TestClient(app, headers=HEADERS) as c:
         yield c
 
 
@@ -415,7 +416,7 @@ def test_sessions_expire_and_files_are_removed(tmp_path):
 
 def test_server_removes_its_folder_on_shutdown(tmp_path):
     app = create_app(work_root=tmp_path)
-    with TestClient(app) as c:
+    with TestClient(app, headers=HEADERS) as c:
         sid = c.post("/api/session").json()["session"]
         _upload(c, sid, _photo())
         assert (app.state.store.root / sid).is_dir()
@@ -589,7 +590,7 @@ def test_diffusion_run_with_a_model_folder_and_its_replay(tmp_path, monkeypatch)
     StillMotionPipeline(**tiny_components(0)).save_pretrained(model)
     assert engine_status(model)["diffusion"]["available"]
     app = create_app(model_dir=model, work_root=tmp_path)
-    with TestClient(app) as client:
+    with TestClient(app, headers=HEADERS) as client:
         info = client.get("/api/info").json()["engines"]["diffusion"]
         assert info["available"] and info["model"] == str(model)
         sid = client.post("/api/session").json()["session"]
@@ -633,3 +634,16 @@ def test_port_in_use_is_a_clear_error():
         port = busy.getsockname()[1]
         with pytest.raises(UserInputError, match=f"cannot listen on 127.0.0.1:{port}.*--port"):
             _check_port_free("127.0.0.1", port)
+
+
+
+def test_changes_need_the_page_header_and_hosts_can_be_pinned(app, tmp_path):
+    with TestClient(app) as bare:  # what another web site's form or fetch could send
+        r = bare.post("/api/session")
+        assert r.status_code == 403 and "X-Stillmotion" in r.json()["error"]
+        assert bare.get("/api/info").status_code == 200  # reading is harmless
+    pinned = create_app(work_root=tmp_path, allowed_hosts=["127.0.0.1", "localhost"])
+    with TestClient(pinned, headers=HEADERS, base_url="http://localhost:7860") as ok:
+        assert ok.post("/api/session").status_code == 200
+    with TestClient(pinned, headers=HEADERS, base_url="http://evil.example:7860") as rebound:
+        assert rebound.get("/").status_code == 400  # DNS rebinding: the Host header gives it away

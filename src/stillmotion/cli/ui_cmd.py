@@ -101,7 +101,13 @@ def ui(host: str, port: int, model: Path | None, max_upload_mb: float, max_megap
             fg="yellow",
             err=True,
         )
-    app = create_app(model_dir=model, max_upload_mb=max_upload_mb, max_pixels=int(max_megapixels * 1e6))
+    hosts = ["127.0.0.1", "localhost", "::1", "[::1]", host] if _is_loopback(host) else None
+    app = create_app(
+        model_dir=model,
+        max_upload_mb=max_upload_mb,
+        max_pixels=int(max_megapixels * 1e6),
+        allowed_hosts=hosts,
+    )
     # Compile the warp engine's kernels while the user opens the page (the first run would wait for it).
     threading.Thread(target=_warm_up, name="stillmotion-ui-warm-up", daemon=True).start()
     shown = f"[{host}]" if ":" in host else host

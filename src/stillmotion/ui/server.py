@@ -33,6 +33,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -45,6 +46,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow, load_arrows_file, save_arrows_json
@@ -62,6 +64,7 @@ from stillmotion.ui.uploads import (
 STATIC = resources.files("stillmotion.ui") / "static"
 MAX_ARROWS = 64
 MAX_POINTS = 64
+CHANGE_HEADER = "X-Stillmotion"
 MULTIPART_SLACK = 64 * 1024  # boundary lines and part headers around the file
 # Arrow files are small; anything larger than this is not one.
 MAX_ARROWS_FILE = 2_000_000
@@ -213,8 +216,13 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     work_root: Path | None = None,
     session_ttl: float = 3 * 3600,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
-    """Build the app. Files live in a fresh folder under ``work_root`` (default: the system temp dir)."""
+    """Build the app. Files live in a fresh folder under ``work_root`` (default: the system temp dir).
+
+    ``allowed_hosts``: the Host header values accepted (``stillmotion ui`` passes the loopback
+    names when it listens on loopback); None accepts any.
+    """
     max_bytes = int(max_upload_mb * 1_000_000)
     store = SessionStore(work_root, ttl=session_ttl)
     keep_outputs = 3  # finished full runs kept per session; older files are deleted
@@ -250,6 +258,9 @@ def create_app(
     app.state.store, app.state.queue = store, queue
     app.state.model_dir, app.state.max_bytes = model_dir, max_bytes
     app.add_middleware(BodyLimit, limit=max_bytes + MULTIPART_SLACK)
+    if allowed_hosts is not None:
+        # A page on a hostile domain that resolves to 127.0.0.1 (DNS rebinding) names that domain here.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(UserInputError)
@@ -270,6 +281,11 @@ def create_app(
 
     @app.middleware("http")
     async def _headers(request: Request, call_next):
+        # Another web site open in the same browser can send simple POSTs (forms, multipart) to a
+        # loopback server without the user knowing; a custom header makes the browser ask first
+        # (CORS preflight), which this server never grants. So every change must carry it.
+        if request.method not in ("GET", "HEAD", "OPTIONS") and request.headers.get(CHANGE_HEADER) != "1":
+            return _error(403, f"requests that change something must carry the header {CHANGE_HEADER}: 1")
         response = await call_next(request)
         # The page loads nothing from elsewhere; the policy makes that a rule, not a habit.
         response.headers["Content-Security-Policy"] = (

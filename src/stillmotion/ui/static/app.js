@@ -30,7 +30,9 @@ const state = {
 // ------------------------------------------------------------------ server calls
 
 async function api(path, options = {}) {
-  const res = await fetch(path, options);
+  // The server refuses changes without this header: other web sites cannot send it without asking.
+  const headers = { ...(options.headers || {}), "X-Stillmotion": "1" };
+  const res = await fetch(path, { ...options, headers });
   if (!res.ok) {
     let text = `${res.status} ${res.statusText}`;
     try { const j = await res.json(); if (j.error) text = j.error; } catch (_) { /* not JSON */ }
