@@ -19,7 +19,7 @@ Threshold ``STATIC_THRESHOLD`` = 0.2 px/frame at 512 px (5 px of drift over a 25
 chosen from measurements at 256 px with DIS flow (``python benchmarks/bench_train.py --camera``):
 25-frame clips of the DynTex tripod videos (fountain, flag, campfire; 3 clips each) score
 0.023-0.092, and the campfire video panned synthetically (a moving 600-px window, cover-resized)
-scores 0.15 / 0.31 / 0.55 / 1.07 for true pans of 0.1 / 0.25 / 0.5 / 1.0 px/frame. 0.2 sits twice
+scores 0.14 / 0.33 / 0.57 / 1.08 for true pans of 0.1 / 0.25 / 0.5 / 1.0 px/frame. 0.2 sits twice
 above the worst still clip and below the 0.25 px/frame pan; pans slower than about 0.15 px/frame
 are called static.
 """

@@ -109,7 +109,7 @@ class DiffusionConfig:
     output_dir: str = "runs/diffusion"
     seed: int = 0
     mixed_precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: no) | no | fp16 | bf16
-    gradient_checkpointing: str = "auto"  # auto (on CUDA) | true | false
+    gradient_checkpointing: str | bool = "auto"  # auto (on CUDA) | true | false
     device: str = "auto"  # auto | cpu | cuda (accelerate picks the GPU of each process)
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept (0: all)
@@ -386,6 +386,15 @@ def _save_config(cfg: Any, out: Path) -> None:
         tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    import json
+
+    from stillmotion.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
 def export_pipeline(pipe, cfg: DiffusionConfig, out: Path) -> Path | None:
     """Write the trained pipeline to OUTPUT/model (loads with StillMotionPipeline.from_pretrained)."""
     if not cfg.save_pipeline:
@@ -445,7 +454,7 @@ def train(
     if half is not None:  # frozen encoders: half precision is enough on CUDA
         pipe.vae.to(dtype=half)
         pipe.image_encoder.to(dtype=half)
-    gc = cfg.gradient_checkpointing
+    gc = str(cfg.gradient_checkpointing).lower()
     checkpointing = gc == "true" or (gc == "auto" and use_cuda)
     if checkpointing:
         pipe.unet.enable_gradient_checkpointing()
@@ -562,6 +571,9 @@ def train(
         summary = timer.summary()
         accelerator.print(f"{name}: step {state.step}, held-out loss {final:.4f}, "
                           f"{summary['steps_per_s']:.2f} steps/s, data wait {summary['data_wait']:.1%}")
+        _write_json(out / "train_summary.json", {
+            "step": state.step, "held_out_loss": final, "processes": world,
+            "this_run": summary, "this_run_after_first_step": timer.summary(skip=1)})
         if half is not None:
             pipe.vae.to(dtype=torch.float32)
             pipe.image_encoder.to(dtype=torch.float32)

@@ -81,9 +81,7 @@ class StepTimer:
         self._start = time.perf_counter()
         self._wait = 0.0
         self._recent: list[tuple[float, float]] = []
-        self.total_time = 0.0
-        self.total_wait = 0.0
-        self.steps = 0
+        self._all: list[tuple[float, float]] = []  # (step seconds, data-wait seconds) of every step
 
     def fetch(self, iterator: Iterator[Any]) -> Any:
         t = time.perf_counter()
@@ -95,18 +93,20 @@ class StepTimer:
         now = time.perf_counter()
         dt = now - self._start
         self._recent = (self._recent + [(dt, self._wait)])[-self.window :]
-        self.total_time += dt
-        self.total_wait += self._wait
-        self.steps += 1
+        self._all.append((dt, self._wait))
         self._start, self._wait = now, 0.0
         t = sum(d for d, _ in self._recent)
         return len(self._recent) / max(t, 1e-12), sum(w for _, w in self._recent) / max(t, 1e-12)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self, skip: int = 0) -> dict[str, float]:
+        """Totals over this run's steps (``skip``: leave out that many first steps, e.g. warm-up)."""
+        times = self._all[skip:]
+        total = sum(d for d, _ in times)
         return {
-            "steps": self.steps,
-            "steps_per_s": self.steps / max(self.total_time, 1e-12),
-            "data_wait": self.total_wait / max(self.total_time, 1e-12),
+            "steps": len(times),
+            "seconds": total,
+            "steps_per_s": len(times) / max(total, 1e-12),
+            "data_wait": sum(w for _, w in times) / max(total, 1e-12),
         }
 
 
