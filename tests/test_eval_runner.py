@@ -258,3 +258,13 @@ def test_stock_svd_row_from_a_saved_svd_folder(tmp_path):
     flows = np.ones((2, 32, 32, 2), np.float32)
     g = method.run(condition_from_clip(frames, flows, "flow"), 3, 0, 1)
     assert g.frames.shape == (3, 32, 32, 3) and g.requested is None  # stock SVD gets no motion
+
+
+def test_unreadable_video_is_a_clear_error_and_nothing_is_written(tmp_path):
+    bad = tmp_path / "videos" / "broken.mp4"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a video at all" * 10)
+    out = tmp_path / "eval"
+    with pytest.raises(UserInputError, match="broken.mp4"):
+        run(EvalOptions([bad.parent], out, methods=["warp"], frames=[4], size=48))
+    assert not out.exists() and not list(tmp_path.glob(".eval*"))

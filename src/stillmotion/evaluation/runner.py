@@ -104,7 +104,7 @@ def discover_videos(paths: list[Path], limit: int | None = None) -> list[Path]:
             return
         if not p.is_dir():
             return
-        children = sorted(p.iterdir())
+        children = sorted(c for c in p.iterdir() if not c.name.startswith("."))
         if any(c.is_file() and is_image_file(c) for c in children):
             found.append(p)
             return
@@ -407,6 +407,10 @@ def run(opts: EvalOptions) -> Path:
     if opts.device is None and state.num_processes > 1:
         opts.device = str(state.device)  # one GPU per process under accelerate launch
     videos = discover_videos(opts.videos, opts.limit)
+    from stillmotion.io.video_reader import open_frames
+
+    for p in videos:  # fail on an unreadable input now, before any model is loaded
+        open_frames(p, max_frames=1)
     taken: set[str] = set()
     ids = [(video_id(p, taken), p) for p in videos]
     stage = staging_dir(opts.out)
@@ -414,23 +418,45 @@ def run(opts: EvalOptions) -> Path:
         shutil.rmtree(stage, ignore_errors=True)
         (stage / "parts").mkdir(parents=True)
     state.wait_for_everyone()
-    with state.split_between_processes(ids) as mine:
-        part = evaluate_videos(list(mine), opts, stage / "media", rank=state.process_index)
+    # A failure in one process must not leave the others waiting: every process writes a part (rows,
+    # or the error), the main process cleans up, and the errors are raised after the last barrier.
+    failure: BaseException | None = None
+    try:
+        with state.split_between_processes(ids) as mine:
+            part = evaluate_videos(list(mine), opts, stage / "media", rank=state.process_index)
+    except Exception as exc:  # noqa: BLE001 - re-raised below, after the other processes are released
+        failure = exc
+        user_error = isinstance(exc, UserInputError)
+        part = {"rank": state.process_index, "failed": f"{exc}", "user_error": user_error}
     part_file = stage / "parts" / f"part-{state.process_index:03d}.json"
     tmp = part_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(part))
     os.replace(tmp, part_file)
     state.wait_for_everyone()
+    error: BaseException | None = None
     if state.is_main_process:
-        parts = [json.loads(p.read_text()) for p in sorted((stage / "parts").glob("part-*.json"))]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            write_reports(opts, parts, stage / "media", world_size=state.num_processes)
-        for w in caught:
-            if state.is_main_process and opts.progress:
-                print(f"warning: {w.message}", flush=True)
-        shutil.rmtree(stage, ignore_errors=True)
+        try:
+            parts = [json.loads(p.read_text()) for p in sorted((stage / "parts").glob("part-*.json"))]
+            bad = [p for p in parts if "failed" in p]
+            if bad:
+                msg = "; ".join(f"process {p['rank']}: {p['failed']}" for p in bad)
+                error = UserInputError(msg) if all(p["user_error"] for p in bad) else RuntimeError(msg)
+            else:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    write_reports(opts, parts, stage / "media", world_size=state.num_processes)
+                for w in caught:
+                    if opts.progress:
+                        print(f"warning: {w.message}", flush=True)
+        except Exception as exc:  # noqa: BLE001 - raised below, after the barrier
+            error = exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     state.wait_for_everyone()
+    if failure is not None:
+        raise failure
+    if error is not None:
+        raise error
     return opts.out
 
 
