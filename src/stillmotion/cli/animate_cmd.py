@@ -10,7 +10,7 @@ from stillmotion.cli.options import scene_options
 
 _ENGINE_HELP = (
     "warp: Eulerian animation with softmax splatting (Holynski et al. 2021), no weights, fast on a CPU, "
-    "seamless loops. diffusion: the motion-conditioned video diffusion model (needs --model)."
+    "seamless loops. diffusion: the motion-conditioned video diffusion model (--model, or the bundled one)."
 )
 
 
@@ -28,6 +28,7 @@ _ENGINE_HELP = (
     "--output",
     required=True,
     type=str,
+    metavar="OUT",
     help="Output: .mp4 (H.264, plays in browsers), .gif, .webp (animated), or a folder of PNG frames "
     "(a path ending with '/' or without an extension).",
 )
@@ -61,7 +62,7 @@ _ENGINE_HELP = (
     type=click.FloatRange(min=0),
     default=1.0,
     show_default=True,
-    help="Speed factor: scales the motion field (warp); motion strength (diffusion).",
+    help="Speed factor: multiplies the motion field (both engines; diffusion measures M_s on the result).",
 )
 @click.option(
     "--loop/--no-loop",
@@ -95,7 +96,8 @@ _ENGINE_HELP = (
     "--model",
     default=None,
     metavar="DIR_OR_ID",
-    help="diffusion: model directory or Hugging Face id (local files or the HF cache only).",
+    help="diffusion: model directory or Hugging Face id (local files or the HF cache only); default: the "
+    "bundled model when present.",
 )
 @click.option(
     "--steps", type=click.IntRange(min=1), default=None, help="diffusion: denoising steps (default 25)."
