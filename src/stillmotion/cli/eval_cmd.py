@@ -55,7 +55,10 @@ def _int_list(value: str, option: str) -> list[int]:
 @click.option("--clip", default=None, help="CLIP vision model folder for Tem-Cons (default: the HF cache).")
 @click.option("--limit", type=int, default=None, help="Use only the first N videos.")
 @click.option(
-    "--steps", type=int, default=25, show_default=True, help="Sampling steps of the diffusion methods."
+    "--steps",
+    type=int,
+    default=None,
+    help="Sampling steps of the diffusion methods (default: the model's, else 25).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed shared by every method.")
 @click.option(

@@ -163,6 +163,19 @@ class DiffusionModels:
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(device)
 
+    def default_steps(self) -> int:
+        """Sampling steps the model folder recommends (its stillmotion_defaults.json), else 25."""
+        import json
+
+        folder = self.model or default_model_dir()
+        path = Path(folder) / "stillmotion_defaults.json" if folder else None
+        if path is not None and path.is_file():
+            try:
+                return int(json.loads(path.read_text()).get("steps", 25))
+            except (ValueError, TypeError, AttributeError):
+                return 25
+        return 25
+
     def clip_len(self) -> int:
         pipe = self.pipeline("model")
         return int(pipe.unet.config.num_frames) if not isinstance(pipe, Exception) else 25

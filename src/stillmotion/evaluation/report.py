@@ -71,7 +71,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     first = parts[0] if parts else {}
     return {"rows": rows, "not_computed": not_computed, "skipped": skipped, "notes": notes,
             "clip_len": first.get("clip_len"), "flow_method": first.get("flow_method"),
-            "working_size": first.get("working_size")}  # fmt: skip
+            "working_size": first.get("working_size"), "steps": first.get("steps")}  # fmt: skip
 
 
 def summarize(merged: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -117,7 +117,7 @@ def markdown(
 ) -> str:
     lines = ["# stillmotion eval", ""]
     lines.append(
-        f"Condition: `{opts_d['condition']}`; seed {opts_d['seed']}; {opts_d['steps']} sampling steps; "
+        f"Condition: `{opts_d['condition']}`; seed {opts_d['seed']}; {merged.get('steps')} sampling steps; "
         f"working size: {merged.get('working_size')}; flow: {merged.get('flow_method')}."
     )
     lines.append("")

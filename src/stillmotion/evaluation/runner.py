@@ -51,7 +51,7 @@ class EvalOptions:
     lpips_dir: str | None = None
     clip: str | None = None
     limit: int | None = None
-    steps: int = 25
+    steps: int | None = None  # None: the model's default (stillmotion_defaults.json), else 25
     seed: int = 0
     size: int | None = None  # longer side of the working resolution (None: the model's, else 256)
     arrows: int = 5
@@ -70,7 +70,7 @@ class EvalOptions:
             raise UserInputError("--methods is empty")
         if not self.frames or any(n < 2 for n in self.frames):
             raise UserInputError(f"--frames must be frame counts >= 2, got {self.frames}")
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise UserInputError(f"--steps must be >= 1, got {self.steps}")
         if self.size is not None and self.size < 32:
             raise UserInputError(f"--size must be >= 32 pixels, got {self.size}")
@@ -319,6 +319,7 @@ def evaluate_videos(
     learned = LearnedMetrics(opts)
     multiple, model_side = _model_geometry(models, runnable)
     long_side = opts.size or model_side or DEFAULT_SIZE
+    steps = opts.steps or models.default_steps()
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     total = len(videos) * sum(1 + sum(m.applies_to(n, clip_len) for m in runnable) for n in opts.frames)
@@ -353,11 +354,13 @@ def evaluate_videos(
                 for m in runnable:
                     if not m.applies_to(n, clip_len):
                         continue
-                    rows.append(_run_one(m, cond, real, n, opts, learned, still, region, base, media, fps))
+                    rows.append(
+                        _run_one(m, cond, real, n, opts, learned, still, region, base, media, fps, steps)
+                    )
                     bar.update(1)
     return {"rank": rank, "rows": rows, "skipped": skipped, "notes": notes,
             "not_computed": learned.not_computed, "clip_len": clip_len,
-            "working_size": f"longer side {long_side} px, multiple of {multiple}",
+            "working_size": f"longer side {long_side} px, multiple of {multiple}", "steps": steps,
             "flow_method": mm.flow_method()}  # fmt: skip
 
 
@@ -372,10 +375,12 @@ def _model_geometry(models: DiffusionModels, runnable: list[Method]) -> tuple[in
     return SIZE_MULTIPLE, None
 
 
-def _run_one(m: Method, cond, real, n, opts, learned, still, region, base, media, fps) -> dict[str, Any]:
+def _run_one(
+    m: Method, cond, real, n, opts, learned, still, region, base, media, fps, steps
+) -> dict[str, Any]:
     row = {**base, "method": m.name, "label": m.label}
     try:
-        g: Generated = m.run(cond, n, opts.seed, opts.steps)
+        g: Generated = m.run(cond, n, opts.seed, steps)
     except Exception as exc:  # noqa: BLE001 - one failing method must not stop the benchmark
         return {**row, "error": f"{type(exc).__name__}: {str(exc)[:300]}", "curves": {}}
     gen = g.frames[:n]
