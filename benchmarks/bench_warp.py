@@ -228,10 +228,8 @@ def main() -> None:
             ratios.append(f"RSS while rendering {last['render_rss_mb'] / first['render_rss_mb']:.3f}")
         ratios.append(f"tracemalloc {last['tracemalloc_mb'] / first['tracemalloc_mb']:.3f}")
         print(f"\nratio {last['frames']}/{first['frames']} frames: " + ", ".join(ratios))
-        print("(the process peak is reached while importing and loading the compiled kernels, before any")
-        print(
-            " frame; the render's own peak is read from VmHWM after resetting it via /proc/self/clear_refs)"
-        )
+        print("(process peak: the whole run, imports and JIT included; while rendering: VmHWM, reset through")
+        print(" /proc/self/clear_refs once the kernels are loaded, so it covers only rendering and encoding)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
