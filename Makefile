@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean-venv ui
+.PHONY: demo test test-all lint bench clean-venv ui train-tiny
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/stillmotion ui
+
+# Reproduce the bundled model (docs/train-tiny.md); DATA = the shared data folder.
+DATA ?= ../shared/data
+train-tiny: $(STAMP)
+	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --data $(DATA) 2>&1 | tee docs/train-tiny.log'
 
 test: $(STAMP)
 	$(PY) -m pytest -q

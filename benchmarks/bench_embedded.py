@@ -1,0 +1,271 @@
+"""Motion control of the bundled model on photos it never saw: the README table of issue 7.
+
+    .venv/bin/python benchmarks/bench_embedded.py [--model DIR] [--data ../shared/data] [--steps N]
+
+Inputs (none used in training, see src/stillmotion/assets/models/train_tiny.py): the cinemagraphy3d
+waterfall and seascape painting with their user-drawn LabelMe arrows and masks, and the held-out
+StyleCineGAN photos 0002268 and 0000008 with their masks and three arrows read off their real motion
+fields (at the field's fastest masked points). Every method makes one base clip (``--frames``,
+default the model's clip length) of each input at the engine's working size, same seed.
+
+Figures per method (mean over the inputs):
+- cosine: mean cosine between the requested motion (the dense arrow field at the working size) and
+  the motion measured in the output (DIS flow of consecutive frames, averaged over the clip), over
+  the arrow regions (masked pixels where the requested speed is >= 25% of its peak);
+- speed: measured mean speed there (px/frame), and the ratio to the requested one;
+- still: mean absolute change against the input outside the mask, in 1/255 units (target <= 4);
+- strength: measured speed of the full model at --strength 0.5, 1, 1.5, 2 (must rise monotonically).
+
+Rows: full model, without T (--no-refine), without motion fields (no motion features; the strength
+of the field is still given), without strength (motion features, no strength term), warp engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+STRENGTHS = (0.5, 1.0, 1.5, 2.0)
+
+
+def heldout_inputs(data: Path) -> list[dict]:
+    """(name, image, arrows, mask) of the held-out photos."""
+    from stillmotion.inputs.arrows import Arrow
+    from stillmotion.inputs.image import load_image
+    from stillmotion.inputs.mask import load_mask
+
+    c3d = data / "images" / "cinemagraphy3d"
+    out = []
+    for stem, photo in (("0", "0_waterfall.png"), ("1", "1_seascape_painting.jpg")):
+        out.append(
+            {
+                "name": f"cinemagraphy3d/{photo}",
+                "image": c3d / photo,
+                "arrows_file": c3d / f"{stem}_labelme.json",
+                "mask": c3d / f"{stem}_mask.png",
+            }
+        )
+    for sid in ("0002268", "0000008"):
+        folder = data / "images" / "stylecinegan" / sid
+        image = load_image(folder / f"{sid}.png")
+        mask = load_mask(folder / f"{sid}_mask.png", image.shape[1], image.shape[0])
+        motion = np.load(folder / f"{sid}_motion_fp16.npz")["motion"][0].astype(np.float32)  # (2, 512, 512)
+        speed = np.hypot(motion[0], motion[1])
+        small_mask = load_mask(folder / f"{sid}_mask.png", 512, 512)
+        speed[~small_mask] = 0
+        arrows = []
+        for _ in range(3):  # the fastest point, then the fastest one far from those already taken
+            y, x = np.unravel_index(np.argmax(speed), speed.shape)
+            vx, vy = motion[:, y, x] / max(speed[y, x], 1e-6)
+            s = image.shape[1] / 512
+            length = 0.12 * image.shape[1]
+            arrows.append(Arrow(((x * s, y * s), (x * s + vx * length, y * s + vy * length))))
+            yy, xx = np.mgrid[:512, :512]
+            speed[(yy - y) ** 2 + (xx - x) ** 2 < 120**2] = 0
+        out.append({"name": f"stylecinegan/{sid}", "image": image, "arrows": arrows, "mask": mask})
+    return out
+
+
+def measured_flow(frames: np.ndarray) -> np.ndarray:
+    """Mean DIS flow over consecutive frame pairs, (H, W, 2)."""
+    from stillmotion.motion.flow import compute_flow
+
+    flows = [compute_flow(frames[i], frames[i + 1], method="dis") for i in range(len(frames) - 1)]
+    return np.mean(flows, axis=0)
+
+
+def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray, image: np.ndarray) -> dict:
+    speed = np.hypot(requested[..., 0], requested[..., 1])
+    region = mask & (speed >= 0.25 * speed.max()) if speed.max() > 0 else mask
+    flow = measured_flow(frames)
+    f, r = flow[region], requested[region]
+    cos = (f * r).sum(-1) / (np.linalg.norm(f, axis=-1) * np.linalg.norm(r, axis=-1) + 1e-6)
+    still = ~mask
+    change = (
+        np.abs(frames.astype(np.float32) - image[None].astype(np.float32))[:, still].mean()
+        if still.any()
+        else 0.0
+    )
+    return {
+        "cosine": float(cos.mean()),
+        "speed": float(np.linalg.norm(f, axis=-1).mean()),
+        "requested_speed": float(np.linalg.norm(r, axis=-1).mean()),
+        "still": float(change),
+    }
+
+
+def run_diffusion(
+    pipe,
+    scene,
+    field,
+    *,
+    frames,
+    steps,
+    seed,
+    refine,
+    motion,
+    strength_term,
+    strength=1.0,
+    guidance=(1.0, 3.0),
+):
+    """One clip through the pipeline (the engine's path), with the ablation switches."""
+    import torch
+
+    from stillmotion.engines.diffusion import model_size
+    from stillmotion.sampling.base import sample_euler
+
+    width, height = model_size(pipe, scene.width, scene.height)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    den = pipe.prepare(
+        scene.image,
+        field * np.float32(strength) if motion else None,
+        mask=scene.mask,
+        num_frames=frames,
+        width=width,
+        height=height,
+        refine=refine,
+        generator=generator,
+        min_guidance_scale=guidance[0],
+        max_guidance_scale=guidance[1],
+        strength=None if motion else _ms(field * np.float32(strength)),
+    )
+    if not strength_term:
+        den.strength = None
+    sigmas = den.set_schedule(steps)
+    x = pipe.initial_latents(den, generator=generator)
+    x = sample_euler(den, x, sigmas)
+    video = np.concatenate([c[0] for c in pipe.decode(den, x, 8)])
+    return (video * 255 + 0.5).clip(0, 255).astype(np.uint8), den.frame_info["image"], (width, height)
+
+
+def _ms(field: np.ndarray) -> float:
+    from stillmotion.motion.strength import motion_strength
+
+    return motion_strength(field)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the bundled model)")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--frames", type=int, default=None, help="default: the model's clip length")
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's own")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N inputs (quick look)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+
+    import torch
+
+    from stillmotion import api
+    from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask
+    from stillmotion.engines.diffusion import default_model, load_pipeline, model_defaults
+
+    torch.set_grad_enabled(False)
+    model = args.model or str(default_model())
+    pipe = load_pipeline(model)
+    defaults = model_defaults(model)
+    steps = args.steps or int(defaults.get("steps", 25))
+    guidance = (
+        float(defaults.get("min_guidance_scale", 1.0)),
+        float(defaults.get("max_guidance_scale", 3.0)),
+    )
+    frames = args.frames or int(pipe.unet.config.num_frames)
+    inputs = heldout_inputs(args.data)[: args.limit]
+    print(
+        f"model {model}: {frames} frames, {steps} steps, guidance {guidance}, {len(inputs)} held-out inputs, "
+        f"refiner T {'present' if pipe.refiner is not None else 'ABSENT'}",
+        flush=True,
+    )
+    rows = {
+        "full model": dict(refine=True, motion=True, strength_term=True),
+        "without T": dict(refine=False, motion=True, strength_term=True),
+        "without motion fields": dict(refine=True, motion=False, strength_term=True),
+        "without strength": dict(refine=True, motion=True, strength_term=False),
+    }
+    results: dict[str, list[dict]] = {k: [] for k in [*rows, "warp engine"]}
+    levels: list[list[float]] = []
+    started = time.perf_counter()
+    for item in inputs:
+        scene, field = api.prepare(
+            item["image"], item.get("arrows", ()), arrows_file=item.get("arrows_file"), mask=item["mask"]
+        )
+        for name, switches in rows.items():
+            video, image, (w, h) = run_diffusion(
+                pipe, scene, field, frames=frames, steps=steps, seed=args.seed, guidance=guidance, **switches
+            )
+            requested = fit_field(field, w, h)
+            mask = fit_mask(scene.mask, w, h)
+            results[name].append(control_figures(video, requested, mask, image))
+        per_level = []
+        for s in STRENGTHS:
+            video, image, (w, h) = run_diffusion(
+                pipe,
+                scene,
+                field,
+                frames=frames,
+                steps=steps,
+                seed=args.seed,
+                guidance=guidance,
+                strength=s,
+                **rows["full model"],
+            )
+            per_level.append(
+                control_figures(video, fit_field(field, w, h) * s, fit_mask(scene.mask, w, h), image)["speed"]
+            )
+        levels.append(per_level)
+        # The warp engine gets the same fitted inputs the diffusion rows saw.
+        image, requested, mask = (
+            fit_image(scene.image, w, h),
+            fit_field(field, w, h),
+            fit_mask(scene.mask, w, h),
+        )
+        warp = api.animate(image, motion=requested, mask=mask, engine="warp", frames=frames, loop=False)
+        results["warp engine"].append(control_figures(warp, requested, mask, image))
+        print(f"  {item['name']}: done ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    mean_levels = np.mean(levels, axis=0)
+    monotone = bool(np.all(np.diff(mean_levels) > 0))
+    print()
+    print("| method | cosine (>= 0.7) | measured speed px/frame (requested) | still change /255 (<= 4) |")
+    print("| --- | --- | --- | --- |")
+    summary = {}
+    for name, figs in results.items():
+        m = {k: float(np.mean([f[k] for f in figs])) for k in figs[0]}
+        summary[name] = m
+        print(
+            f"| {name} | {m['cosine']:.3f} | {m['speed']:.2f} ({m['requested_speed']:.2f}) "
+            f"| {m['still']:.2f} |"
+        )
+    print()
+    print("| --strength | " + " | ".join(f"{s:g}" for s in STRENGTHS) + " | monotonic |")
+    print("| --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- |")
+    print(
+        "| measured speed (full model) | "
+        + " | ".join(f"{v:.2f}" for v in mean_levels)
+        + f" | {'yes' if monotone else 'NO'} |"
+    )
+    print(f"\n{len(inputs)} inputs, {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": summary,
+                    "strength_levels": dict(zip(map(str, STRENGTHS), mean_levels.tolist(), strict=True)),
+                    "monotonic": monotone,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
