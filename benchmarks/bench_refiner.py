@@ -55,12 +55,13 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=6, help="arrow sets drawn per field")
     ap.add_argument("--no-mask", action="store_true", help="give T (and the dense field) no mask")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--field-cache", default=None, help="reuse cached video fields (runs/field_cache)")
     args = ap.parse_args()
 
     model = FlowRefiner.from_pretrained(args.model).eval()
     samples = load_stylecinegan(args.stylecinegan, ids=args.ids) if args.ids else []
     for video in args.videos:
-        samples += load_video_fields(video)[:: args.clip_every]
+        samples += load_video_fields(video, cache_dir=args.field_cache)[:: args.clip_every]
     print(
         f"model {args.model}: sample_size {model.config.sample_size}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
