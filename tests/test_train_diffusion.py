@@ -139,3 +139,34 @@ def test_config_errors_name_the_key(tiny_cache, tmp_path):
         _config(tiny_cache, tmp_path, "use_latents=true")
     with pytest.raises(UserInputError, match="unknown key"):
         _config(tiny_cache, tmp_path, "learning_rate=1")
+
+
+def test_block_gradient_checkpointing_gives_the_same_gradients(tiny_cache, tmp_path, one_thread):
+    """Checkpointing (on by default on CUDA) recomputes blocks in backward with the motion hooks."""
+    from stillmotion.training.dataset import ClipDataset, fixed_batch
+    from stillmotion.training.diffusion import (
+        MotionUNet,
+        build_pipeline,
+        diffusion_loss,
+        enable_block_checkpointing,
+        make_trainable,
+    )
+
+    cfg = _config(tiny_cache, tmp_path, "drop_motion=0", "drop_strength=0")
+    batch = fixed_batch(ClipDataset(tiny_cache, num_frames=6, flip=False), 2)
+    grads = []
+    for checkpointed in (False, True):
+        pipe = build_pipeline(cfg)
+        params = make_trainable(pipe, cfg)
+        with torch.no_grad():  # non-zero motion attention, so its gradient path is exercised
+            for i, p in enumerate(pipe.motion_adapter.parameters()):
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(i)))
+        if checkpointed:
+            enable_block_checkpointing(pipe.unet)
+        model = MotionUNet(pipe.unet, pipe.motion_encoder, pipe.motion_adapter)
+        loss = diffusion_loss(model, pipe, batch, cfg, 0)
+        loss.backward()
+        pipe.motion_adapter.clear_conditioning()
+        grads.append([p.grad.clone() for p in params])
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(*grads, strict=True))
+    assert any(g.abs().sum() > 0 for g in grads[1][-20:])

@@ -204,6 +204,29 @@ def make_trainable(pipe, cfg: DiffusionConfig) -> list[nn.Parameter]:
     return params
 
 
+def enable_block_checkpointing(unet: nn.Module) -> None:
+    """Gradient checkpointing per UNet block: each down, mid and up block is recomputed in backward.
+
+    Used instead of diffusers' ``enable_gradient_checkpointing``, which checkpoints the spatial
+    transformer blocks *inside* each spatio-temporal transformer: their recomputation runs without
+    the transformer's forward pre-hook, so the motion adapter's hooks would read the resolution
+    recorded last (another layer's). A whole block recomputes with all its hooks in order, so the
+    motion attention sees the right features; memory keeps only the blocks' inputs and outputs.
+    The instance's ``forward`` is wrapped; weights and state-dict keys are untouched.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
+        plain = type(block).forward.__get__(block)
+
+        def run(*args: Any, _plain=plain, **kwargs: Any) -> Any:
+            if torch.is_grad_enabled():
+                return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+            return _plain(*args, **kwargs)
+
+        block.forward = run
+
+
 class MotionUNet(nn.Module):
     """The trained forward: motion encoder -> adapter hooks -> UNet. DDP wraps this one module.
 
@@ -457,7 +480,7 @@ def train(
     gc = str(cfg.gradient_checkpointing).lower()
     checkpointing = gc == "true" or (gc == "auto" and use_cuda)
     if checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
+        enable_block_checkpointing(pipe.unet)
     model = MotionUNet(pipe.unet, pipe.motion_encoder, pipe.motion_adapter)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
