@@ -69,6 +69,14 @@ def default_model() -> Path:
     )
 
 
+def model_defaults(model: str | Path) -> dict:
+    """Inference defaults a model folder ships in stillmotion_defaults.json (steps, guidance), or {}."""
+    import json
+
+    path = Path(model) / "stillmotion_defaults.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "auto", offload: bool = False):
     """Load (and cache the last) pipeline on ``device`` in ``dtype``; offload = model CPU offload on CUDA."""
     from stillmotion.diffusion.pipeline import StillMotionPipeline
@@ -129,8 +137,8 @@ def animate_diffusion(
     gamma: float = 0.8,
     omega: float = 0.2,
     decode_chunk_size: int = 8,
-    min_guidance_scale: float = 1.0,
-    max_guidance_scale: float = 3.0,
+    min_guidance_scale: float | None = None,
+    max_guidance_scale: float | None = None,
     motion_bucket_id: int = 127,
     noise_aug_strength: float = 0.02,
 ) -> tuple[Iterator[np.ndarray], dict]:
@@ -139,14 +147,20 @@ def animate_diffusion(
     steps, unet_calls, frame_evaluations, device, size, strength_ms, refined)."""
     import torch
 
-    steps = 25 if steps is None else int(steps)
-    if steps < 1:
+    if steps is not None and int(steps) < 1:
         raise UserInputError(f"--steps must be >= 1, got {steps}")
     if frames < 1:
         raise UserInputError(f"--frames must be >= 1, got {frames}")
     if not (np.isfinite(strength) and strength >= 0):
         raise UserInputError(f"strength must be a finite number >= 0, got {strength!r}")
     pipe = load_pipeline(model, device, dtype, offload)
+    # Unset options take the model folder's stillmotion_defaults.json (the bundled model's), else SVD's.
+    defaults = model_defaults(default_model() if model is None else model)
+    steps = int(defaults.get("steps", 25) if steps is None else steps)
+    if min_guidance_scale is None:
+        min_guidance_scale = float(defaults.get("min_guidance_scale", 1.0))
+    if max_guidance_scale is None:
+        max_guidance_scale = float(defaults.get("max_guidance_scale", 3.0))
     width, height = size if size is not None else model_size(pipe, scene.width, scene.height)
     motion = None if field is None else np.asarray(field, np.float32) * np.float32(strength)
     refined = bool(refine and motion is not None and pipe.refiner is not None)
