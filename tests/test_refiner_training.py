@@ -106,10 +106,13 @@ def test_resume_after_kill_matches_unbroken_run(shared_data, tmp_path, monkeypat
     unbroken = trainer.main(None, tiny_overrides(shared_data, tmp_path / "a", **common), progress=False)
 
     class KillingTimer(trainer.StepTimer):  # the process dies inside step 5 (after the step-3 checkpoint)
-        def end_step(self):
-            if self.steps == 4:
+        ended = 0
+
+        def end_step(self, *args, **kwargs):
+            if KillingTimer.ended == 4:
                 raise _Killed("simulated kill")
-            return super().end_step()
+            KillingTimer.ended += 1
+            return super().end_step(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "StepTimer", KillingTimer)
     with pytest.raises(_Killed):
