@@ -500,6 +500,8 @@ def train(
                 f"written with {state.extra.get('world_size')} x {state.extra.get('batch_size')}: "
                 "the data order changes"
             )
+    if ckpt is not None and accelerator.scaler is not None and "grad_scaler" in state.extra:
+        accelerator.scaler.load_state_dict(state.extra["grad_scaler"])
     model, optimizer = accelerator.prepare(model, optimizer)
 
     # --- data -----------------------------------------------------------------------------------
@@ -536,6 +538,9 @@ def train(
         rngs = gather_rng_states(accelerator)
         if main_proc:
             state.extra.update({"world_size": world, "batch_size": cfg.batch_size})
+            if accelerator.scaler is not None:  # fp16 loss scale: plain numbers, JSON in state.json
+                state.extra["grad_scaler"] = {k: (float(v) if hasattr(v, "item") else v)
+                                              for k, v in accelerator.scaler.state_dict().items()}
             save_checkpoint(out, state, models=models, optimizers={"adamw": optimizer},
                             config=config_to_dict(cfg), rng_states=rngs, keep=cfg.keep_checkpoints,
                             world_size=world)
