@@ -49,7 +49,7 @@ def bench_training(args: argparse.Namespace) -> None:
             cfg = load_config(DiffusionConfig, REPO / "configs" / "diffusion_tiny.yaml", [
                 f"data={cache}", f"output_dir={out}", f"max_steps={args.steps}", f"workers={workers}",
                 "progress=false", "save_pipeline=false", "eval_every=0", f"checkpoint_every={args.steps}",
-                f"batch_size={args.batch_size}"])
+                f"batch_size={args.batch_size}", f"cpu_threads={args.threads}"])
             t = time.perf_counter()
             train(cfg)
             wall = time.perf_counter() - t
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "stillmotion_bench_train_cache"))
     parser.add_argument("--camera", action="store_true", help="the static-camera threshold measurements")
     args = parser.parse_args()

@@ -111,6 +111,7 @@ class DiffusionConfig:
     mixed_precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: no) | no | fp16 | bf16
     gradient_checkpointing: str | bool = "auto"  # auto (on CUDA) | true | false
     device: str = "auto"  # auto | cpu | cuda (accelerate picks the GPU of each process)
+    cpu_threads: int = 0  # torch CPU threads when training on the CPU (0: torch's default)
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept (0: all)
     eval_every: int = 0  # steps between held-out evaluations (0: at the start and the end only)
@@ -457,6 +458,9 @@ def train(
         # Steps without motion / strength leave those weights without gradients.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+    if not use_cuda and cfg.cpu_threads > 0:
+        # Tiny models on a busy 2-core CPU: 2 threads measured 25x slower than 1 (benchmarks/bench_train.py).
+        torch.set_num_threads(cfg.cpu_threads)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main_proc = accelerator.is_main_process
     out = Path(cfg.output_dir)
