@@ -219,21 +219,24 @@ def render(
     return iter(iterator), stats
 
 
-def _frames_iter(
-    image,
-    arrows,
-    arrows_file,
-    mask,
-    motion,
-    size,
-    engine,
-    frames,
-    fps,
-    strength,
-    loop,
-    progress,
-    engine_options,
+def iter_frames(
+    image: ImageLike,
+    arrows: Sequence[str | Arrow] = (),
+    *,
+    arrows_file: str | os.PathLike | None = None,
+    mask: str | os.PathLike | np.ndarray | None = None,
+    motion: str | os.PathLike | np.ndarray | None = None,
+    engine: str = "warp",
+    frames: int | None = None,
+    fps: float | None = None,
+    strength: float = 1.0,
+    loop: bool = True,
+    size: Sequence[int] | None = None,
+    progress: bool = False,
+    **engine_options: Any,
 ) -> Iterator[np.ndarray]:
+    """Yield the animation's frames one by one (uint8 (H, W, 3)); inputs are checked before the first."""
+    # The warp engine works at the scene's size; the diffusion engine fits the size to its model.
     scene, field = prepare(
         image,
         arrows,
@@ -255,40 +258,6 @@ def _frames_iter(
         **engine_options,
     )
     return iterator
-
-
-def iter_frames(
-    image: ImageLike,
-    arrows: Sequence[str | Arrow] = (),
-    *,
-    arrows_file: str | os.PathLike | None = None,
-    mask: str | os.PathLike | np.ndarray | None = None,
-    motion: str | os.PathLike | np.ndarray | None = None,
-    engine: str = "warp",
-    frames: int | None = None,
-    fps: float | None = None,
-    strength: float = 1.0,
-    loop: bool = True,
-    size: Sequence[int] | None = None,
-    progress: bool = False,
-    **engine_options: Any,
-) -> Iterator[np.ndarray]:
-    """Yield the animation's frames one by one (uint8 (H, W, 3)); inputs are checked before the first."""
-    return _frames_iter(
-        image,
-        arrows,
-        arrows_file,
-        mask,
-        motion,
-        size,
-        engine,
-        frames,
-        fps,
-        strength,
-        loop,
-        progress,
-        engine_options,
-    )
 
 
 def animate(
@@ -315,25 +284,22 @@ def animate(
     """
     if output_type not in ("np", "pt"):
         raise UserInputError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-    video = np.stack(
-        list(
-            _frames_iter(
-                image,
-                arrows,
-                arrows_file,
-                mask,
-                motion,
-                size,
-                engine,
-                frames,
-                fps,
-                strength,
-                loop,
-                progress,
-                engine_options,
-            )
-        )
+    frames_iter = iter_frames(
+        image,
+        arrows,
+        arrows_file=arrows_file,
+        mask=mask,
+        motion=motion,
+        engine=engine,
+        frames=frames,
+        fps=fps,
+        strength=strength,
+        loop=loop,
+        size=size,
+        progress=progress,
+        **engine_options,
     )
+    video = np.stack(list(frames_iter))
     if output_type == "pt":
         import torch
 

@@ -53,6 +53,17 @@ from stillmotion.sampling.base import sample_euler
 logger = logging.getLogger("stillmotion.diffusion")
 
 LORA_FOLDER = "static_camera_lora"
+# Every component folder, in the order they are loaded and saved (the refiner is optional).
+COMPONENTS = (
+    "vae",
+    "image_encoder",
+    "unet",
+    "scheduler",
+    "feature_extractor",
+    "motion_encoder",
+    "motion_adapter",
+    "refiner",
+)
 
 
 @dataclass
@@ -202,16 +213,7 @@ class StillMotionPipeline(DiffusionPipeline):
         if index.get("_class_name") == "StableVideoDiffusionPipeline":
             return cls.from_svd(str(root), torch_dtype=torch_dtype, variant=variant)
         parts: dict[str, Any] = {}
-        for name in (
-            "vae",
-            "image_encoder",
-            "unet",
-            "scheduler",
-            "feature_extractor",
-            "motion_encoder",
-            "motion_adapter",
-            "refiner",
-        ):
+        for name in COMPONENTS:
             entry = index.get(name)
             unlisted = entry is None or entry[0] is None
             if name == "refiner" and unlisted and (root / name / "config.json").is_file():
@@ -238,16 +240,7 @@ class StillMotionPipeline(DiffusionPipeline):
 
         with atomic_path(save_directory, directory=True) as tmp:
             self.save_config(tmp)
-            for name in (
-                "vae",
-                "image_encoder",
-                "unet",
-                "scheduler",
-                "feature_extractor",
-                "motion_encoder",
-                "motion_adapter",
-                "refiner",
-            ):
+            for name in COMPONENTS:
                 comp = getattr(self, name, None)
                 if comp is None:
                     continue
