@@ -85,7 +85,8 @@ def test_killed_run_resumes_exactly(tiny_cache, tmp_path, one_thread, monkeypatc
     from stillmotion.training.diffusion import train
 
     full, broken = tmp_path / "full", tmp_path / "broken"
-    common = ["max_steps=6", "checkpoint_every=3", "keep_checkpoints=0"]
+    # Warm-up + cosine decay: the rate is a function of the step, so the resumed run repeats it too.
+    common = ["max_steps=6", "checkpoint_every=3", "keep_checkpoints=0", "warmup_steps=2", "lr_decay=cosine"]
     train(_config(tiny_cache, full, *common))
 
     # Kill the second run after step 5 is logged: steps 4-5 ran past the checkpoint at step 3.
@@ -119,6 +120,25 @@ def test_killed_run_resumes_exactly(tiny_cache, tmp_path, one_thread, monkeypatc
     oa = load_file(str(latest_checkpoint(full) / "optimizer.adamw.safetensors"))
     ob = load_file(str(latest_checkpoint(broken) / "optimizer.adamw.safetensors"))
     assert all(torch.equal(oa[k], ob[k]) for k in oa)
+
+
+def test_cosine_decay_warms_up_then_falls_to_min_lr(tiny_cache, tmp_path):
+    from stillmotion.training.diffusion import learning_rate
+
+    cfg = _config(tiny_cache, tmp_path, "lr=1e-3", "min_lr=1e-4", "warmup_steps=10", "max_steps=110",
+                  "lr_decay=cosine")
+    rates = [learning_rate(cfg, step) for step in range(110)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert rates[10] == pytest.approx(1e-3)
+    assert rates[60] == pytest.approx(0.5 * (1e-3 + 1e-4))  # half-way through the decay
+    assert all(a >= b for a, b in zip(rates[10:-1], rates[11:], strict=True))
+    assert rates[-1] == pytest.approx(1e-4, rel=1e-2)
+    constant = _config(tiny_cache, tmp_path, "lr=1e-3", "max_steps=110")
+    assert {learning_rate(constant, s) for s in (0, 50, 109)} == {1e-3}
+    from stillmotion.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="min_lr"):
+        _config(tiny_cache, tmp_path, "lr=1e-3", "min_lr=1e-2")
 
 
 def test_fresh_run_refuses_an_output_dir_with_checkpoints(tiny_cache, tmp_path, one_thread):

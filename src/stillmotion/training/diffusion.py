@@ -97,6 +97,8 @@ class DiffusionConfig:
     # --- optimisation ---------------------------------------------------------------------------
     lr: float = 3e-5  # AdamW, constant (the paper's 3e-5)
     warmup_steps: int = 0  # linear warm-up from 0 over this many steps
+    lr_decay: str = "none"  # none | cosine (from lr after warm-up down to min_lr at max_steps)
+    min_lr: float = 0.0  # floor of the cosine decay
     weight_decay: float = 1e-2
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -128,7 +130,7 @@ class DiffusionConfig:
         choices = {"unet_trainable": ("paper", "temporal", "all", "none"),
                    "mixed_precision": ("auto", "no", "fp16", "bf16"),
                    "gradient_checkpointing": ("auto", "true", "false"), "device": ("auto", "cpu", "cuda"),
-                   "tiny_autoencoder": ("kl", "space_to_depth")}
+                   "tiny_autoencoder": ("kl", "space_to_depth"), "lr_decay": ("none", "cosine")}
         for key, allowed in choices.items():
             if str(getattr(self, key)).lower() not in allowed:
                 got = getattr(self, key)
@@ -141,8 +143,21 @@ class DiffusionConfig:
                 raise UserInputError(f"config: {key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0:
             raise UserInputError(f"config: lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise UserInputError(f"config: min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
         if self.flip and self.use_latents:
             raise UserInputError("config: flip cannot be used with use_latents (set flip: false)")
+
+
+def learning_rate(cfg: DiffusionConfig, step: int) -> float:
+    """The rate of optimizer step ``step``: a pure function of the step, so a resumed run repeats it."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_decay == "cosine":
+        span = max(1, cfg.max_steps - cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    return cfg.lr
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -559,7 +574,7 @@ def train(
     model.train()
     try:
         while state.step < cfg.max_steps:
-            lr = cfg.lr * min(1.0, (state.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            lr = learning_rate(cfg, state.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             total = 0.0
