@@ -205,10 +205,12 @@ def test_mask_holds_still_regions(image):
     assert not torch.allclose(x[..., ~still], target[..., ~still], atol=1e-2)
     frames = np.concatenate(list(pipe.decode(den, x, 2)), 1)[0]
     ref = image.astype(np.float32) / 255
+    # Every still pixel is the input's (the paste's feathering lies on the moving side of the seam) ...
+    assert np.abs(frames[:, ~mask] - ref[~mask]).max() < 1e-6
+    # ... and the moving region beyond the feather band is the model's own output.
     deep = np.zeros((H, W), bool)
-    deep[:, W // 2 + pipe.vae_scale_factor :] = True
-    assert np.abs(frames[:, deep] - ref[deep]).max() < 1e-6
-    assert np.abs(frames[:, ~mask] - ref[~mask]).mean() < np.abs(frames[:, mask] - ref[mask]).mean()
+    deep[:, : W // 2 - pipe.vae_scale_factor - 1] = True
+    assert np.abs(frames[:, deep] - ref[deep]).mean() > 1e-3
 
 
 def test_refine_uses_refiner_or_gives_notice(image, caplog, tmp_path):

@@ -82,10 +82,12 @@ def fit_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def still_alpha(mask: np.ndarray, feather: int) -> np.ndarray:
-    """Weight (H, W) float32 of the input pixels pasted after decoding: 1 deep in the still region
-    (mask False), fading to 0 over ``feather`` pixels toward the moving region, 0 inside it."""
+    """Weight (H, W) float32 of the input pixels pasted after decoding: 1 on the whole still region (mask
+    False), so still pixels are exactly the input's, fading to 0 over ``feather`` pixels into the moving
+    region (the seam is hidden on the side that moves anyway)."""
     still = (~mask).astype(np.float32)
-    if feather <= 0 or still.min() == 1.0:
+    if feather <= 0 or still.min() == 1.0 or still.max() == 0.0:
         return still
-    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
-    return np.clip(dist / float(feather), 0.0, 1.0).astype(np.float32)
+    # distance of each moving pixel to the nearest still one (0 on the still region)
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.maximum(still, np.clip(1.0 - dist / (feather + 1.0), 0.0, 1.0)).astype(np.float32)
