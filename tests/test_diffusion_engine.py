@@ -90,3 +90,22 @@ def test_cli_animate_diffusion(model_dir, tmp_path):
         data = json.loads(report.read_text())
         text = json.dumps(data)
         assert "unet_calls" in text and "steps" in text and "device" in text
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_on_step_reports_every_model_call_before_frames_come_out(model_dir, long):
+    field = np.zeros((30, 44, 2), np.float32)
+    field[:, :20, 0] = 1.0
+    clip = engine.load_pipeline(str(model_dir), "cpu").unet.config.num_frames
+    events: list = []
+    # 5 steps with gamma 0.8: segment 1 takes 5 calls, each later segment the last one again.
+    it, stats = engine.animate_diffusion(
+        scene(), field, frames=2 * clip + 3 if long else 5, steps=5, seed=0, model=str(model_dir),
+        device="cpu", on_step=lambda done, total: events.append((done, total)),
+    )  # fmt: skip
+    first = next(it)
+    assert first.dtype == np.uint8 and len(events) >= 5  # segment 1's calls were reported before
+    list(it)
+    total = stats["unet_calls"]
+    assert total > 5 if long else total == 5
+    assert events == [(i, total) for i in range(1, total + 1)]

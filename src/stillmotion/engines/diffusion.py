@@ -14,7 +14,7 @@ motion strength M_s (eq. 8) the model is conditioned on is measured on the scale
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +141,14 @@ def animate_diffusion(
     max_guidance_scale: float | None = None,
     motion_bucket_id: int = 127,
     noise_aug_strength: float = 0.02,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[Iterator[np.ndarray], dict]:
     """Animate ``scene`` along ``field`` (H, W, 2 px/frame at the scene's size, or None for no motion
     guidance). Returns (lazy iterator of uint8 (H', W', 3) frames at the model size, stats dict with
-    steps, unet_calls, frame_evaluations, device, size, strength_ms, refined)."""
+    steps, unet_calls, frame_evaluations, device, size, strength_ms, refined).
+
+    ``on_step(done, total)`` is called after every denoiser call (total: the calls the whole video takes),
+    for front ends that show progress while no frame has come out yet."""
     import torch
 
     if steps is not None and int(steps) < 1:
@@ -188,8 +192,13 @@ def animate_diffusion(
 
         sigmas = den.set_schedule(steps)
         x = pipe.initial_latents(den, generator=generator)
+        def step_done(i: int, x_, x0) -> None:
+            bar.update(1)
+            if on_step is not None:
+                on_step(i + 1, steps)
+
         with progress_bar(total=steps, desc="diffusion", enabled=progress, unit="step") as bar:
-            x = sample_euler(den, x, sigmas, callback=lambda i, x_, x0: bar.update(1))
+            x = sample_euler(den, x, sigmas, callback=step_done)
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
         for chunk in pipe.decode(den, x, decode_chunk_size):
             yield from _to_uint8(chunk)
@@ -202,7 +211,7 @@ def animate_diffusion(
         stats["long_method"] = options.method
         for chunk, _join in stream_long_video(
             pipe, den, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
-            progress=progress,
+            progress=progress, on_call=on_step,
         ):  # fmt: skip
             stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
             yield from _to_uint8(chunk)

@@ -132,14 +132,21 @@ def expected_cost(options: LongOptions, num_frames: int, clip_len: int, num_step
 
 
 class _CountingProgress:
-    """Wraps a denoiser; advances a progress bar by one per call (the unit every method shares)."""
+    """Wraps a denoiser; advances a progress bar by one per call (the unit every method shares) and
+    tells ``on_call(done, total)`` when given."""
 
-    def __init__(self, denoiser: Denoiser, bar: Any) -> None:
-        self.denoiser, self.bar = denoiser, bar
+    def __init__(
+        self, denoiser: Denoiser, bar: Any, total: int, on_call: Callable[[int, int], None] | None = None
+    ) -> None:
+        self.denoiser, self.bar, self.total, self.on_call = denoiser, bar, total, on_call
+        self.done = 0
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
         out = self.denoiser(x, sigma, **cond)
+        self.done += 1
         self.bar.update(1)
+        if self.on_call is not None:
+            self.on_call(self.done, self.total)
         return out
 
 
@@ -153,6 +160,7 @@ def stream_long_video(
     clip_len: int | None = None,
     decode_chunk_size: int | None = None,
     progress: bool = False,
+    on_call: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[Any, bool]]:
     """Frames of a ``den.num_frames``-long video from a StillMotionPipeline and its prepared denoiser.
 
@@ -161,7 +169,7 @@ def stream_long_video(
     ``seed`` (made per frame, on demand); the samplers' own random choices come from a generator of the
     same seed. ``direct`` decodes each clip's last latent frame and re-encodes it (image latent with SVD's
     noise augmentation, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
-    the pipeline UNet's temporal attention.
+    the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call.
     """
     from stillmotion.progress import progress_bar
     from stillmotion.sampling.frame_noise import FrameNoise
@@ -191,7 +199,7 @@ def stream_long_video(
     with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
         chunks = sample_long(
             options,
-            _CountingProgress(den, bar),
+            _CountingProgress(den, bar, total, on_call),
             noise,
             sigmas,
             clip_len=clip,

@@ -579,7 +579,7 @@ $("settings").addEventListener("submit", async (ev) => {
     $("progress-bar").style.width = "0%";
     $("run-state").textContent = describe(job);
     follow(job, (j) => {
-      // Before the first frame (model loading, denoising) the engine reports no fraction: a moving bar.
+      // Until the first model call or frame (model loading, the motion field) there is no fraction: a moving bar.
       const waiting = j.state === "running" && j.progress < 0.02;
       $("progress").classList.toggle("indeterminate", waiting);
       $("progress-bar").style.width = waiting ? "30%" : `${Math.round(100 * (j.state === "done" ? 1 : j.progress))}%`;
