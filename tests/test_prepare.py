@@ -160,6 +160,28 @@ def test_synthetic_clips_carry_their_known_flow(tmp_path):
     assert again.skipped == ["synthetic:coffee.png"] and again.new_clips == 0
 
 
+def test_synthetic_speed_range_sets_the_arrow_speeds(tmp_path):
+    import skimage.data
+
+    from stillmotion.errors import UserInputError
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage.data.coffee()).save(photos / "coffee.png")
+    settings = PrepareSettings(frames=6, size=(64, 64))
+    peaks = {}
+    for name, speed in (("slow", (1.0, 1.0)), ("fast", (8.0, 8.0))):
+        prepare_synthetic(photos, tmp_path / name, settings, clips_per_photo=2, speed=speed)
+        cache = ClipCache(tmp_path / name)
+        peaks[name] = [float(np.hypot(*cache.read(i, "flows")[0].astype(np.float32).transpose(2, 0, 1)).max())
+                       for i in range(len(cache.clips))]
+    # same seed, same arrows: only the speed differs; the field peaks at its fastest arrow (1/8 px at 64 px)
+    assert peaks["slow"] == pytest.approx([64 / 512] * 2, rel=0.05)
+    assert peaks["fast"] == pytest.approx([8 * 64 / 512] * 2, rel=0.05)
+    with pytest.raises(UserInputError, match="--speed"):
+        prepare_synthetic(photos, tmp_path / "bad", settings, speed=(3.0, 1.0))
+
+
 def test_latents_are_cached_with_a_vae_and_the_dataset_reads_them(shared_data, tmp_path):
     from stillmotion.diffusion.autoencoder import SpaceToDepthAutoencoder
     from stillmotion.training.dataset import ClipDataset

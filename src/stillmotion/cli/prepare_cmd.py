@@ -42,8 +42,10 @@ def _parse_size(value: str) -> tuple[int, int]:
                    "along random arrow fields with the warp engine.")
 @click.option("--clips-per-photo", default=4, show_default=True, help="With --synthetic: clips per photo.")
 @click.option("--seed", default=0, show_default=True, help="With --synthetic: random seed.")
+@click.option("--speed", default="0.5,4", show_default=True, metavar="MIN,MAX",
+              help="With --synthetic: per-frame arrow speeds in px at a 512-px frame (scaled to --size).")
 def prepare(videos, cache, frames, size, stride, frame_step, vae, flow_method, flow_weights,
-            max_clips_per_video, static_threshold, shard_mb, photos, clips_per_photo, seed) -> None:
+            max_clips_per_video, static_threshold, shard_mb, photos, clips_per_photo, seed, speed) -> None:
     """Cut the videos under VIDEOS (mp4, avi, webm, gif, ..., frame folders) into training clips.
 
     Each clip stores its frames (uint8), per-frame optical flow (float16), motion strength (eq. 8),
@@ -67,8 +69,12 @@ def prepare(videos, cache, frames, size, stride, frame_step, vae, flow_method, f
     if photos is not None:
         if videos is not None:
             raise UserInputError("give either VIDEOS or --synthetic PHOTOS, not both (run prepare twice)")
+        try:
+            lo, hi = (float(v) for v in speed.split(","))
+        except ValueError:
+            raise UserInputError(f"--speed must be MIN,MAX (two numbers), got {speed!r}") from None
         report = prepare_synthetic(photos, cache, settings, clips_per_photo=clips_per_photo, seed=seed,
-                                   progress=True)
+                                   speed=(lo, hi), progress=True)
     else:
         if videos is None:
             raise UserInputError("missing VIDEOS folder (or --synthetic PHOTOS)")

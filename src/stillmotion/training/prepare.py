@@ -348,10 +348,17 @@ def prepare_synthetic(
     *,
     clips_per_photo: int = 4,
     seed: int = 0,
+    speed: tuple[float, float] | None = None,
     progress: bool = False,
 ) -> PrepareReport:
-    """Animate photos (a folder, or ``"skimage"``) along random arrow fields into the cache."""
-    from .synthetic import find_photos, synthetic_clips
+    """Animate photos (a folder, or ``"skimage"``) along random arrow fields into the cache.
+
+    ``speed``: (min, max) per-frame arrow speed in px at a 512-px frame (default 0.5-4)."""
+    from .synthetic import SPEED, find_photos, synthetic_clips
+
+    speed = SPEED if speed is None else (float(speed[0]), float(speed[1]))
+    if not 0 <= speed[0] <= speed[1] or not np.isfinite(speed[1]):
+        raise UserInputError(f"--speed must be MIN,MAX with 0 <= MIN <= MAX, got {speed[0]:g},{speed[1]:g}")
 
     settings = settings or PrepareSettings()
     settings.validate()
@@ -365,6 +372,8 @@ def prepare_synthetic(
     vsettings = {"frames": settings.frames, "size": list(settings.size), "vae": settings.vae,
                  "clips_per_photo": clips_per_photo, "seed": seed,
                  "static_threshold": settings.static_threshold}
+    if speed != SPEED:  # caches made before the option existed stay valid
+        vsettings["speed"] = list(speed)
     for i, (name, load) in enumerate(progress_iter(found, desc="photos", enabled=progress, unit="photo")):
         key = f"synthetic:{name}"
         fingerprint = {"photo": name}
@@ -376,7 +385,8 @@ def prepare_synthetic(
         try:
             photo = load()
             for frames, flows, meta in synthetic_clips(photo, clips_per_photo, frames=settings.frames,
-                                                       size=settings.size, seed=seed * 100_003 + i):
+                                                       size=settings.size, seed=seed * 100_003 + i,
+                                                       speed=speed):
                 _add_clip(writer, {"video": key, "start": 0, "source": "synthetic"}, frames, flows,
                           vae, settings, {"arrows": meta["arrows"]})
             store.commit(key, fingerprint, vsettings, writer)

@@ -4,7 +4,8 @@ For bootstrapping and tests when few real videos are at hand. Each clip:
 
 1. a random square crop of a photo (at least 60% of its shorter side), resized to ``size``;
 2. 1-4 random arrows (tails anywhere in the middle 80% of the frame; per-frame speeds 0.5-4.0 px
-   at a 512-px frame, i.e. 12-96 px over a 25-frame base clip; about half of the clips have all
+   at a 512-px frame by default, i.e. 12-96 px over a 25-frame base clip (``speed``: small models at
+   small sizes learn faster from more); about half of the clips have all
    arrows roughly parallel, like a river or clouds, the rest independent directions);
 3. the dense field of those arrows (``stillmotion.motion.dense_flow_from_arrows``, paper eqs. 5-7),
    limited in half of the clips to a random region around the arrows (the rest of the photo still);
@@ -92,8 +93,13 @@ def crop_resize(image: np.ndarray, size: tuple[int, int], rng: np.random.Generat
     return np.ascontiguousarray(cv2.resize(crop, (w, h), interpolation=interp))
 
 
-def random_arrows(width: int, height: int, rng: np.random.Generator, frames: int) -> list[Arrow]:
-    """1-4 arrows whose per-frame speed is 0.5-4.0 px at 512 px, over a ``frames``-frame clip."""
+SPEED = (0.5, 4.0)  # per-frame arrow speeds in px at a 512-px frame (scaled to the clip's size)
+
+
+def random_arrows(
+    width: int, height: int, rng: np.random.Generator, frames: int, speed: tuple[float, float] = SPEED
+) -> list[Arrow]:
+    """1-4 arrows whose per-frame speed is ``speed`` (min, max) px at 512 px, over a ``frames``-frame clip."""
     n = int(rng.integers(1, 5))
     side = max(width, height)
     coherent = rng.random() < 0.5
@@ -103,8 +109,8 @@ def random_arrows(width: int, height: int, rng: np.random.Generator, frames: int
         x = rng.uniform(0.1, 0.9) * (width - 1)
         y = rng.uniform(0.1, 0.9) * (height - 1)
         angle = base_angle + rng.normal(0, 0.3) if coherent else rng.uniform(0, 2 * math.pi)
-        speed = rng.uniform(0.5, 4.0) * side / 512  # px/frame at this size
-        length = speed * (frames - 1)
+        px = rng.uniform(*speed) * side / 512  # px/frame at this size
+        length = px * (frames - 1)
         arrows.append(Arrow(points=((x, y), (x + length * math.cos(angle), y + length * math.sin(angle))),
                             name=f"random{i}"))
     return arrows
@@ -122,14 +128,15 @@ def random_region(arrows: list[Arrow], width: int, height: int, rng: np.random.G
 
 
 def synthetic_clip(
-    photo: np.ndarray, *, frames: int, size: tuple[int, int], rng: np.random.Generator
+    photo: np.ndarray, *, frames: int, size: tuple[int, int], rng: np.random.Generator,
+    speed: tuple[float, float] = SPEED,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One clip: frames uint8 (F, H, W, 3), flows float32 (F-1, H, W, 2), and what made them."""
     from stillmotion.engines.warp import warp_frames
 
     w, h = size
     image = crop_resize(photo, size, rng)
-    arrows = random_arrows(w, h, rng, frames)
+    arrows = random_arrows(w, h, rng, frames, speed)
     mask = random_region(arrows, w, h, rng) if rng.random() < 0.5 else None
     field = dense_flow_from_arrows(arrows, w, h, mask=mask, base_frames=frames)
     clip = np.stack(list(warp_frames(image, field, frames=frames, loop=False)))
@@ -139,8 +146,9 @@ def synthetic_clip(
 
 
 def synthetic_clips(
-    photo: np.ndarray, count: int, *, frames: int, size: tuple[int, int], seed: int
+    photo: np.ndarray, count: int, *, frames: int, size: tuple[int, int], seed: int,
+    speed: tuple[float, float] = SPEED,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
     rng = np.random.default_rng(seed)
     for _ in range(count):
-        yield synthetic_clip(photo, frames=frames, size=size, rng=rng)
+        yield synthetic_clip(photo, frames=frames, size=size, rng=rng, speed=speed)
