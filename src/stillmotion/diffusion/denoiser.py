@@ -122,6 +122,7 @@ class MotionDenoiser:
         generator: torch.Generator | None = None,
         noise_aug_strength: float = 0.02,
         image_encoder_fn=None,
+        frame_latents: Any = None,
     ):
         if guidance.ndim != 1 or guidance.shape[0] != num_frames:
             raise ValueError(
@@ -135,6 +136,9 @@ class MotionDenoiser:
         self.motion_adapter = motion_adapter
         self.image_embeddings = image_embeddings  # [B, 1, D], conditional branch only
         self.image_latents = image_latents  # [B, C, h, w], unscaled, conditional branch only
+        # per-frame conditioning latents (warped image conditioning: ``.window(start, stop)`` ->
+        # [B, f, C, h, w]), or None: the UNet then gets image_latents for every frame, as in SVD
+        self.frame_latents = frame_latents
         self.added_time_ids = added_time_ids  # [B, 3]
         self.guidance = guidance  # [N] per frame of the whole video
         self.num_frames = num_frames
@@ -277,7 +281,11 @@ class MotionDenoiser:
         x = x.to(torch.float32)
 
         emb = self.image_embeddings if image_embeds is None else image_embeds.to(self.device, self.dtype)
-        img = self.image_latents if image is None else image.to(self.device, self.dtype)
+        if image is None and self.frame_latents is not None:
+            img = self.frame_latents.window(start, stop).to(self.device, self.dtype)
+        else:
+            img = self.image_latents if image is None else image.to(self.device, self.dtype)
+            img = img.unsqueeze(1).expand(img.shape[0], f, *img.shape[1:])
         ids = self.added_time_ids
         strength = self.strength
         feats = self.motion_features(start, stop)
@@ -291,7 +299,6 @@ class MotionDenoiser:
             if feats is not None:
                 feats = [t.unsqueeze(0).expand(2, *t.shape).flatten(0, 1) for t in feats]
         latent_in = latent_in / ((sigma**2 + 1) ** 0.5)
-        img = img.unsqueeze(1).repeat(1, f, 1, 1, 1)
         model_in = torch.cat([latent_in.to(self.dtype), img], dim=2)
         t = c_noise(self.scheduler, sigma).to(self.device)
 

@@ -167,7 +167,11 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         time_embed_dim: int = 1280,
         strength_scale: float = 10.0,
         positional: bool = True,
+        warped_image_condition: bool = False,
     ):
+        # warped_image_condition (an addition to the paper, for small models trained briefly): the UNet's
+        # concatenated image latent is, per frame, the input image warped along the motion field
+        # (stillmotion.diffusion.warp_condition) instead of the same first frame for every frame.
         super().__init__()
         if not (len(block_names) == len(block_dims) == len(block_heads) == len(block_levels)):
             raise ValueError("block_names, block_dims, block_heads and block_levels must have equal lengths")

@@ -457,6 +457,12 @@ class StillMotionPipeline(DiffusionPipeline):
             still_latents = clean[:, None]
             alpha = still_alpha(mask_fit, self.vae_scale_factor if feather is None else feather)
 
+        frame_latents = None
+        if field is not None and field.ndim == 3 and getattr(self.motion_adapter.config,
+                                                               "warped_image_condition", False):
+            frame_latents = self._warped_condition(image, field, mask_fit, num_frames, noise_aug_strength,
+                                                   generator, embeds.dtype)
+
         den = MotionDenoiser(
             unet=self.unet,
             scheduler=self.scheduler,
@@ -475,6 +481,7 @@ class StillMotionPipeline(DiffusionPipeline):
             generator=generator,
             noise_aug_strength=noise_aug_strength,
             image_encoder_fn=self.encode_image_embeddings,
+            frame_latents=frame_latents,
         )
         den.frame_info = {
             "image": image,
@@ -485,6 +492,19 @@ class StillMotionPipeline(DiffusionPipeline):
             "strength": None if strength is None else float(strength),
         }
         return den
+
+    def _warped_condition(self, image, field, mask, num_frames, noise_aug_strength, generator, dtype):
+        """The image warped along ``field``, as per-frame conditioning latents made per window
+        (:class:`~stillmotion.diffusion.warp_condition.WarpedCondition`), augmented and encoded as SVD's
+        image latent."""
+        from stillmotion.diffusion.warp_condition import WarpedCondition
+
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        device = self._execution_device
+        return WarpedCondition(
+            image, field, num_frames, mask, lambda px: self.encode_latents(px.to(device)).to(dtype),
+            noise_aug_strength=noise_aug_strength, seed=seed,
+        )  # fmt: skip
 
     def _refine(self, field: np.ndarray, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         if field.ndim != 3:

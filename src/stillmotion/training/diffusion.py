@@ -92,6 +92,10 @@ class DiffusionConfig:
     drop_image_latent: float = 0.1  # P(zero image latent); shares its draw with drop_image_embed
     drop_motion: float = 0.05  # P(step without motion features)
     drop_strength: float = 0.05  # P(step without the strength term)
+    # Addition (not the paper): per-frame image latents warped along the clip's mean flow
+    # (stillmotion.diffusion.warp_condition); saved in the model, used by inference when set.
+    warped_image_condition: bool = False
+    drop_warp: float = 0.2  # P(sample keeps SVD's still image latent although the motion is given)
     fps: int = 7  # constant fps id (fps - 1 is fed, as the pipeline does)
     motion_bucket_id: int = 127  # constant motion bucket id (the pipeline's default)
     # --- optimisation ---------------------------------------------------------------------------
@@ -135,7 +139,7 @@ class DiffusionConfig:
             if str(getattr(self, key)).lower() not in allowed:
                 got = getattr(self, key)
                 raise UserInputError(f"config: {key} must be one of {', '.join(allowed)}, got {got!r}")
-        for key in ("drop_image_embed", "drop_image_latent", "drop_motion", "drop_strength"):
+        for key in ("drop_image_embed", "drop_image_latent", "drop_motion", "drop_strength", "drop_warp"):
             if not 0 <= getattr(self, key) <= 1:
                 raise UserInputError(f"config: {key} must be in [0, 1], got {getattr(self, key)}")
         for key in ("num_frames", "batch_size", "grad_accum", "max_steps", "checkpoint_every"):
@@ -147,6 +151,8 @@ class DiffusionConfig:
             raise UserInputError(f"config: min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
         if self.flip and self.use_latents:
             raise UserInputError("config: flip cannot be used with use_latents (set flip: false)")
+        if self.warped_image_condition and self.use_latents:
+            raise UserInputError("config: warped_image_condition needs the frames (set use_latents: false)")
 
 
 def learning_rate(cfg: DiffusionConfig, step: int) -> float:
@@ -292,6 +298,10 @@ class SampleNoise:
     def randn(self, *shape: int) -> torch.Tensor:
         return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in self.gens])
 
+    def gens_randn(self, i: int, shape: tuple[int, ...]) -> torch.Tensor:
+        """Normal noise of ``shape`` from sample i's own generator."""
+        return torch.randn(shape, generator=self.gens[i], device=self.device)
+
     def rand(self) -> torch.Tensor:
         return torch.stack([torch.rand((), generator=g, device=self.device) for g in self.gens])
 
@@ -369,7 +379,12 @@ def diffusion_loss(
     c_skip = 1 / (sigma**2 + 1)
     c_out = -sigma / (sigma**2 + 1).sqrt()
     c_noise = 0.25 * sigmas.log()
-    model_in = torch.cat([noisy * c_in, image_latent.unsqueeze(1).expand(b, f, *image_latent.shape[1:])], 2)
+    cond = image_latent.unsqueeze(1).expand(b, f, *image_latent.shape[1:])
+    if getattr(pipe.motion_adapter.config, "warped_image_condition", False):
+        cond = _warped_condition(pipe, batch, cond, aug, rnd, cfg, motion_on, train, device)
+        if train:
+            cond = cond * (u >= cfg.drop_image_latent).float().view(b, 1, 1, 1, 1)
+    model_in = torch.cat([noisy * c_in, cond], 2)
     ids = torch.stack([torch.full((b,), float(cfg.fps - 1), device=device),
                        torch.full((b,), float(cfg.motion_bucket_id), device=device), aug.float()], 1)
 
@@ -385,6 +400,30 @@ def diffusion_loss(
     x0 = c_skip * noisy + c_out * v
     weight = (1 + sigma**2) / sigma**2
     return (weight * (x0 - z) ** 2).mean()
+
+
+@torch.no_grad()
+def _warped_condition(pipe, batch, still, aug, rnd, cfg, motion_on, train, device) -> torch.Tensor:
+    """Per-frame image latents ``[B, F, C, h, w]``: each clip's first frame warped along its mean flow
+    (the inference path's function), noise-augmented like the first frame; ``still`` (SVD's repeated
+    image latent) for the samples drawn to keep it (``drop_warp``) and on steps without motion."""
+    from stillmotion.diffusion.warp_condition import static_field, to_pixels, warped_image_frames
+
+    if "frames" not in batch:
+        raise UserInputError("warped_image_condition needs the clips' frames (use_latents: false)")
+    b, f = still.shape[:2]
+    frames = batch["frames"]  # [B, F, 3, H, W] uint8
+    out = []
+    for i in range(b):
+        first = frames[i, 0].permute(1, 2, 0).contiguous().cpu().numpy()
+        warped = to_pixels(warped_image_frames(first, static_field(batch["flows"][i]), f)).to(device)
+        warped = warped + aug[i] * rnd.gens_randn(i, warped.shape)
+        out.append(pipe.encode_latents(warped).to(device, torch.float32))
+    warped = torch.stack(out)
+    keep = rnd.rand() >= cfg.drop_warp if train else torch.ones(b, dtype=torch.bool, device=device)
+    if not motion_on:
+        keep = torch.zeros_like(keep)
+    return torch.where(keep.view(b, 1, 1, 1, 1), warped, still)
 
 
 def eval_sigmas(n: int, cfg: DiffusionConfig) -> torch.Tensor:
@@ -489,6 +528,8 @@ def train(
     with torch.random.fork_rng(devices=[]):  # new weights (tiny parts, LoRA A) depend on the seed only
         torch.manual_seed(cfg.seed)
         pipe = build_pipeline(cfg)
+        if cfg.warped_image_condition:  # saved with the model: inference then warps the image too
+            pipe.motion_adapter.register_to_config(warped_image_condition=True)
         params = make_trainable(pipe, cfg)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision)
     for module in (pipe.unet, pipe.motion_encoder, pipe.motion_adapter, pipe.vae, pipe.image_encoder):

@@ -1,0 +1,91 @@
+"""Warped image conditioning: the frames of the conditioning image moved along the motion field.
+
+SVD concatenates the same image latent to every frame's noisy latent. A model whose
+``MotionAdapter`` has ``warped_image_condition`` set gets instead, for frame t, the input image
+carried t steps along the (static) motion field by the warp engine (forward Eulerian splatting, no
+loop). This is not in the paper: it is an addition for small models trained briefly on a CPU, which
+learn to follow a spatially aligned input long before they learn to move content from the motion
+cross-attention alone (measured in docs/train-tiny.md). The paper's conditioning (motion encoder,
+cross-attention, strength) stays in place; without a motion field the conditioning is the still image,
+exactly as in SVD. The same function makes the training inputs and the inference inputs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def warped_image_frames(
+    image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """uint8 (H, W, 3) image, float32 (H, W, 2) px/frame field -> uint8 (frames, H, W, 3) (into ``out``
+    when given, e.g. a memory map); frame 0 is the image itself."""
+    from stillmotion.engines.warp import warp_frames
+
+    field = np.ascontiguousarray(field, dtype=np.float32)
+    h, w = image.shape[:2]
+    out = np.empty((frames, h, w, 3), np.uint8) if out is None else out
+    for t, frame in enumerate(warp_frames(np.ascontiguousarray(image), field, frames=frames, loop=False,
+                                          mask=mask)):
+        out[t] = frame
+    return out
+
+
+class WarpedCondition:
+    """The per-frame conditioning latents of a whole video, made per window on demand.
+
+    The warped frames are rendered once; past ``in_memory`` frames they go to a temporary file
+    (memory-mapped) so memory does not grow with the video's length. A window's latents are encoded
+    when asked for and the last few windows kept. Frame t's noise augmentation comes from a generator
+    seeded with ``seed + t``: the latents do not depend on the order windows are asked for.
+    """
+
+    def __init__(
+        self, image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None,
+        encode: Callable[[torch.Tensor], torch.Tensor], *, noise_aug_strength: float, seed: int,
+        in_memory: int = 32, cache_size: int = 4,
+    ) -> None:
+        h, w = image.shape[:2]
+        out = None
+        if frames > in_memory:
+            tmp = tempfile.TemporaryDirectory(prefix="stillmotion-warped-")
+            weakref.finalize(self, tmp.cleanup)
+            out = np.lib.format.open_memmap(Path(tmp.name) / "frames.npy", "w+", np.uint8, (frames, h, w, 3))
+        self.frames = warped_image_frames(image, field, frames, mask, out=out)
+        self.encode, self.noise_aug_strength, self.seed = encode, noise_aug_strength, int(seed)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        """Latents ``[1, stop - start, C, h, w]`` (unscaled) of frames ``start:stop``."""
+        key = (start, stop)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        pixels = to_pixels(np.asarray(self.frames[start:stop]))
+        noise = torch.stack([torch.randn(pixels.shape[1:], generator=torch.Generator().manual_seed(self.seed + t))
+                             for t in range(start, stop)])
+        latents = self.encode(pixels + self.noise_aug_strength * noise)[None]
+        self._cache[key] = latents
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return latents
+
+
+def static_field(flows: torch.Tensor) -> np.ndarray:
+    """A clip's per-frame flows ``[F-1, 2, H, W]`` -> the one static field (H, W, 2) the model is shown:
+    their mean, as a user's arrows give one field for the whole clip."""
+    return flows.float().mean(0).permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float32 [F, 3, H, W] in [-1, 1] (what the VAE encodes)."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1

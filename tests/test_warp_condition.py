@@ -1,0 +1,98 @@
+"""Warped image conditioning (an addition to the paper, stillmotion.diffusion.warp_condition): the warped
+frames follow the field, windows are order-independent and memory-mapped for long videos, the denoiser and
+the pipeline use them only when the model asks for them, and the trainer trains and saves the flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from stillmotion.diffusion.pipeline import StillMotionPipeline  # noqa: E402
+from stillmotion.diffusion.tiny import tiny_components  # noqa: E402
+from stillmotion.diffusion.warp_condition import WarpedCondition, warped_image_frames  # noqa: E402
+
+W, H = 48, 32
+
+
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (H, W, 3)).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(np.repeat(img[::4, ::4], 4, 0), 4, 1))  # 4-px blocks: flow-friendly
+
+
+def right(speed: float = 1.0) -> np.ndarray:
+    field = np.zeros((H, W, 2), np.float32)
+    field[..., 0] = speed
+    return field
+
+
+def test_warped_frames_move_the_image_along_the_field():
+    img = image()
+    frames = warped_image_frames(img, right(1.0), 5)
+    assert frames.shape == (5, H, W, 3) and np.array_equal(frames[0], img)
+    # whole-pixel motion: frame t is the image shifted t px to the right (away from the left edge)
+    for t in (1, 2, 4):
+        assert np.abs(frames[t][:, 8:].astype(int) - img[:, 8 - t : W - t].astype(int)).mean() < 2.0
+
+
+def test_windows_do_not_depend_on_order_or_on_the_memory_map():
+    img, encode = image(), (lambda px: px[:, :, ::4, ::4].clone())
+    kw = dict(noise_aug_strength=0.02, seed=7)
+    mem = WarpedCondition(img, right(), 20, None, encode, in_memory=64, **kw)
+    mapped = WarpedCondition(img, right(), 20, None, encode, in_memory=4, cache_size=1, **kw)
+    assert isinstance(mapped.frames, np.memmap) and not isinstance(mem.frames, np.memmap)
+    late_first = mapped.window(10, 18)
+    assert torch.equal(mapped.window(0, 8), mem.window(0, 8))
+    assert torch.equal(late_first, mem.window(10, 18)) and late_first.shape == (1, 8, 3, H // 4, W // 4)
+    assert torch.equal(mapped.window(10, 18), late_first)  # re-encoded after the cache dropped it
+
+
+def test_pipeline_uses_warped_latents_only_when_the_model_asks():
+    pipe = StillMotionPipeline(**tiny_components(0))
+    kw = dict(num_frames=6, width=W, height=H, generator=torch.Generator().manual_seed(0))
+    den = pipe.prepare(image(), right(), **kw)
+    assert den.frame_latents is None  # stock behaviour: SVD's one image latent for every frame
+    pipe.motion_adapter.register_to_config(warped_image_condition=True)
+    den = pipe.prepare(image(), right(), **kw)
+    assert den.frame_latents is not None
+    lat = den.frame_latents.window(0, 6)
+    assert lat.shape == (1, 6, *den.image_latents.shape[1:])
+    # frame 0 is the image itself; later frames differ more and more
+    assert (lat[0, 0] - den.image_latents[0]).abs().mean() < 0.05
+    assert (lat[0, 5] - den.image_latents[0]).abs().mean() > (lat[0, 1] - den.image_latents[0]).abs().mean()
+    x = torch.randn(den.latent_shape(6))
+    den.set_schedule(2)
+    with_warp = den(x, den.sigmas[0])
+    den.frame_latents = None
+    assert not torch.allclose(with_warp, den(x, den.sigmas[0]))
+    # without a motion field the conditioning is the still image, as in SVD
+    assert pipe.prepare(image(), None, **kw).frame_latents is None
+
+
+def test_trainer_trains_and_saves_the_flag(tmp_path):
+    from PIL import Image
+
+    import skimage.data
+    from stillmotion.training.config import load_config
+    from stillmotion.training.diffusion import DiffusionConfig, train
+    from stillmotion.training.prepare import PrepareSettings, prepare_synthetic
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(skimage.data.coffee()).save(photos / "coffee.png")
+    prepare_synthetic(photos, tmp_path / "cache", PrepareSettings(frames=8, size=(32, 32)), clips_per_photo=3)
+    out = tmp_path / "run"
+    cfg = load_config(DiffusionConfig, "configs/diffusion_tiny.yaml",
+                      [f"data={tmp_path / 'cache'}", f"output_dir={out}", "progress=false", "workers=0",
+                       "eval_every=0", "max_steps=2", "holdout_clips=1", "warped_image_condition=true"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(before)
+    pipe = StillMotionPipeline.from_pretrained(out / "model")
+    assert pipe.motion_adapter.config.warped_image_condition is True
