@@ -73,9 +73,9 @@ def test_pipeline_uses_warped_latents_only_when_the_model_asks():
 
 
 def test_trainer_trains_and_saves_the_flag(tmp_path):
+    import skimage.data
     from PIL import Image
 
-    import skimage.data
     from stillmotion.training.config import load_config
     from stillmotion.training.diffusion import DiffusionConfig, train
     from stillmotion.training.prepare import PrepareSettings, prepare_synthetic

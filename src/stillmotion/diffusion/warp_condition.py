@@ -71,7 +71,7 @@ class WarpedCondition:
             self._cache.move_to_end(key)
             return self._cache[key]
         pixels = to_pixels(np.asarray(self.frames[start:stop]))
-        noise = torch.stack([torch.randn(pixels.shape[1:], generator=torch.Generator().manual_seed(self.seed + t))
+        noise = torch.stack([_frame_noise(pixels.shape[1:], self.seed + t)
                              for t in range(start, stop)])
         latents = self.encode(pixels + self.noise_aug_strength * noise)[None]
         self._cache[key] = latents
@@ -89,3 +89,7 @@ def static_field(flows: torch.Tensor) -> np.ndarray:
 def to_pixels(frames: np.ndarray) -> torch.Tensor:
     """uint8 (F, H, W, 3) -> float32 [F, 3, H, W] in [-1, 1] (what the VAE encodes)."""
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def _frame_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
