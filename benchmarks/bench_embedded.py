@@ -8,6 +8,11 @@ StyleCineGAN photos 0002268 and 0000008 with their masks and three arrows read o
 fields (at the field's fastest masked points). Every method makes one base clip (``--frames``,
 default the model's clip length) of each input at the engine's working size, same seed.
 
+Speed: the arrows as drawn ask for ~0.3 px/frame at the model's 128-px working size (4 px over a clip),
+less than the noise of a small model's frames; each input's field is therefore scaled so the requested
+mean speed in its arrow regions is ``--speed`` px/frame (default 1.0; the training clips move 0.75-3.5),
+and one more row gives the full model on the arrows as drawn.
+
 Figures per method (mean over the inputs):
 - cosine: mean cosine between the requested motion (the dense arrow field at the working size) and
   the motion measured in the output (DIS flow of consecutive frames, averaged over the clip), over
@@ -17,7 +22,9 @@ Figures per method (mean over the inputs):
 - strength: measured speed of the full model at --strength 0.5, 1, 1.5, 2 (must rise monotonically).
 
 Rows: full model, without T (--no-refine), without motion fields (no motion features; the strength
-of the field is still given), without strength (motion features, no strength term), warp engine.
+of the field is still given), without strength (motion features, no strength term), warp engine; for
+a model with warped image conditioning (an addition, stillmotion.diffusion.warp_condition) also the
+full model without it (the paper's conditioning only).
 """
 
 from __future__ import annotations
@@ -61,13 +68,22 @@ def heldout_inputs(data: Path) -> list[dict]:
         speed = np.hypot(motion[0], motion[1])
         small_mask = load_mask(folder / f"{sid}_mask.png", 512, 512)
         speed[~small_mask] = 0
+        border = 64  # arrows start inside the photo, with room for their length (fields are 512x512)
+        speed[:border], speed[-border:], speed[:, :border], speed[:, -border:] = 0, 0, 0, 0
         arrows = []
         for _ in range(3):  # the fastest point, then the fastest one far from those already taken
             y, x = np.unravel_index(np.argmax(speed), speed.shape)
             vx, vy = motion[:, y, x] / max(speed[y, x], 1e-6)
             s = image.shape[1] / 512
             length = 0.12 * image.shape[1]
-            arrows.append(Arrow(((x * s, y * s), (x * s + vx * length, y * s + vy * length))))
+            x0, y0 = x * s, y * s
+            # shorten the arrow where it would leave the image (the direction is what counts)
+            for lim, p0, v in ((image.shape[1] - 1, x0, vx), (image.shape[0] - 1, y0, vy)):
+                if v * length + p0 > lim:
+                    length = (lim - p0) / v
+                elif v * length + p0 < 0:
+                    length = -p0 / v
+            arrows.append(Arrow(((x0, y0), (x0 + vx * length, y0 + vy * length))))
             yy, xx = np.mgrid[:512, :512]
             speed[(yy - y) ** 2 + (xx - x) ** 2 < 120**2] = 0
         out.append({"name": f"stylecinegan/{sid}", "image": image, "arrows": arrows, "mask": mask})
@@ -113,6 +129,7 @@ def run_diffusion(
     refine,
     motion,
     strength_term,
+    warped=True,
     strength=1.0,
     guidance=(1.0, 3.0),
 ):
@@ -139,11 +156,22 @@ def run_diffusion(
     )
     if not strength_term:
         den.strength = None
+    if not warped:
+        den.frame_latents = None
     sigmas = den.set_schedule(steps)
     x = pipe.initial_latents(den, generator=generator)
     x = sample_euler(den, x, sigmas)
     video = np.concatenate([c[0] for c in pipe.decode(den, x, 8)])
     return (video * 255 + 0.5).clip(0, 255).astype(np.uint8), den.frame_info["image"], (width, height)
+
+
+def region_speed(field: np.ndarray, mask: np.ndarray | None) -> float:
+    """Mean speed over the arrow regions (as control_figures defines them)."""
+    speed = np.hypot(field[..., 0], field[..., 1])
+    region = speed >= 0.25 * speed.max()
+    if mask is not None:
+        region &= mask
+    return float(speed[region].mean())
 
 
 def _ms(field: np.ndarray) -> float:
@@ -160,6 +188,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the model's own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="only the first N inputs (quick look)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="requested mean speed in the arrow regions, px/frame at the working size")
+    parser.add_argument("--rows", default=None, help="comma-separated row names to run (quick look)")
+    parser.add_argument("--no-strength-levels", action="store_true", help="skip the strength levels")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -167,7 +199,7 @@ def main() -> None:
 
     from stillmotion import api
     from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask
-    from stillmotion.engines.diffusion import default_model, load_pipeline, model_defaults
+    from stillmotion.engines.diffusion import default_model, load_pipeline, model_defaults, model_size
 
     torch.set_grad_enabled(False)
     model = args.model or str(default_model())
@@ -182,6 +214,7 @@ def main() -> None:
     inputs = heldout_inputs(args.data)[: args.limit]
     print(
         f"model {model}: {frames} frames, {steps} steps, guidance {guidance}, {len(inputs)} held-out inputs, "
+        f"requested speed {args.speed:g} px/frame, "
         f"refiner T {'present' if pipe.refiner is not None else 'ABSENT'}",
         flush=True,
     )
@@ -191,22 +224,33 @@ def main() -> None:
         "without motion fields": dict(refine=True, motion=False, strength_term=True),
         "without strength": dict(refine=True, motion=True, strength_term=False),
     }
+    if getattr(pipe.motion_adapter.config, "warped_image_condition", False):
+        rows["without warped conditioning"] = dict(refine=True, motion=True, strength_term=True, warped=False)
+    drawn = "full model, arrows as drawn"
+    rows[drawn] = dict(refine=True, motion=True, strength_term=True)
+    if args.rows:
+        wanted = {r.strip() for r in args.rows.split(",")}
+        rows = {k: v for k, v in rows.items() if k in wanted}
     results: dict[str, list[dict]] = {k: [] for k in [*rows, "warp engine"]}
     levels: list[list[float]] = []
     started = time.perf_counter()
     for item in inputs:
-        scene, field = api.prepare(
+        scene, drawn_field = api.prepare(
             item["image"], item.get("arrows", ()), arrows_file=item.get("arrows_file"), mask=item["mask"]
         )
+        w, h = model_size(pipe, scene.width, scene.height)
+        as_drawn = region_speed(fit_field(drawn_field, w, h), fit_mask(scene.mask, w, h))
+        field = drawn_field * np.float32(args.speed / as_drawn)
         for name, switches in rows.items():
+            use = drawn_field if name == drawn else field
             video, image, (w, h) = run_diffusion(
-                pipe, scene, field, frames=frames, steps=steps, seed=args.seed, guidance=guidance, **switches
+                pipe, scene, use, frames=frames, steps=steps, seed=args.seed, guidance=guidance, **switches
             )
-            requested = fit_field(field, w, h)
+            requested = fit_field(use, w, h)
             mask = fit_mask(scene.mask, w, h)
             results[name].append(control_figures(video, requested, mask, image))
         per_level = []
-        for s in STRENGTHS:
+        for s in () if args.no_strength_levels else STRENGTHS:
             video, image, (w, h) = run_diffusion(
                 pipe,
                 scene,
@@ -221,7 +265,8 @@ def main() -> None:
             per_level.append(
                 control_figures(video, fit_field(field, w, h) * s, fit_mask(scene.mask, w, h), image)["speed"]
             )
-        levels.append(per_level)
+        if per_level:
+            levels.append(per_level)
         # The warp engine gets the same fitted inputs the diffusion rows saw.
         image, requested, mask = (
             fit_image(scene.image, w, h),
@@ -232,8 +277,8 @@ def main() -> None:
         results["warp engine"].append(control_figures(warp, requested, mask, image))
         print(f"  {item['name']}: done ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    mean_levels = np.mean(levels, axis=0)
-    monotone = bool(np.all(np.diff(mean_levels) > 0))
+    mean_levels = np.mean(levels, axis=0) if levels else np.full(len(STRENGTHS), np.nan)
+    monotone = bool(levels) and bool(np.all(np.diff(mean_levels) > 0))
     print()
     print("| method | cosine (>= 0.7) | measured speed px/frame (requested) | still change /255 (<= 4) |")
     print("| --- | --- | --- | --- |")
