@@ -121,7 +121,8 @@ def build_init(mc: dict, target: Path) -> Path:
     from stillmotion.diffusion.tiny import svd_scheduler, tiny_image_encoder
 
     seed, u = int(mc["seed"]), mc["unet"]
-    vae = SpaceToDepthAutoencoder(downscale_factor=int(mc["downscale_factor"]))
+    vae = SpaceToDepthAutoencoder(downscale_factor=int(mc["downscale_factor"]),
+                                  scaling_factor=mc.get("latent_scaling"))
     channels = vae.config.latent_channels
     levels = len(u["block_out_channels"])
     down = ("CrossAttnDownBlockSpatioTemporal",) * (levels - 1) + ("DownBlockSpatioTemporal",)
@@ -148,7 +149,10 @@ def build_init(mc: dict, target: Path) -> Path:
     encoder = MotionEncoder.for_unet(unet, base_channels=int(mc["motion_encoder_base_channels"]),
                                      input_downsample=1)
     adapter = MotionAdapter.from_unet(unet, encoder)
-    pipe = StillMotionPipeline(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=svd_scheduler(),
+    scheduler = svd_scheduler()
+    if mc.get("sigma_max") is not None:
+        scheduler.register_to_config(sigma_max=float(mc["sigma_max"]))
+    pipe = StillMotionPipeline(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
                                feature_extractor=feature_extractor, motion_encoder=encoder,
                                motion_adapter=adapter)
     pipe.save_pretrained(target)
