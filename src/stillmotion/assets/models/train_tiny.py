@@ -122,6 +122,7 @@ def build_init(mc: dict, target: Path) -> Path:
 
     seed, u = int(mc["seed"]), mc["unet"]
     vae = SpaceToDepthAutoencoder(downscale_factor=int(mc["downscale_factor"]),
+                                  latent_channels=mc.get("latent_channels"),
                                   scaling_factor=mc.get("latent_scaling"))
     channels = vae.config.latent_channels
     levels = len(u["block_out_channels"])
