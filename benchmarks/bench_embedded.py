@@ -99,8 +99,7 @@ def measured_flow(frames: np.ndarray) -> np.ndarray:
 
 
 def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray, image: np.ndarray) -> dict:
-    speed = np.hypot(requested[..., 0], requested[..., 1])
-    region = mask & (speed >= 0.25 * speed.max()) if speed.max() > 0 else mask
+    region = arrow_region(requested, mask)
     flow = measured_flow(frames)
     f, r = flow[region], requested[region]
     cos = (f * r).sum(-1) / (np.linalg.norm(f, axis=-1) * np.linalg.norm(r, axis=-1) + 1e-6)
@@ -165,13 +164,15 @@ def run_diffusion(
     return (video * 255 + 0.5).clip(0, 255).astype(np.uint8), den.frame_info["image"], (width, height)
 
 
-def region_speed(field: np.ndarray, mask: np.ndarray | None) -> float:
-    """Mean speed over the arrow regions (as control_figures defines them)."""
+def arrow_region(field: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Masked pixels where the requested speed is >= 25% of its peak."""
     speed = np.hypot(field[..., 0], field[..., 1])
-    region = speed >= 0.25 * speed.max()
-    if mask is not None:
-        region &= mask
-    return float(speed[region].mean())
+    return mask & (speed >= 0.25 * speed.max()) if speed.max() > 0 else mask
+
+
+def region_speed(field: np.ndarray, mask: np.ndarray) -> float:
+    """Mean requested speed over the arrow regions."""
+    return float(np.hypot(field[..., 0], field[..., 1])[arrow_region(field, mask)].mean())
 
 
 def _ms(field: np.ndarray) -> float:
