@@ -195,6 +195,8 @@ def main() -> None:
     parser.add_argument("--no-strength-levels", action="store_true", help="skip the strength levels")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    if not (np.isfinite(args.speed) and args.speed > 0):
+        parser.error(f"--speed must be a number > 0, got {args.speed}")
 
     import torch
 
@@ -231,6 +233,9 @@ def main() -> None:
     rows[drawn] = dict(refine=True, motion=True, strength_term=True)
     if args.rows:
         wanted = {r.strip() for r in args.rows.split(",")}
+        if wanted - set(rows):
+            parser.error(f"--rows: unknown row(s) {', '.join(sorted(wanted - set(rows)))}; "
+                         f"choose from {', '.join(rows)}")
         rows = {k: v for k, v in rows.items() if k in wanted}
     results: dict[str, list[dict]] = {k: [] for k in [*rows, "warp engine"]}
     levels: list[list[float]] = []

@@ -152,13 +152,14 @@ def render(
         animate_diffusion(scene: Scene, field: np.ndarray | None, *, frames: int, fps: float,
                           strength: float, progress: bool, size=None, model=None, steps=None,
                           seed=0, device="auto", dtype="auto", offload=False, refine=True,
-                          long_method=None, gamma=0.8, omega=0.2)
+                          long_method=None, gamma=0.8, omega=0.2, on_step=None)
             -> tuple[Iterator[np.ndarray], dict]
 
     ``scene`` is the input at its own size; ``size`` is the user's ``--size`` (None: the engine
     fits the scene to a size the model accepts). ``field`` is (H, W, 2) px/frame at the scene's
     size, zero outside the mask, or None when the user gave neither arrows nor a field. The CLI
-    passes every option above.
+    passes every option above. ``on_step(done, total)`` is called after every model call (progress
+    before the first frame, e.g. in a web front end).
     """
     if engine not in ENGINES:
         raise UserInputError(f"engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")

@@ -411,6 +411,8 @@ def _warped_condition(pipe, batch, still, aug, rnd, cfg, motion_on, train, devic
 
     if "frames" not in batch:
         raise UserInputError("warped_image_condition needs the clips' frames (use_latents: false)")
+    if not motion_on:  # a step without motion keeps SVD's still latent; nothing random is drawn after this
+        return still
     b, f = still.shape[:2]
     frames = batch["frames"]  # [B, F, 3, H, W] uint8
     out = []
@@ -421,8 +423,6 @@ def _warped_condition(pipe, batch, still, aug, rnd, cfg, motion_on, train, devic
         out.append(pipe.encode_latents(warped).to(device, torch.float32))
     warped = torch.stack(out)
     keep = rnd.rand() >= cfg.drop_warp if train else torch.ones(b, dtype=torch.bool, device=device)
-    if not motion_on:
-        keep = torch.zeros_like(keep)
     return torch.where(keep.view(b, 1, 1, 1, 1), warped, still)
 
 
