@@ -109,3 +109,21 @@ def test_on_step_reports_every_model_call_before_frames_come_out(model_dir, long
     total = stats["unet_calls"]
     assert total > 5 if long else total == 5
     assert events == [(i, total) for i in range(1, total + 1)]
+
+
+def test_overlap_reaches_the_phased_sampler(model_dir):
+    from stillmotion.sampling import LongOptions, expected_cost
+
+    field = np.zeros((30, 44, 2), np.float32)
+    field[:, :20, 0] = 1.0
+    clip = engine.load_pipeline(str(model_dir), "cpu").unet.config.num_frames
+    n = 3 * clip
+    for overlap in (1, 3):
+        it, stats = engine.animate_diffusion(scene(), field, frames=n, steps=5, seed=0, model=str(model_dir),
+                                             device="cpu", overlap=overlap)  # fmt: skip
+        assert len(list(it)) == n and stats["overlap"] == overlap
+        cost = expected_cost(LongOptions(overlap=overlap), n, clip, 5)
+        assert stats["unet_calls"] == cost.denoiser_calls
+        assert stats["frame_evaluations"] == 2 * cost.frame_passes  # guidance: both branches
+    with pytest.raises(UserInputError, match="--overlap"):
+        engine.animate_diffusion(scene(), field, frames=n, steps=1, model=str(model_dir), overlap=-1)

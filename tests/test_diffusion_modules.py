@@ -112,3 +112,34 @@ def test_pipeline_runs_in_bfloat16_with_mask_and_lora():
     out = pipe(img, np.ones((16, 16, 2), np.float32), mask=mask, width=16, height=16, num_frames=3,
                num_inference_steps=1, generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert out.frames.dtype == np.float32 and np.isfinite(out.frames).all()
+
+
+def test_per_channel_normalisation_whitens_and_stays_lossless(tmp_path):
+    from stillmotion.diffusion.autoencoder import latent_statistics
+
+    plain = SpaceToDepthAutoencoder(downscale_factor=4)
+    gen = torch.Generator().manual_seed(0)
+    # smooth pictures: most energy in the low frequencies, as in photos
+    x = torch.nn.functional.interpolate(torch.rand(8, 3, 8, 8, generator=gen), size=(32, 32), mode="bilinear")
+    x = x * 2 - 1
+    mean, std = latent_statistics(plain, [x[:5], x[5:]])
+    z_plain = plain.encode(x).latent_dist.mode()
+    assert np.allclose(mean, z_plain.mean((0, 2, 3)).numpy(), atol=1e-4)
+    assert std[0] > 10 * min(std)  # DC dwarfs the finest coefficients: why one global scale fails
+    ae = SpaceToDepthAutoencoder(downscale_factor=4, latents_mean=mean, latents_std=std, scaling_factor=1.0)
+    z = ae.encode(x).latent_dist.mode()
+    assert torch.allclose(z.mean((0, 2, 3)), torch.zeros(48), atol=1e-3)
+    spread = z.std((0, 2, 3), unbiased=False)
+    floored = torch.tensor(std) <= 1e-3  # channels that hardly vary keep the floor, never blow up
+    assert torch.allclose(spread[~floored], torch.ones(int((~floored).sum())), atol=1e-2)
+    assert bool((spread[floored] <= 1).all())
+    assert torch.allclose(ae.decode(z).sample, x, atol=1e-4)  # still lossless at the full channel count
+    ae.save_pretrained(tmp_path / "vae")
+    again = SpaceToDepthAutoencoder.from_pretrained(tmp_path / "vae")
+    assert torch.equal(again.encode(x).latent_dist.mode(), z)
+    with pytest.raises(ValueError, match="48 values"):
+        SpaceToDepthAutoencoder(downscale_factor=4, latents_mean=mean[:3], latents_std=std)
+    with pytest.raises(ValueError, match="> 0"):
+        SpaceToDepthAutoencoder(downscale_factor=4, latents_mean=mean, latents_std=[0.0] * 48)
+    with pytest.raises(ValueError, match="no frames"):
+        latent_statistics(plain, [])

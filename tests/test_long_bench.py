@@ -13,7 +13,7 @@ from stillmotion.cli.bench_long_cmd import (
     PeakMemory,
     StreamMetrics,
     add_speedups,
-    join_frames,
+    join_seams,
     markdown_table,
     parse_size,
 )
@@ -32,18 +32,45 @@ def test_stream_metrics_match_evaluation_definitions():
     for f in frames:
         m.add(f)
     assert len(m.diffs) == len(m.consistency) == 29
-    assert m.join_smoothness([10, 20]) == pytest.approx(join_smoothness(frames, [10, 20]), rel=1e-6)
+    # one-step seams: exactly the evaluation's definition
+    assert m.join_smoothness([range(10, 11), range(20, 21)]) == pytest.approx(
+        join_smoothness(frames, [10, 20]), rel=1e-6
+    )
     drift = still_region_drift(frames, frames[0], still)
     first, last = m.drift_first_last()
     assert first == pytest.approx(drift[:10].mean()) and last == pytest.approx(drift[-10:].mean())
     assert math.isnan(m.join_smoothness([]))
 
 
-def test_join_frames_follow_the_plans():
-    assert join_frames("phased", 125, 25) == [25, 49, 73, 97, 121]
-    assert join_frames("direct", 125, 25) == [25, 50, 75, 100]
-    assert join_frames("freenoise", 125, 25) == [] and join_frames("gen-l-video", 125, 25) == []
-    assert join_frames("phased", 20, 25) == []
+def test_a_cross_fade_is_judged_by_its_largest_step():
+    # a jump of 40 grey levels as a cut, and spread over 4 steps as a dissolve of unequal steps
+    steady = np.stack([np.full((8, 8, 3), 100 + (t % 2), np.uint8) for t in range(30)])
+    cut, fade = steady.copy(), steady.copy()
+    cut[15:] += 40
+    # steps 5, 9, 17, 9 with the one-level flicker
+    for j, add in zip(range(13, 30), [4, 14, 30, *[40] * 14], strict=True):
+        fade[j] += add
+
+    def ratio(frames, seams):
+        m = StreamMetrics(frames[0], None, clip_len=10)
+        for f in frames:
+            m.add(f)
+        return m.join_smoothness(seams)
+    assert ratio(cut, [range(15, 16)]) == pytest.approx(41.0)
+    # the dissolve is judged by its largest step, not by its first
+    assert ratio(fade, [range(13, 17)]) == pytest.approx(17.0)
+
+
+def test_join_seams_follow_the_plans():
+    one = [list(r) for r in join_seams("phased", 125, 25, overlap=1)]
+    assert one == [[25], [49], [73], [97], [121]]
+    # overlap 4: segments start at 21, 42, ...: frame a is the previous segment's, a+1 .. a+3 cross-faded
+    four = [list(r) for r in join_seams("phased", 125, 25, overlap=4)]
+    assert four[:2] == [[22, 23, 24, 25], [43, 44, 45, 46]]
+    assert [list(r) for r in join_seams("phased", 60, 25, overlap=0)] == [[25], [50]]
+    assert [list(r) for r in join_seams("direct", 125, 25)] == [[25], [50], [75], [100]]
+    assert join_seams("freenoise", 125, 25) == [] and join_seams("gen-l-video", 125, 25) == []
+    assert join_seams("phased", 20, 25) == []
 
 
 def test_table_and_speedups():

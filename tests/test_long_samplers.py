@@ -102,7 +102,7 @@ def test_nfe_formulas_written_out():
     # 125 frames, L = 25, T = 25, gamma 0.8 (M = 20), overlap 1: segments of 25,25,25,25,25,5 frames
     assert phased_segments(125, 25, 1) == [(0, 25), (24, 49), (48, 73), (72, 97), (96, 121), (120, 125)]
     assert reuse_steps(25, 0.8) == 20 and reuse_steps(25, 1.0) == 25 and reuse_steps(25, 0.0) == 0
-    cost = {m: expected_cost(LongOptions(method=m), 125, 25, 25) for m in LONG_METHODS}
+    cost = {m: expected_cost(LongOptions(method=m, overlap=1), 125, 25, 25) for m in LONG_METHODS}
     assert cost["phased"].frame_passes == 25 * 25 + (4 * 25 + 5) * 5 == 1150
     assert cost["phased"].denoiser_calls == 25 + 5 * 5
     assert cost["direct"].frame_passes == 125 * 25 and cost["direct"].denoiser_calls == 5 * 25
@@ -113,16 +113,37 @@ def test_nfe_formulas_written_out():
 
 
 def test_gamma_one_later_segments_cost_nothing():
-    chunks, den, _ = run("phased", 125, gamma=1.0)
+    chunks, den, _ = run("phased", 125, gamma=1.0, overlap=1)
     assert den.calls == STEPS and den.frame_passes == CLIP * STEPS
     # later segments are segment 1's frames (after the anchor), i.e. a replication of the first clip
     first = chunks[0].latents
     assert torch.equal(chunks[1].latents, first[:, 1:])
 
 
+def test_phased_overlap_cross_fades_into_the_new_segment():
+    # gamma 1: no step is redone, so the overlap is exactly the linear dissolve the docstring describes
+    o = 4
+    chunks, den, _ = run("phased", 60, gamma=1.0, overlap=o)
+    assert den.calls == STEPS
+    first = chunks[0].latents  # frames 0 .. 21: segment 1 less the o - 1 frames the next one blends
+    assert chunks[0].start == 0 and first.shape[1] == CLIP - (o - 1)
+    assert chunks[1].start == CLIP - o + 1  # frame a = 21 is the previous segment's, already written
+    video = torch.cat([c.latents for c in chunks], 1)
+    assert video.shape[1] == 60
+    # segment 1's full result (written frames plus the held-back ones): the toy denoiser is deterministic
+    full = run("phased", CLIP, gamma=1.0, overlap=o)[0][0].latents
+    assert torch.equal(full[:, : CLIP - o + 1], first)
+    a = CLIP - o
+    for j in range(1, o):
+        w = 1 - j / o
+        expected = w * full[:, a + j] + (1 - w) * full[:, j]  # previous end dissolving into the copy
+        assert torch.allclose(video[:, a + j], expected, atol=1e-6)
+    assert torch.equal(video[:, a + o], full[:, o])  # past the overlap: the segment's own frame
+
+
 def test_phased_redoes_only_the_last_steps():
     steps = 10
-    chunks, den, _ = run("phased", 60, steps=steps, gamma=0.7)  # M = 7, 3 segments
+    chunks, den, _ = run("phased", 60, steps=steps, gamma=0.7, overlap=1)  # M = 7, 3 segments
     assert den.calls == steps + 2 * 3
     assert [c.join for c in chunks] == [False, True, True]
     assert [c.start for c in chunks] == [0, 25, 49]

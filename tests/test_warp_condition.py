@@ -72,7 +72,8 @@ def test_pipeline_uses_warped_latents_only_when_the_model_asks():
     assert pipe.prepare(image(), None, **kw).frame_latents is None
 
 
-def test_trainer_trains_and_saves_the_flag(tmp_path):
+@pytest.mark.parametrize("residual", [False, True])
+def test_trainer_trains_and_saves_the_flag(tmp_path, residual):
     import skimage.data
     from PIL import Image
 
@@ -87,7 +88,8 @@ def test_trainer_trains_and_saves_the_flag(tmp_path):
     out = tmp_path / "run"
     cfg = load_config(DiffusionConfig, "configs/diffusion_tiny.yaml",
                       [f"data={tmp_path / 'cache'}", f"output_dir={out}", "progress=false", "workers=0",
-                       "eval_every=0", "max_steps=2", "holdout_clips=1", "warped_image_condition=true"])
+                       "eval_every=0", "max_steps=2", "holdout_clips=1", "warped_image_condition=true",
+                       f"condition_residual={str(residual).lower()}"])
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -96,3 +98,26 @@ def test_trainer_trains_and_saves_the_flag(tmp_path):
         torch.set_num_threads(before)
     pipe = StillMotionPipeline.from_pretrained(out / "model")
     assert pipe.motion_adapter.config.warped_image_condition is True
+    assert getattr(pipe.motion_adapter.config, "condition_residual", False) is residual
+
+
+def test_condition_residual_denoises_the_difference_to_the_conditioning():
+    pipe = StillMotionPipeline(**tiny_components(0))
+    pipe.motion_adapter.register_to_config(warped_image_condition=True)
+    kw = dict(num_frames=6, width=W, height=H, min_guidance_scale=1.0, max_guidance_scale=2.0)
+    den = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw)
+    pipe.motion_adapter.register_to_config(condition_residual=True)
+    res = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw)
+    assert res.condition_residual and not den.condition_residual and res.do_cfg
+    ref = res.frame_latents.window(0, 6).float() * pipe.vae.config.scaling_factor
+    x = torch.randn(res.latent_shape(6), generator=torch.Generator().manual_seed(1))
+    # x0 = r + (the plain preconditioning applied to x - r), both guidance branches sharing r
+    for sigma in (0.3, 5.0):
+        assert torch.allclose(res(x, sigma), den(x - ref, sigma) + ref, atol=1e-5)
+    # a model whose UNet outputs nothing returns its conditioning at high noise: what makes it easy to learn
+    torch.nn.init.zeros_(pipe.unet.conv_out.weight)
+    torch.nn.init.zeros_(pipe.unet.conv_out.bias)
+    x0 = res(x * 80, 80.0)
+    assert (x0 - ref).abs().max() < (x * 80 - ref).abs().max() / 80**2 * 1.01
+    # ... where the plain parameterisation returns x / (sigma^2 + 1), blind to the conditioning
+    assert torch.allclose(den(x * 80, 80.0), x * 80 / (80**2 + 1), atol=1e-6)

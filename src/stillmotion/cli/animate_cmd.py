@@ -144,6 +144,13 @@ _ENGINE_HELP = (
     show_default=True,
     help="diffusion, phased: weight of the shared noise reschedule n + omega * eps.",
 )
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help="diffusion, phased: frames each segment shares with the previous one, cross-faded "
+    "(default 4; 1 = one hard anchor frame, 0 = plain cut).",
+)
 def animate(
     image: Path,
     output: str,
@@ -169,6 +176,7 @@ def animate(
     long_method: str | None,
     gamma: float,
     omega: float,
+    overlap: int | None,
 ) -> None:
     """Animate IMAGE along arrows (or a given motion field) and write the video to --output.
 
@@ -182,7 +190,7 @@ def animate(
     if engine == "diffusion":
         engine_options = dict(
             model=model, steps=steps, seed=seed, device=device, dtype=dtype, offload=offload,
-            refine=refine, long_method=long_method, gamma=gamma, omega=omega,
+            refine=refine, long_method=long_method, gamma=gamma, omega=omega, overlap=overlap,
         )  # fmt: skip
     result = animate_to_file(
         image, output, arrow, arrows_file=arrows_file, mask=mask, motion=motion_file, engine=engine,

@@ -131,14 +131,23 @@ class StreamMetrics:
             self.drift.append(float(still_region_drift(frame[None], self.image, self.still)[0]))
         self._prev = f
 
-    def join_smoothness(self, joins: list[int]) -> float:
-        """Same definition as ``stillmotion.evaluation.motion_metrics.join_smoothness``, on the kept diffs."""
-        at = sorted({j - 1 for j in joins if 1 <= j <= len(self.diffs)})
-        if not at:
+    def join_smoothness(self, seams: list[range]) -> float:
+        """For each seam the largest frame difference among its steps (a seam's ``range`` holds the j
+        whose step j-1 -> j belongs to it: one step for a cut, the overlap's steps for phased's
+        cross-fade), averaged over the seams and divided by the median difference of all other steps.
+        With one step per seam this is ``stillmotion.evaluation.motion_metrics.join_smoothness``; taking
+        the largest step of a cross-fade keeps a dissolve from hiding behind its first, small step."""
+        n = len(self.diffs)
+        seams = [[j for j in seam if 1 <= j <= n] for seam in seams]
+        seams = [seam for seam in seams if seam]
+        if not seams:
             return math.nan
-        inner = np.delete(np.asarray(self.diffs), at)
+        diffs = np.asarray(self.diffs)
+        at = sorted({j - 1 for seam in seams for j in seam})
+        inner = np.delete(diffs, at)
         med = float(np.median(inner)) if len(inner) else math.nan
-        return float(np.mean([self.diffs[i] for i in at])) / med if med > 0 else math.inf
+        worst = float(np.mean([max(diffs[j - 1] for j in seam) for seam in seams]))
+        return worst / med if med > 0 else math.inf
 
     def drift_first_last(self) -> tuple[float, float]:
         if not self.drift:
@@ -147,16 +156,20 @@ class StreamMetrics:
         return float(np.mean(self.drift[:n])), float(np.mean(self.drift[-n:]))
 
 
-def join_frames(method: str, num_frames: int, clip_len: int, overlap: int = 1) -> list[int]:
-    """Indices j where a separately sampled segment starts (the pair j-1, j is a join)."""
+def join_seams(method: str, num_frames: int, clip_len: int, overlap: int = 1) -> list[range]:
+    """Per seam between separately sampled segments, the frames j whose step j-1 -> j belongs to it."""
     from stillmotion.sampling.segments import clip_segments, phased_segments
 
     if num_frames <= clip_len:
         return []
+    overlap = min(overlap, clip_len - 1)  # as sample_long clamps it
     if method == "phased":
-        return [a + overlap for a, _ in phased_segments(num_frames, clip_len, overlap)[1:]]
+        # a later segment starts at a = previous end - overlap; frame a is the previous segment's, frames
+        # a+1 .. a+overlap-1 are cross-faded, a+overlap is the segment's own: steps a -> a+overlap
+        return [range(a + min(overlap, 1), a + overlap + 1)
+                for a, _ in phased_segments(num_frames, clip_len, overlap)[1:]]
     if method == "direct":
-        return [a for a, _ in clip_segments(num_frames, clip_len)[1:]]
+        return [range(a, a + 1) for a, _ in clip_segments(num_frames, clip_len)[1:]]
     return []
 
 
@@ -204,6 +217,7 @@ def run_method(
     size: tuple[int, int] | None,
     gamma: float,
     omega: float,
+    overlap: int | None,
     device: str,
     video_path: Path | None,
     fps: float,
@@ -220,7 +234,8 @@ def run_method(
     with PeakMemory(dev) as mem:
         it, stats = animate_diffusion_for(
             scene, motion, frames=frames, model=model, steps=steps, seed=seed, size=size,
-            long_method=method, gamma=gamma, omega=omega, device=device, progress=progress, fps=fps,
+            long_method=method, gamma=gamma, omega=omega, overlap=overlap, device=device, progress=progress,
+            fps=fps,
         )  # fmt: skip
         width, height = stats["size"]
         image = fit_image(scene.image, width, height)
@@ -258,12 +273,13 @@ def run_method(
         "unet_calls": stats["unet_calls"],
         "frame_evaluations": stats["frame_evaluations"],
         "peak_mem_mib": mem.peak_mib,
-        "join_smoothness": metrics.join_smoothness(join_frames(method, frames, clip_len)),
+        "join_smoothness": metrics.join_smoothness(join_seams(method, frames, clip_len, stats["overlap"])),
         "drift_first": drift_first,
         "drift_last": drift_last,
         "consistency": float(np.mean(metrics.consistency)) if metrics.consistency else math.nan,
         "consistency_per_frame": metrics.consistency,
         "clip_len": clip_len,
+        "overlap": stats["overlap"],
         "size": [width, height],
     }
 
@@ -365,6 +381,7 @@ def run_bench_long(
     size: tuple[int, int] | None,
     gamma: float = 0.8,
     omega: float = 0.2,
+    overlap: int | None = None,
     clip_frames: int = 25,
     device: str = "auto",
     fps: float = 8.0,
@@ -398,6 +415,7 @@ def run_bench_long(
                     size=size,
                     gamma=gamma,
                     omega=omega,
+                    overlap=overlap,
                     device=device,
                     video_path=video,
                     fps=fps,
@@ -408,13 +426,14 @@ def run_bench_long(
     if out_dir is not None:
         title = (
             f"Longer animation, {frames} frames, {steps} steps, seed {seed}, backbone: {label}; "
-            f"gamma {gamma}, omega {omega}"
+            f"gamma {gamma}, omega {omega}, overlap {rows[0]['overlap'] if rows else overlap}"
         )
         (out_dir / "table.md").write_text(markdown_table(rows, f"**{title}**"))
         write_csv(out_dir / "table.csv", rows)
         plot_consistency(out_dir / "consistency.png", rows, title)
         report = {"backbone": label, "frames": frames, "steps": steps, "seed": seed, "gamma": gamma,
-                  "omega": omega, "methods": rows}  # fmt: skip
+                  "omega": omega, "overlap": rows[0]["overlap"] if rows else overlap,
+                  "methods": rows}  # fmt: skip
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     return rows, label
 
@@ -456,6 +475,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--size", "size_text", metavar="WxH", default=None, help="Frame size (default: the model's).")
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="phased: gamma.")
 @click.option("--omega", type=click.FloatRange(min=0), default=0.2, show_default=True, help="phased: omega.")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="phased: cross-faded frames per join (default: the sampler's, 4).")
 @click.option(
     "--clip-frames",
     type=click.IntRange(min=2),
@@ -479,6 +500,7 @@ def bench_long(
     size_text: str | None,
     gamma: float,
     omega: float,
+    overlap: int | None,
     clip_frames: int,
     device: str,
     fps: float,
@@ -498,8 +520,8 @@ def bench_long(
     with atomic_path(output, directory=True) as tmp:
         rows, label = run_bench_long(
             scene, motion, out_dir=tmp, frames=frames, methods=names, model=model, steps=steps, seed=seed,
-            size=parse_size(size_text), gamma=gamma, omega=omega, clip_frames=clip_frames, device=device,
-            fps=fps, progress=True,
+            size=parse_size(size_text), gamma=gamma, omega=omega, overlap=overlap, clip_frames=clip_frames,
+            device=device, fps=fps, progress=True,
         )  # fmt: skip
         table = (tmp / "table.md").read_text()
     click.echo(table)

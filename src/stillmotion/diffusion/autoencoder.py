@@ -12,11 +12,20 @@ It exposes the small interface the pipeline uses, like AutoencoderKLTemporalDeco
 ``encode(x).latent_dist.mode()/.sample()``, ``decode(z, num_frames=...).sample`` and
 ``config.scaling_factor`` (default 1/f, which brings the luma DC coefficient, f*sqrt3 times the
 block's mean, back near the pixels' own scale).
+
+Per-channel normalisation (``latents_mean`` / ``latents_std``, measured on training frames with
+:func:`latent_statistics`): natural images put almost all their energy in the DC coefficients (std ~7
+against ~0.03 for the finest kept ones), so one global scale leaves the detail channels far below the
+diffusion noise and a small UNet never learns to denoise them: they came out as coloured block noise
+(docs/train-tiny.md). Whitening each channel gives every coefficient unit variance, as SVD's objective
+assumes of its latents, and the decoder multiplies the UNet's error in a detail channel by that channel's
+small std. The transform stays affine and invertible (lossless at the full channel count).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +92,8 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
         scaling_factor: float | None = None,
         in_channels: int = 3,
         force_upcast: bool = False,
+        latents_mean: list[float] | None = None,
+        latents_std: list[float] | None = None,
     ):
         super().__init__()
         if in_channels != 3:
@@ -96,6 +107,17 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
             scaling_factor=1.0 / downscale_factor if scaling_factor is None else scaling_factor,
         )
         self.register_buffer("basis", orthonormal_basis(downscale_factor)[:latent_channels].clone())
+        mean = torch.zeros(latent_channels) if latents_mean is None else torch.tensor(latents_mean).float()
+        std = torch.ones(latent_channels) if latents_std is None else torch.tensor(latents_std).float()
+        if mean.shape != (latent_channels,) or std.shape != (latent_channels,):
+            raise ValueError(
+                f"latents_mean and latents_std must hold {latent_channels} values (one per channel)"
+            )
+        if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
+            raise ValueError("latents_std must be > 0 and latents_mean finite")
+        # Config values, not weights: rebuilt on load like the basis (non-persistent buffers).
+        self.register_buffer("shift", mean.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("scale", std.view(1, -1, 1, 1), persistent=False)
 
     @property
     def lossless(self) -> bool:
@@ -109,6 +131,7 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError(f"image size {tuple(x.shape[-2:])} is not a multiple of the factor {f}")
         y = F.pixel_unshuffle(x, f)
         z = torch.einsum("kc,nchw->nkhw", self.basis.to(y.dtype), y)
+        z = (z - self.shift.to(z.dtype)) / self.scale.to(z.dtype)
         out = FixedLatent(z)
         return SpaceToDepthOutput(latent_dist=out) if return_dict else (out,)
 
@@ -116,9 +139,33 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
     def decode(self, z: torch.Tensor, num_frames: int | None = None, return_dict: bool = True):
         """Latents ``[N, C, h, w]`` -> pixels ``[N, 3, h*f, w*f]``; ``num_frames`` is accepted and unused
         (each frame decodes on its own)."""
+        z = z * self.scale.to(z.dtype) + self.shift.to(z.dtype)
         y = torch.einsum("kc,nkhw->nchw", self.basis.to(z.dtype), z)
         x = F.pixel_shuffle(y, self.config.downscale_factor)
         return DecoderOutput(sample=x) if return_dict else (x,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x).latent_dist.mode()).sample
+
+
+@torch.no_grad()
+def latent_statistics(
+    vae: SpaceToDepthAutoencoder, frames: Iterable[torch.Tensor], *, min_std: float = 1e-3
+) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the un-normalised coefficients over ``frames`` (batches of pixels
+    ``[N, 3, H, W]`` in [-1, 1]), for the ``latents_mean`` / ``latents_std`` config; stds are floored at
+    ``min_std`` so a channel that never varies in the sample cannot blow up."""
+    f = vae.config.downscale_factor
+    total, s1, s2 = 0, None, None
+    for x in frames:
+        y = F.pixel_unshuffle(x.float(), f)
+        z = torch.einsum("kc,nchw->nkhw", vae.basis.float(), y).double()
+        n = z.shape[0] * z.shape[2] * z.shape[3]
+        a, b = z.sum((0, 2, 3)), (z * z).sum((0, 2, 3))
+        s1, s2 = (a, b) if s1 is None else (s1 + a, s2 + b)
+        total += n
+    if not total:
+        raise ValueError("latent_statistics: no frames given")
+    mean = s1 / total
+    std = (s2 / total - mean * mean).clamp_min(0).sqrt().clamp_min(min_std)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]

@@ -36,6 +36,13 @@ the (area-downsampled) mask says "still": ``x0 <- m*x0 + (1-m)*z_image``. An Eul
 noised input latent's trajectory and end exactly on the input latent at sigma 0, whatever sampler
 runs over this interface. The pipeline pastes the input pixels there after decoding.
 
+Condition residual (``condition_residual``, an addition for small models, not SVD's; saved in the
+motion adapter's config by the trainer): the UNet sees ``x - r`` instead of ``x``, where ``r`` is the
+conditioning latents of the conditional branch (scaled: the warped frames, or the image repeated), and
+``x0 = r + c_skip * (x - r) + c_out * v``. The model then learns what the video adds to its conditioning
+rather than how to copy 48 latent channels through the whole UNet, which a 64-wide UNet trained for
+an hour on a CPU does not learn precisely (docs/train-tiny.md). Both guidance branches share ``r``.
+
 Counters: ``unet_calls`` (UNet forwards) and ``frame_evaluations`` (frames through the UNet,
 both guidance branches included).
 """
@@ -123,6 +130,8 @@ class MotionDenoiser:
         noise_aug_strength: float = 0.02,
         image_encoder_fn=None,
         frame_latents: Any = None,
+        condition_residual: bool = False,
+        latent_scale: float = 1.0,
     ):
         if guidance.ndim != 1 or guidance.shape[0] != num_frames:
             raise ValueError(
@@ -139,6 +148,8 @@ class MotionDenoiser:
         # per-frame conditioning latents (warped image conditioning: ``.window(start, stop)`` ->
         # [B, f, C, h, w]), or None: the UNet then gets image_latents for every frame, as in SVD
         self.frame_latents = frame_latents
+        self.condition_residual = condition_residual
+        self.latent_scale = float(latent_scale)  # VAE scaling_factor: the residual is taken in scaled latents
         self.added_time_ids = added_time_ids  # [B, 3]
         self.guidance = guidance  # [N] per frame of the whole video
         self.num_frames = num_frames
@@ -289,9 +300,10 @@ class MotionDenoiser:
         ids = self.added_time_ids
         strength = self.strength
         feats = self.motion_features(start, stop)
-        latent_in = x
+        ref = img.float() * self.latent_scale if self.condition_residual else None
+        latent_in = x if ref is None else x - ref
         if self.do_cfg:
-            latent_in = torch.cat([x] * 2)
+            latent_in = torch.cat([latent_in] * 2)
             emb = torch.cat([torch.zeros_like(emb), emb])
             img = torch.cat([torch.zeros_like(img), img])
             ids = torch.cat([ids, ids])
@@ -310,7 +322,10 @@ class MotionDenoiser:
             v_u, v_c = v.chunk(2)
             g = self.guidance[start:stop].to(v.device, v.dtype).view(1, f, 1, 1, 1)
             v = v_u + g * (v_c - v_u)
-        x0 = v.float() * (-sigma / (sigma**2 + 1) ** 0.5) + (x / (sigma**2 + 1))
+        if ref is None:
+            x0 = v.float() * (-sigma / (sigma**2 + 1) ** 0.5) + (x / (sigma**2 + 1))
+        else:
+            x0 = ref + v.float() * (-sigma / (sigma**2 + 1) ** 0.5) + ((x - ref) / (sigma**2 + 1))
         if self.still_mask is not None:
             m = self.still_mask.to(x0.device)
             x0 = x0 * (1 - m) + self.still_latents.to(x0.device, x0.dtype) * m

@@ -168,10 +168,13 @@ class MotionAdapter(ModelMixin, ConfigMixin):
         strength_scale: float = 10.0,
         positional: bool = True,
         warped_image_condition: bool = False,
+        condition_residual: bool = False,
     ):
         # warped_image_condition (an addition to the paper, for small models trained briefly): the UNet's
         # concatenated image latent is, per frame, the input image warped along the motion field
         # (stillmotion.diffusion.warp_condition) instead of the same first frame for every frame.
+        # condition_residual (also an addition): the denoiser works on the noisy latents minus the
+        # conditioning latents and adds them back to its estimate (MotionDenoiser's docstring).
         super().__init__()
         if not (len(block_names) == len(block_dims) == len(block_heads) == len(block_levels)):
             raise ValueError("block_names, block_dims, block_heads and block_levels must have equal lengths")

@@ -482,6 +482,9 @@ class StillMotionPipeline(DiffusionPipeline):
             noise_aug_strength=noise_aug_strength,
             image_encoder_fn=self.encode_image_embeddings,
             frame_latents=frame_latents,
+            condition_residual=bool(getattr(self.motion_adapter.config, "condition_residual", False))
+            if self.motion_adapter is not None else False,
+            latent_scale=float(self.vae.config.scaling_factor),
         )
         den.frame_info = {
             "image": image,

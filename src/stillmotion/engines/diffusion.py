@@ -136,6 +136,7 @@ def animate_diffusion(
     long_method: str | None = None,
     gamma: float = 0.8,
     omega: float = 0.2,
+    overlap: int | None = None,
     decode_chunk_size: int = 8,
     min_guidance_scale: float | None = None,
     max_guidance_scale: float | None = None,
@@ -157,6 +158,10 @@ def animate_diffusion(
         raise UserInputError(f"--frames must be >= 1, got {frames}")
     if not (np.isfinite(strength) and strength >= 0):
         raise UserInputError(f"strength must be a finite number >= 0, got {strength!r}")
+    from stillmotion.sampling.long import LongOptions
+
+    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega,
+                          **({} if overlap is None else {"overlap": int(overlap)}))  # checked before any work
     pipe = load_pipeline(model, device, dtype, offload)
     # Unset options take the model folder's stillmotion_defaults.json (the bundled model's), else SVD's.
     defaults = model_defaults(default_model() if model is None else model)
@@ -184,6 +189,7 @@ def animate_diffusion(
         "strength_ms": den.frame_info["strength"],
         "refined": refined,
         "long_method": None,
+        "overlap": options.overlap,  # phased's cross-faded frames per join (when the video is long)
     }
 
     def one_clip() -> Iterator[np.ndarray]:
@@ -205,9 +211,8 @@ def animate_diffusion(
         pipe.maybe_free_model_hooks()  # with --offload: everything back to the CPU
 
     def long_video() -> Iterator[np.ndarray]:
-        from stillmotion.sampling.long import LongOptions, stream_long_video
+        from stillmotion.sampling.long import stream_long_video
 
-        options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega)
         stats["long_method"] = options.method
         for chunk, _join in stream_long_video(
             pipe, den, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,

@@ -8,7 +8,8 @@ Cost (frames through the denoiser; times 2 with classifier-free guidance for UNe
 where L1 = min(L, N) is the first segment's length, L_k <= L the later segments' lengths (their anchor
 frames included) and K = 1 + ceil((N - L) / (L - overlap)) for N > L. With N = 125, L = 25, T = 25,
 gamma = 0.8, overlap = 1 the segments are [0,25) [24,49) [48,73) [72,97) [96,121) [120,125), so
-625 + (4 * 25 + 5) * 5 = 1150 frame passes against Direct's 125 * 25 = 3125 (2.72x fewer).
+625 + (4 * 25 + 5) * 5 = 1150 frame passes against Direct's 125 * 25 = 3125 (2.72x fewer); with the
+default overlap 4 the segments start every 21 frames: 625 + (4 * 25 + 20) * 5 = 1225 (2.55x fewer).
 """
 
 from __future__ import annotations
@@ -88,14 +89,18 @@ def sample_phased(
     the deterministic ODE. With gamma = 1 (M = T) later segments cost no denoiser call: they are copies of
     segment 1's result (the paper's "replication of multiple short videos").
 
-    Joins (not specified by the paper; designed here): consecutive segments overlap by ``overlap`` frames.
-    Segment k's first ``overlap`` positions are *anchors*: they hold the previous segment's final last
-    latents, re-noised to the current level with the segment's own rescheduled noise, and are written
-    back after every redone step (inpainting-style). The temporal layers therefore see where the previous
-    segment ended while they form the new frames' motion detail, and the anchors keep the frame index
-    and the model's clip length exactly as in training. The anchors' outputs are discarded, so no frame
-    is duplicated: segment k contributes frames ``[a_k + overlap, b_k)``. ``overlap = 0`` gives plain
-    concatenation (for ablation).
+    Joins (not specified by the paper; designed here): consecutive segments overlap by ``overlap`` = o
+    frames, and the overlap is a soft anchor that dissolves from the previous segment into the new one.
+    Position j < o of segment k holds, after every redone step, ``w_j * (prev_j + sigma * n~_j) +
+    (1 - w_j) * x_j`` with ``w_j = 1 - j / o``: position 0 is the previous segment's final latent,
+    re-noised to the current level with the segment's own rescheduled noise (a hard anchor,
+    inpainting-style), and the later positions lean less and less on the previous segment. The temporal
+    layers therefore see where the previous segment ended while they form the new frames' motion detail,
+    the anchors keep the frame index and the model's clip length exactly as in training, and at sigma 0
+    the overlap is a linear cross-fade of the two segments' latents, so a seam is spread over o frame
+    steps instead of one. The previous segment holds back its last o - 1 frames until they are blended;
+    no frame is duplicated: segment k contributes frames ``[a_k + 1, b_k)`` (less its own hold-back).
+    ``overlap = 1`` is a single hard anchor; ``overlap = 0`` plain concatenation (for ablation).
 
     ``noise`` is the video's standard normal noise (only segment 1's frames are read); ``generator``
     draws the shuffle and omega's eps. ``callback(i, x, x0)`` runs after every denoiser call.
@@ -118,22 +123,29 @@ def sample_phased(
             callback(i, x, x0)
     if shared_x0 is None:  # M = T: nothing left to redo; sigma_T = 0 makes the noise term vanish
         shared_x0, shared_n = x, torch.zeros_like(x)
-    yield LatentChunk(0, x, False)
+    hold = max(overlap - 1, 0)  # frames of a segment's end that the next segment's overlap blends
     if len(segments) == 1:
+        yield LatentChunk(0, x, False)
         return
+    yield LatentChunk(0, x[:, : x.shape[1] - hold], False)
 
     shuffled = _ShuffledNoise(shared_n, omega, len(segments) - 1, gen)
-    anchor = x[:, x.shape[1] - overlap :]
+    weights = torch.tensor([1 - j / overlap for j in range(overlap)], device=x.device, dtype=x.dtype)
+    weights = weights.view(1, overlap, 1, 1, 1)
+    prev = x[:, x.shape[1] - overlap :]
     del x
     for k, (a, b) in enumerate(segments[1:], start=1):
         n_tilde = shuffled.segment(k, b - a)
         x = shared_x0[:, : b - a] + sigmas[m] * n_tilde
-        x[:, :overlap] = anchor + sigmas[m] * n_tilde[:, :overlap]
+        x[:, :overlap] = weights * (prev + sigmas[m] * n_tilde[:, :overlap]) + (1 - weights) * x[:, :overlap]
         for i in range(m, steps):
             x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
             x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
-            x[:, :overlap] = anchor + sigmas[i + 1] * n_tilde[:, :overlap]
+            anchor = prev + sigmas[i + 1] * n_tilde[:, :overlap]
+            x[:, :overlap] = weights * anchor + (1 - weights) * x[:, :overlap]
             if callback is not None:
                 callback(i, x, x0)
-        yield LatentChunk(a + overlap, x[:, overlap:], True)
-        anchor = x[:, x.shape[1] - overlap :]
+        first = min(overlap, 1)  # position 0 is the previous segment's frame, already written
+        last = x.shape[1] if b == noise.num_frames else x.shape[1] - hold
+        yield LatentChunk(a + first, x[:, first:last], True)
+        prev = x[:, x.shape[1] - overlap :]

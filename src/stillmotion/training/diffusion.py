@@ -95,6 +95,9 @@ class DiffusionConfig:
     # Addition (not the paper): per-frame image latents warped along the clip's mean flow
     # (stillmotion.diffusion.warp_condition); saved in the model, used by inference when set.
     warped_image_condition: bool = False
+    # Addition (not the paper): the model denoises the clip minus its conditioning latents and adds them
+    # back (stillmotion.diffusion.denoiser, "Condition residual").
+    condition_residual: bool = False
     drop_warp: float = 0.2  # P(sample keeps SVD's still image latent although the motion is given)
     fps: int = 7  # constant fps id (fps - 1 is fed, as the pipeline does)
     motion_bucket_id: int = 127  # constant motion bucket id (the pipeline's default)
@@ -363,7 +366,6 @@ def diffusion_loss(
     if train:
         u = rnd.rand()
         embeds = embeds * (u >= cfg.drop_image_embed).float().view(b, 1, 1)
-        image_latent = image_latent * (u >= cfg.drop_image_latent).float().view(b, 1, 1, 1)
         step_draws = torch.rand(2, generator=torch.Generator().manual_seed(step_seed))
         motion_on = bool(step_draws[0] >= cfg.drop_motion)
         strength_on = bool(step_draws[1] >= cfg.drop_strength)
@@ -382,8 +384,13 @@ def diffusion_loss(
     cond = image_latent.unsqueeze(1).expand(b, f, *image_latent.shape[1:])
     if getattr(pipe.motion_adapter.config, "warped_image_condition", False):
         cond = _warped_condition(pipe, batch, cond, aug, rnd, cfg, motion_on, train, device)
-        if train:
-            cond = cond * (u >= cfg.drop_image_latent).float().view(b, 1, 1, 1, 1)
+    ref = None
+    if getattr(pipe.motion_adapter.config, "condition_residual", False):
+        # Taken before the dropout: inference's unconditional branch shares the conditional branch's r.
+        ref = cond * pipe.vae.config.scaling_factor
+        noisy = noisy - ref  # the model sees, and denoises, what the clip adds to its conditioning
+    if train:
+        cond = cond * (u >= cfg.drop_image_latent).float().view(b, 1, 1, 1, 1)
     model_in = torch.cat([noisy * c_in, cond], 2)
     ids = torch.stack([torch.full((b,), float(cfg.fps - 1), device=device),
                        torch.full((b,), float(cfg.motion_bucket_id), device=device), aug.float()], 1)
@@ -398,6 +405,8 @@ def diffusion_loss(
 
     v = model(model_in, c_noise, embeds, ids, motion_in, strength).float()
     x0 = c_skip * noisy + c_out * v
+    if ref is not None:
+        x0 = x0 + ref
     weight = (1 + sigma**2) / sigma**2
     return (weight * (x0 - z) ** 2).mean()
 
@@ -530,6 +539,8 @@ def train(
         pipe = build_pipeline(cfg)
         if cfg.warped_image_condition:  # saved with the model: inference then warps the image too
             pipe.motion_adapter.register_to_config(warped_image_condition=True)
+        if cfg.condition_residual:  # saved with the model: inference takes the same residual
+            pipe.motion_adapter.register_to_config(condition_residual=True)
         params = make_trainable(pipe, cfg)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision)
     for module in (pipe.unet, pipe.motion_encoder, pipe.motion_adapter, pipe.vae, pipe.image_encoder):

@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[4]
@@ -109,12 +110,32 @@ def stage_refiner(data: Path, overrides: list[str]) -> None:
                          f"videos={json.dumps(videos)}", *overrides])
 
 
-def build_init(mc: dict, target: Path) -> Path:
-    """The untrained pipeline of ``mc`` (configs/tiny_default_model.yaml) saved to ``target``."""
+def training_frames(caches: list[Path], *, batch: int = 64):
+    """Pixel batches ``[N, 3, H, W]`` in [-1, 1]: the first and the last frame of every cached clip."""
+    import torch
+
+    from stillmotion.training.cache import ClipCache
+
+    pending = []
+    for path in caches:
+        cache = ClipCache(path)
+        for i in range(len(cache)):
+            clip = cache.read(i, "frames")
+            pending += [clip[0], clip[-1]]
+            if len(pending) >= batch:
+                yield torch.from_numpy(np.stack(pending)).permute(0, 3, 1, 2).float() / 127.5 - 1
+                pending = []
+    if pending:
+        yield torch.from_numpy(np.stack(pending)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def build_init(mc: dict, target: Path, caches: list[Path] | None = None) -> Path:
+    """The untrained pipeline of ``mc`` (configs/tiny_default_model.yaml) saved to ``target``; with
+    ``latent_normalization: per_channel`` the autoencoder's channel statistics come from ``caches``."""
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
 
-    from stillmotion.diffusion.autoencoder import SpaceToDepthAutoencoder
+    from stillmotion.diffusion.autoencoder import SpaceToDepthAutoencoder, latent_statistics
     from stillmotion.diffusion.motion_adapter import MotionAdapter
     from stillmotion.diffusion.motion_encoder import MotionEncoder
     from stillmotion.diffusion.pipeline import StillMotionPipeline
@@ -124,6 +145,21 @@ def build_init(mc: dict, target: Path) -> Path:
     vae = SpaceToDepthAutoencoder(downscale_factor=int(mc["downscale_factor"]),
                                   latent_channels=mc.get("latent_channels"),
                                   scaling_factor=mc.get("latent_scaling"))
+    norm = mc.get("latent_normalization")
+    if norm not in (None, "none", "per_channel"):
+        raise ValueError(f"latent_normalization must be none or per_channel, got {norm!r}")
+    if norm == "per_channel":
+        if not caches:
+            raise ValueError(
+                "latent_normalization per_channel needs the training clip caches (run the data stage)"
+            )
+        mean, std = latent_statistics(vae, training_frames(caches))
+        vae = SpaceToDepthAutoencoder(downscale_factor=vae.config.downscale_factor,
+                                      latent_channels=vae.config.latent_channels,
+                                      scaling_factor=vae.config.scaling_factor,
+                                      latents_mean=mean, latents_std=std)
+        log(f"autoencoder channel statistics from {len(caches)} caches: DC std {std[0]:.3f}, "
+            f"finest kept std {min(std):.4f}")
     channels = vae.config.latent_channels
     levels = len(u["block_out_channels"])
     down = ("CrossAttnDownBlockSpatioTemporal",) * (levels - 1) + ("DownBlockSpatioTemporal",)
@@ -163,7 +199,8 @@ def build_init(mc: dict, target: Path) -> Path:
 def stage_init(mc: dict) -> None:
     target = RUN / "init"
     log(f"build the untrained pipeline of {MODEL_CONFIG} -> {target}")
-    build_init(mc, target)
+    caches = [Path(p) for p in yaml.safe_load(Path("configs/tiny_default.yaml").read_text())["data"]]
+    build_init(mc, target, caches)
 
 
 def stage_diffusion(overrides: list[str]) -> None:
