@@ -226,3 +226,25 @@ def test_bad_options_are_user_errors():
         LongOptions(gamma=1.5)
     with pytest.raises(UserInputError, match="frames"):
         run("phased", 0)
+
+
+class ResidualToy(ToyDenoiser):
+    """The toy with the ``reference`` hook of a condition-residual model: r grows with the frame index."""
+
+    def reference(self, start, stop):
+        index = torch.arange(start, stop, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        return index.expand(1, -1, *LATENT) * 0.1
+
+
+def test_phased_carries_segment_one_relative_to_each_segments_reference():
+    # gamma 1: nothing is redone, so segment k is exactly r_k + (segment 1 - r_1) past its anchor
+    den = ResidualToy()
+    options = LongOptions(method="phased", gamma=1.0, overlap=1)
+    chunks = list(sample_long(options, den, FrameNoise(60, LATENT, seed=0), karras(), clip_len=CLIP,
+                              generator=torch.Generator().manual_seed(0)))
+    first = chunks[0].latents
+    a = CLIP - 1  # the second segment covers frames 24 .. 48
+    moved = first + den.reference(a, a + CLIP) - den.reference(0, CLIP)
+    assert torch.allclose(chunks[1].latents, moved[:, 1:], atol=1e-6)
+    # without the hook the later segment would be a copy of segment 1 (test_gamma_one_... above)
+    assert not torch.allclose(chunks[1].latents, first[:, 1:], atol=1e-3)

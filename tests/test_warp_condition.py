@@ -110,6 +110,8 @@ def test_condition_residual_denoises_the_difference_to_the_conditioning():
     res = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw)
     assert res.condition_residual and not den.condition_residual and res.do_cfg
     ref = res.frame_latents.window(0, 6).float() * pipe.vae.config.scaling_factor
+    # the hook the phased sampler uses to carry segment 1 to later windows
+    assert den.reference(0, 6) is None and torch.equal(res.reference(0, 6), ref)
     x = torch.randn(res.latent_shape(6), generator=torch.Generator().manual_seed(1))
     # x0 = r + (the plain preconditioning applied to x - r), both guidance branches sharing r
     for sigma in (0.3, 5.0):

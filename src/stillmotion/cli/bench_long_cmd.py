@@ -476,7 +476,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="phased: gamma.")
 @click.option("--omega", type=click.FloatRange(min=0), default=0.2, show_default=True, help="phased: omega.")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
-              help="phased: cross-faded frames per join (default: the sampler's, 4).")
+              help="phased: frames shared per join, cross-faded (default: the sampler's, 1).")
 @click.option(
     "--clip-frames",
     type=click.IntRange(min=2),

@@ -256,6 +256,19 @@ class MotionDenoiser:
             )
         return start, stop
 
+    def reference(self, start: int, stop: int) -> torch.Tensor | None:
+        """The latents r the model denoises relative to, for frames ``start:stop`` (``[B, f, C, h, w]``
+        float32, scaled), or None when the model is not a condition-residual one. Samplers may use it to
+        carry a state from one window to another (``sample_phased``)."""
+        if not self.condition_residual:
+            return None
+        if self.frame_latents is not None:
+            img = self.frame_latents.window(start, stop)
+        else:
+            lat = self.image_latents
+            img = lat.unsqueeze(1).expand(lat.shape[0], stop - start, *lat.shape[1:])
+        return img.to(self.device, torch.float32) * self.latent_scale
+
     def motion_features(self, start: int, stop: int) -> list[torch.Tensor] | None:
         """The motion encoder's features for frames ``start:stop`` (cached per window)."""
         if self.flows is None or self.motion_encoder is None:

@@ -38,7 +38,7 @@ class LongOptions:
     method: str = "phased"
     gamma: float = 0.8  # phased: share of the steps later segments take over from segment 1
     omega: float = 0.2  # phased: randomness added to the shared noise (eq. 11)
-    overlap: int = 4  # phased: frames each later segment shares with the previous one (cross-faded)
+    overlap: int = 1  # phased: frames each later segment shares with the previous one (cross-faded)
     stride: int | None = None  # freenoise (default L // 4) and gen-l-video (default L // 2) window stride
 
     def __post_init__(self) -> None:
@@ -148,6 +148,11 @@ class _CountingProgress:
         if self.on_call is not None:
             self.on_call(self.done, self.total)
         return out
+
+    @property
+    def reference(self) -> Callable[[int, int], torch.Tensor | None] | None:
+        """The wrapped denoiser's optional ``reference`` hook (see ``sample_phased``)."""
+        return getattr(self.denoiser, "reference", None)
 
 
 def stream_long_video(

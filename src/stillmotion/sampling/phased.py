@@ -8,8 +8,8 @@ Cost (frames through the denoiser; times 2 with classifier-free guidance for UNe
 where L1 = min(L, N) is the first segment's length, L_k <= L the later segments' lengths (their anchor
 frames included) and K = 1 + ceil((N - L) / (L - overlap)) for N > L. With N = 125, L = 25, T = 25,
 gamma = 0.8, overlap = 1 the segments are [0,25) [24,49) [48,73) [72,97) [96,121) [120,125), so
-625 + (4 * 25 + 5) * 5 = 1150 frame passes against Direct's 125 * 25 = 3125 (2.72x fewer); with the
-default overlap 4 the segments start every 21 frames: 625 + (4 * 25 + 20) * 5 = 1225 (2.55x fewer).
+625 + (4 * 25 + 5) * 5 = 1150 frame passes against Direct's 125 * 25 = 3125 (2.72x fewer); with
+overlap 4 the segments start every 21 frames: 625 + (4 * 25 + 20) * 5 = 1225 (2.55x fewer).
 """
 
 from __future__ import annotations
@@ -89,6 +89,15 @@ def sample_phased(
     the deterministic ODE. With gamma = 1 (M = T) later segments cost no denoiser call: they are copies of
     segment 1's result (the paper's "replication of multiple short videos").
 
+    Segment 1's state relative to each segment's conditioning (designed here, not in the paper): when the
+    denoiser has a ``reference(start, stop)`` hook (a condition-residual model: it denoises relative to
+    per-window conditioning latents r), segment k starts from ``r_k + (x0_M - r_1) + sigma_M * n~_k``
+    instead of ``x0_M + sigma_M * n~_k``. Segment 1's contours and appearance are kept, but placed where
+    segment k's own conditioning puts the content; with warped image conditioning this carries the
+    motion on, where a plain copy would restart every segment at segment 1's picture (measured: join
+    ratio 1.62 -> 0.99 with the bundled model). Without the hook (or when it returns None), the paper's
+    plain copy.
+
     Joins (not specified by the paper; designed here): consecutive segments overlap by ``overlap`` = o
     frames, and the overlap is a soft anchor that dissolves from the previous segment into the new one.
     Position j < o of segment k holds, after every redone step, ``w_j * (prev_j + sigma * n~_j) +
@@ -100,7 +109,7 @@ def sample_phased(
     the overlap is a linear cross-fade of the two segments' latents, so a seam is spread over o frame
     steps instead of one. The previous segment holds back its last o - 1 frames until they are blended;
     no frame is duplicated: segment k contributes frames ``[a_k + 1, b_k)`` (less its own hold-back).
-    ``overlap = 1`` is a single hard anchor; ``overlap = 0`` plain concatenation (for ablation).
+    ``overlap = 1`` (the default) is a single hard anchor; ``overlap = 0`` plain concatenation (ablation).
 
     ``noise`` is the video's standard normal noise (only segment 1's frames are read); ``generator``
     draws the shuffle and omega's eps. ``callback(i, x, x0)`` runs after every denoiser call.
@@ -129,6 +138,13 @@ def sample_phased(
         return
     yield LatentChunk(0, x[:, : x.shape[1] - hold], False)
 
+    # A condition-residual denoiser (``reference``) works relative to per-window latents r; segment 1's
+    # state is then carried to segment k as r_k + (x0_M - r_1): its contours and appearance, placed where
+    # segment k's conditioning puts the content (for warped conditioning: moved on along the field).
+    reference = getattr(denoiser, "reference", None)
+    ref1 = reference(*segments[0]) if reference is not None else None
+    if ref1 is not None:
+        shared_x0 = shared_x0 - ref1
     shuffled = _ShuffledNoise(shared_n, omega, len(segments) - 1, gen)
     weights = torch.tensor([1 - j / overlap for j in range(overlap)], device=x.device, dtype=x.dtype)
     weights = weights.view(1, overlap, 1, 1, 1)
@@ -137,6 +153,8 @@ def sample_phased(
     for k, (a, b) in enumerate(segments[1:], start=1):
         n_tilde = shuffled.segment(k, b - a)
         x = shared_x0[:, : b - a] + sigmas[m] * n_tilde
+        if ref1 is not None:
+            x = x + reference(a, b)
         x[:, :overlap] = weights * (prev + sigmas[m] * n_tilde[:, :overlap]) + (1 - weights) * x[:, :overlap]
         for i in range(m, steps):
             x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
