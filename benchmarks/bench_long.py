@@ -1,13 +1,15 @@
 """Longer animation on the tiny backbone (paper Table 2 layout): cost, joins, memory. Prints its figures.
 
     .venv/bin/python benchmarks/bench_long.py [--frames 125] [--steps 25] [--size 32x16] [--out DIR]
+        [--model tiny-random | bundled | DIR] [--overlap N]
 
 1. All four methods (phased, direct, freenoise, gen-l-video) on the bundled waterfall example (arrows +
    mask), same backbone, input and seed, through ``stillmotion bench-long``'s code path: the tiny
    diffusers backbone with RANDOM weights (untrained: the costs and the memory are real, the pictures
-   are not), 25-frame base clips, 125 frames, 25 steps, CPU. Prints the table and the speed ratios
-   against the issue's targets (phased >= 2.5x faster than direct and freenoise, >= 4x than gen-l-video;
-   phased join smoothness <= 1.5 and better than direct's).
+   are not), 25-frame base clips, 125 frames, 25 steps, CPU. ``--model bundled`` (or a model folder)
+   runs the same on a trained model at its own size and clip length instead. Prints the table and the
+   speed ratios against the issue's targets (phased >= 2.5x faster than direct and freenoise, >= 4x
+   than gen-l-video; phased join smoothness <= 1.5 and better than direct's).
 2. Peak memory of phased for 125 and for 500 frames, each in a fresh process (the allocator's history
    does not leak between them), target: 500 frames <= 1.3x 125 frames.
 
@@ -47,18 +49,29 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def memory_child(frames: int, steps: int, size: str, seed: int) -> None:
+def model_and_size(model: str, size: str | None) -> tuple[str | None, tuple[int, int] | None]:
+    """``--model`` and ``--size`` -> (model for bench-long's code path, frame size): the tiny random
+    backbone defaults to 32x16, a trained model to its own size."""
+    if model == "tiny-random":
+        return model, parse_size(size or "32x16")
+    return (None if model == "bundled" else model), (parse_size(size) if size else None)
+
+
+def memory_child(
+    frames: int, steps: int, size: str | None, seed: int, model: str, overlap: int | None
+) -> None:
     """Run phased once in this (fresh) process and print its peak memory as JSON."""
     from stillmotion.cli.bench_long_cmd import model_location, run_method
 
     scene, motion = scene_and_motion()
-    with model_location("tiny-random", 25, seed) as (path, _), tempfile.TemporaryDirectory() as tmp:
+    model, wh = model_and_size(model, size)
+    opts = dict(size=wh, gamma=0.8, omega=0.2, overlap=overlap, device="cpu", fps=8, progress=False)
+    with model_location(model, 25, seed) as (path, _), tempfile.TemporaryDirectory() as tmp:
         # warm-up: first calls allocate one-off buffers that are not the method's cost
-        run_method("phased", scene, motion, frames=26, model=path, steps=1, seed=seed, size=parse_size(size),
-                   gamma=0.8, omega=0.2, device="cpu", video_path=None, fps=8, progress=False)  # fmt: skip
+        run_method("phased", scene, motion, frames=26, model=path, steps=1, seed=seed, video_path=None,
+                   **opts)
         row = run_method("phased", scene, motion, frames=frames, model=path, steps=steps, seed=seed,
-                         size=parse_size(size), gamma=0.8, omega=0.2, device="cpu",
-                         video_path=Path(tmp) / "phased.mp4", fps=8, progress=False)  # fmt: skip
+                         video_path=Path(tmp) / "phased.mp4", **opts)  # fmt: skip
     print(json.dumps({"frames": frames, "peak_mem_mib": row["peak_mem_mib"], "time_s": row["time_s"]}))
 
 
@@ -67,7 +80,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=125)
     ap.add_argument("--long-frames", type=int, default=500, help="length for the memory comparison")
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--size", default="32x16", help="frame size WxH (the tiny VAE downsamples by 2)")
+    ap.add_argument("--size", default=None, help="WxH (default: 32x16 for tiny-random, else the model's)")
+    ap.add_argument("--model", default="tiny-random", help="tiny-random (default), bundled or a model folder")
+    ap.add_argument("--overlap", type=int, default=None, help="phased: frames shared per join (default: 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="phased,direct,freenoise,gen-l-video")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-long")
@@ -75,20 +90,23 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.overlap is not None and args.overlap < 0:
+        ap.error(f"--overlap must be >= 0, got {args.overlap}")
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 
     if args.memory_child is not None:
-        memory_child(args.memory_child, args.steps, args.size, args.seed)
+        memory_child(args.memory_child, args.steps, args.size, args.seed, args.model, args.overlap)
         return
 
     if not args.skip_table:
         from stillmotion.cli.bench_long_cmd import run_bench_long
 
         scene, motion = scene_and_motion()
+        model, wh = model_and_size(args.model, args.size)
         args.out.mkdir(parents=True, exist_ok=True)
         rows, label = run_bench_long(
             scene, motion, out_dir=args.out, frames=args.frames, methods=args.methods.split(","),
-            model="tiny-random", steps=args.steps, seed=args.seed, size=parse_size(args.size), clip_frames=25,
+            model=model, steps=args.steps, seed=args.seed, size=wh, overlap=args.overlap, clip_frames=25,
             device="cpu", progress=True,
         )  # fmt: skip
         print((args.out / "table.md").read_text())
@@ -112,7 +130,9 @@ def main() -> None:
         peaks = {}
         for n in (args.frames, args.long_frames):
             cmd = [sys.executable, __file__, "--memory-child", str(n), "--steps", str(args.steps),
-                   "--size", args.size, "--seed", str(args.seed)]  # fmt: skip
+                   "--seed", str(args.seed), "--model", args.model]  # fmt: skip
+            cmd += ["--size", args.size] if args.size else []
+            cmd += ["--overlap", str(args.overlap)] if args.overlap is not None else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             peaks[n] = json.loads(out.strip().splitlines()[-1])
             print(f"phased, {n} frames: peak memory rise {peaks[n]['peak_mem_mib']:.1f} MiB, "

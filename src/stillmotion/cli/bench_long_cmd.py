@@ -132,22 +132,11 @@ class StreamMetrics:
         self._prev = f
 
     def join_smoothness(self, seams: list[range]) -> float:
-        """For each seam the largest frame difference among its steps (a seam's ``range`` holds the j
-        whose step j-1 -> j belongs to it: one step for a cut, the overlap's steps for phased's
-        cross-fade), averaged over the seams and divided by the median difference of all other steps.
-        With one step per seam this is ``stillmotion.evaluation.motion_metrics.join_smoothness``; taking
-        the largest step of a cross-fade keeps a dissolve from hiding behind its first, small step."""
-        n = len(self.diffs)
-        seams = [[j for j in seam if 1 <= j <= n] for seam in seams]
-        seams = [seam for seam in seams if seam]
-        if not seams:
-            return math.nan
-        diffs = np.asarray(self.diffs)
-        at = sorted({j - 1 for seam in seams for j in seam})
-        inner = np.delete(diffs, at)
-        med = float(np.median(inner)) if len(inner) else math.nan
-        worst = float(np.mean([max(diffs[j - 1] for j in seam) for seam in seams]))
-        return worst / med if med > 0 else math.inf
+        """``stillmotion.evaluation.motion_metrics.seam_ratio`` on the kept differences: a seam is judged
+        by its largest step, so a cross-fade cannot hide behind its first, small step."""
+        from stillmotion.evaluation.motion_metrics import seam_ratio
+
+        return seam_ratio(self.diffs, seams)
 
     def drift_first_last(self) -> tuple[float, float]:
         if not self.drift:
@@ -424,16 +413,16 @@ def run_bench_long(
             )
     add_speedups(rows)
     if out_dir is not None:
+        used_overlap = rows[0]["overlap"] if rows else overlap
         title = (
             f"Longer animation, {frames} frames, {steps} steps, seed {seed}, backbone: {label}; "
-            f"gamma {gamma}, omega {omega}, overlap {rows[0]['overlap'] if rows else overlap}"
+            f"gamma {gamma}, omega {omega}, overlap {used_overlap}"
         )
         (out_dir / "table.md").write_text(markdown_table(rows, f"**{title}**"))
         write_csv(out_dir / "table.csv", rows)
         plot_consistency(out_dir / "consistency.png", rows, title)
         report = {"backbone": label, "frames": frames, "steps": steps, "seed": seed, "gamma": gamma,
-                  "omega": omega, "overlap": rows[0]["overlap"] if rows else overlap,
-                  "methods": rows}  # fmt: skip
+                  "omega": omega, "overlap": used_overlap, "methods": rows}  # fmt: skip
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     return rows, label
 

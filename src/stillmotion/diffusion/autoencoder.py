@@ -19,7 +19,9 @@ against ~0.03 for the finest kept ones), so one global scale leaves the detail c
 diffusion noise and a small UNet never learns to denoise them: they came out as coloured block noise
 (docs/train-tiny.md). Whitening each channel gives every coefficient unit variance, as SVD's objective
 assumes of its latents, and the decoder multiplies the UNet's error in a detail channel by that channel's
-small std. The transform stays affine and invertible (lossless at the full channel count).
+small std, but also its error in a DC channel by that channel's large one: for the bundled model this was
+measured worse than one global scale (docs/train-tiny.md), which it keeps. The transform stays affine and
+invertible (lossless at the full channel count).
 """
 
 from __future__ import annotations
@@ -129,8 +131,7 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
         f = self.config.downscale_factor
         if x.shape[-1] % f or x.shape[-2] % f:
             raise ValueError(f"image size {tuple(x.shape[-2:])} is not a multiple of the factor {f}")
-        y = F.pixel_unshuffle(x, f)
-        z = torch.einsum("kc,nchw->nkhw", self.basis.to(y.dtype), y)
+        z = self.coefficients(x)
         z = (z - self.shift.to(z.dtype)) / self.scale.to(z.dtype)
         out = FixedLatent(z)
         return SpaceToDepthOutput(latent_dist=out) if return_dict else (out,)
@@ -144,6 +145,12 @@ class SpaceToDepthAutoencoder(ModelMixin, ConfigMixin):
         x = F.pixel_shuffle(y, self.config.downscale_factor)
         return DecoderOutput(sample=x) if return_dict else (x,)
 
+    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[N, 3, H, W]`` -> the kept basis coefficients ``[N, C, H/f, W/f]``, before the
+        per-channel normalisation."""
+        y = F.pixel_unshuffle(x, self.config.downscale_factor)
+        return torch.einsum("kc,nchw->nkhw", self.basis.to(y.dtype), y)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x).latent_dist.mode()).sample
 
@@ -155,11 +162,9 @@ def latent_statistics(
     """Per-channel mean and std of the un-normalised coefficients over ``frames`` (batches of pixels
     ``[N, 3, H, W]`` in [-1, 1]), for the ``latents_mean`` / ``latents_std`` config; stds are floored at
     ``min_std`` so a channel that never varies in the sample cannot blow up."""
-    f = vae.config.downscale_factor
     total, s1, s2 = 0, None, None
     for x in frames:
-        y = F.pixel_unshuffle(x.float(), f)
-        z = torch.einsum("kc,nchw->nkhw", vae.basis.float(), y).double()
+        z = vae.coefficients(x.float()).double()
         n = z.shape[0] * z.shape[2] * z.shape[3]
         a, b = z.sum((0, 2, 3)), (z * z).sum((0, 2, 3))
         s1, s2 = (a, b) if s1 is None else (s1 + a, s2 + b)

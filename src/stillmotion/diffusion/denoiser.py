@@ -262,12 +262,15 @@ class MotionDenoiser:
         carry a state from one window to another (``sample_phased``)."""
         if not self.condition_residual:
             return None
-        if self.frame_latents is not None:
-            img = self.frame_latents.window(start, stop)
-        else:
-            lat = self.image_latents
-            img = lat.unsqueeze(1).expand(lat.shape[0], stop - start, *lat.shape[1:])
-        return img.to(self.device, torch.float32) * self.latent_scale
+        return self._condition_latents(start, stop).float() * self.latent_scale
+
+    def _condition_latents(self, start: int, stop: int, image: torch.Tensor | None = None) -> torch.Tensor:
+        """The conditional branch's image latents per frame ``[B, f, C, h, w]`` (unscaled): ``image``
+        repeated when given, else the warped frames of the window, else SVD's one image latent repeated."""
+        if image is None and self.frame_latents is not None:
+            return self.frame_latents.window(start, stop).to(self.device, self.dtype)
+        img = self.image_latents if image is None else image.to(self.device, self.dtype)
+        return img.unsqueeze(1).expand(img.shape[0], stop - start, *img.shape[1:])
 
     def motion_features(self, start: int, stop: int) -> list[torch.Tensor] | None:
         """The motion encoder's features for frames ``start:stop`` (cached per window)."""
@@ -305,11 +308,7 @@ class MotionDenoiser:
         x = x.to(torch.float32)
 
         emb = self.image_embeddings if image_embeds is None else image_embeds.to(self.device, self.dtype)
-        if image is None and self.frame_latents is not None:
-            img = self.frame_latents.window(start, stop).to(self.device, self.dtype)
-        else:
-            img = self.image_latents if image is None else image.to(self.device, self.dtype)
-            img = img.unsqueeze(1).expand(img.shape[0], f, *img.shape[1:])
+        img = self._condition_latents(start, stop, image)
         ids = self.added_time_ids
         strength = self.strength
         feats = self.motion_features(start, stop)

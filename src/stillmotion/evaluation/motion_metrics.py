@@ -184,11 +184,22 @@ def join_smoothness(frames: np.ndarray, joins: Sequence[int]) -> float:
     1.0 means a join looks like any other step; large values are visible seams. NaN without joins.
     """
     diffs = np.abs(np.diff(frames.astype(np.float32), axis=0)).reshape(len(frames) - 1, -1).mean(1)
-    at = sorted({j - 1 for j in joins if 1 <= j < len(frames)})
-    if not at:
+    return seam_ratio(diffs, [range(j, j + 1) for j in joins])
+
+
+def seam_ratio(diffs: Sequence[float], seams: Sequence[range]) -> float:
+    """``diffs[t]``: mean frame difference of step t -> t+1. For each seam (the frames j whose step
+    j-1 -> j belongs to it: one for a cut, several for a cross-fade) its largest step, averaged over the
+    seams, divided by the median of all other steps. NaN without seams."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    n = len(diffs)
+    kept = {tuple(j for j in seam if 1 <= j <= n) for seam in seams}
+    kept = [seam for seam in kept if seam]
+    if not kept:
         return math.nan
-    inner = np.delete(diffs, at)
+    inner = np.delete(diffs, sorted({j - 1 for seam in kept for j in seam}))
     if len(inner) == 0:
         return math.nan
     med = float(np.median(inner))
-    return float(diffs[at].mean()) / med if med > 0 else math.inf
+    worst = float(np.mean([max(diffs[j - 1] for j in seam) for seam in kept]))
+    return worst / med if med > 0 else math.inf

@@ -149,10 +149,11 @@ class _CountingProgress:
             self.on_call(self.done, self.total)
         return out
 
-    @property
-    def reference(self) -> Callable[[int, int], torch.Tensor | None] | None:
-        """The wrapped denoiser's optional ``reference`` hook (see ``sample_phased``)."""
-        return getattr(self.denoiser, "reference", None)
+    def __getattr__(self, name: str) -> Any:
+        # Optional hooks of the wrapped denoiser (e.g. ``reference`` for sample_phased) stay visible.
+        if name == "denoiser":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.denoiser, name)
 
 
 def stream_long_video(

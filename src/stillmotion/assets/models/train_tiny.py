@@ -112,8 +112,7 @@ def stage_refiner(data: Path, overrides: list[str]) -> None:
 
 def training_frames(caches: list[Path], *, batch: int = 64):
     """Pixel batches ``[N, 3, H, W]`` in [-1, 1]: the first and the last frame of every cached clip."""
-    import torch
-
+    from stillmotion.diffusion.warp_condition import to_pixels
     from stillmotion.training.cache import ClipCache
 
     pending = []
@@ -123,10 +122,10 @@ def training_frames(caches: list[Path], *, batch: int = 64):
             clip = cache.read(i, "frames")
             pending += [clip[0], clip[-1]]
             if len(pending) >= batch:
-                yield torch.from_numpy(np.stack(pending)).permute(0, 3, 1, 2).float() / 127.5 - 1
+                yield to_pixels(np.stack(pending))
                 pending = []
     if pending:
-        yield torch.from_numpy(np.stack(pending)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        yield to_pixels(np.stack(pending))
 
 
 def build_init(mc: dict, target: Path, caches: list[Path] | None = None) -> Path:
