@@ -60,19 +60,42 @@ def model_and_size(model: str, size: str | None) -> tuple[str | None, tuple[int,
 def memory_child(
     frames: int, steps: int, size: str | None, seed: int, model: str, overlap: int | None
 ) -> None:
-    """Run phased once in this (fresh) process and print its peak memory as JSON."""
-    from stillmotion.cli.bench_long_cmd import model_location, run_method
+    """Run phased once in this (fresh) process and print its peak memory as JSON, with the resident
+    memory's peak in each tenth of the run's time (growth shows as a rising trace; single-run peaks
+    vary by some tens of MiB between processes)."""
+    import threading
+    import time
+
+    from stillmotion.cli.bench_long_cmd import _rss_bytes, model_location, run_method
 
     scene, motion = scene_and_motion()
     model, wh = model_and_size(model, size)
     opts = dict(size=wh, gamma=0.8, omega=0.2, overlap=overlap, device="cpu", fps=8, progress=False)
+    trace: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            trace.append((time.perf_counter(), _rss_bytes()))
+            time.sleep(0.005)
+
     with model_location(model, 25, seed) as (path, _), tempfile.TemporaryDirectory() as tmp:
         # warm-up: first calls allocate one-off buffers that are not the method's cost
         run_method("phased", scene, motion, frames=26, model=path, steps=1, seed=seed, video_path=None,
                    **opts)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
         row = run_method("phased", scene, motion, frames=frames, model=path, steps=steps, seed=seed,
                          video_path=Path(tmp) / "phased.mp4", **opts)  # fmt: skip
-    print(json.dumps({"frames": frames, "peak_mem_mib": row["peak_mem_mib"], "time_s": row["time_s"]}))
+        stop.set()
+        poller.join()
+    t0, t1 = trace[0][0], trace[-1][0]
+    tenths = [0] * 10
+    for t, rss in trace:
+        i = min(9, int(10 * (t - t0) / max(t1 - t0, 1e-9)))
+        tenths[i] = max(tenths[i], rss)
+    print(json.dumps({"frames": frames, "peak_mem_mib": row["peak_mem_mib"], "time_s": row["time_s"],
+                      "rss_peak_by_tenth_mib": [round(v / 2**20, 1) for v in tenths]}))  # fmt: skip
 
 
 def main() -> None:
@@ -118,12 +141,16 @@ def main() -> None:
                     ratio = by[other]["time_s"] / ph["time_s"]
                     print(f"phased vs {other}: {ratio:.2f}x faster (target >= {target}x: "
                           f"{'met' if ratio >= target else 'NOT met'})")  # fmt: skip
-            js = ph["join_smoothness"]
-            jd = by.get("direct", {}).get("join_smoothness", math.nan)
+            js, jm = ph["join_smoothness"], ph["join_motion"]
+            d = by.get("direct", {})
+            jd, jmd = d.get("join_smoothness", math.nan), d.get("join_motion", math.nan)
             print(f"phased join smoothness {js:.3f} (target <= 1.5: {'met' if js <= 1.5 else 'NOT met'}); "
-                  f"direct {jd:.3f} (phased's seams smaller: {'yes' if js < jd else 'no'}; "
-                  f"closer to 1, i.e. a join looks like any other frame step: "
-                  f"{'phased' if abs(js - 1) < abs(jd - 1) else 'direct'})")  # fmt: skip
+                  f"direct {jd:.3f}; lower than direct's: {'yes' if js < jd else 'no'}; "
+                  f"closer to 1 (a join looks like any other frame step): "
+                  f"{'phased' if abs(js - 1) < abs(jd - 1) else 'direct'}")  # fmt: skip
+            print(f"join motion (flow speed at joins / elsewhere; 1 = motion goes on, < 1 = it slows): "
+                  f"phased {jm:.3f}, direct {jmd:.3f}: closer to 1: "
+                  f"{'phased' if abs(jm - 1) < abs(jmd - 1) else 'direct'}")  # fmt: skip
         print(f"videos, table.md/.csv, consistency.png, report.json in {args.out}")
 
     if not args.skip_memory:
@@ -136,7 +163,8 @@ def main() -> None:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             peaks[n] = json.loads(out.strip().splitlines()[-1])
             print(f"phased, {n} frames: peak memory rise {peaks[n]['peak_mem_mib']:.1f} MiB, "
-                  f"time {peaks[n]['time_s']:.1f} s")  # fmt: skip
+                  f"time {peaks[n]['time_s']:.1f} s; process memory peak per tenth of the run (MiB): "
+                  f"{' '.join(f'{v:.0f}' for v in peaks[n]['rss_peak_by_tenth_mib'])}")  # fmt: skip
         a, b = peaks[args.frames]["peak_mem_mib"], peaks[args.long_frames]["peak_mem_mib"]
         print(f"peak memory {args.long_frames} / {args.frames} frames: {b / a:.2f}x "
               f"(target <= 1.3x: {'met' if b <= 1.3 * a else 'NOT met'})")  # fmt: skip

@@ -68,7 +68,9 @@ def test_join_seams_follow_the_plans():
     four = [list(r) for r in join_seams("phased", 125, 25, overlap=4)]
     assert four[:2] == [[22, 23, 24, 25], [43, 44, 45, 46]]
     assert [list(r) for r in join_seams("phased", 60, 25, overlap=0)] == [[25], [50]]
-    assert [list(r) for r in join_seams("direct", 125, 25)] == [[25], [50], [75], [100]]
+    # direct: clips [0,25) [24,49) ...: each starts on the previous clip's last frame
+    assert [list(r) for r in join_seams("direct", 125, 25)] == [[25], [49], [73], [97], [121]]
+    assert [list(r) for r in join_seams("direct", 3, 1)] == [[1], [2]]  # one-frame clips share nothing
     assert join_seams("freenoise", 125, 25) == [] and join_seams("gen-l-video", 125, 25) == []
     assert join_seams("phased", 20, 25) == []
 
@@ -121,9 +123,42 @@ def test_bench_long_end_to_end_tiny(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert "UNTRAINED" in report["backbone"]
     by = {r["method"]: r for r in report["methods"]}
-    # 9 frames, clips of 4, T = 2, M = 1: phased 4*2 + (4 + 3) * 1 = 15 frames (x2 guidance); direct 9*2 (x2)
-    assert by["phased"]["frame_evaluations"] == 2 * 15 and by["direct"]["frame_evaluations"] == 2 * 18
+    # 9 frames, clips of 4, T = 2, M = 1: phased 4*2 + (4 + 3) * 1 = 15 frames (x2 guidance);
+    # direct clips [0,4) [3,7) [6,9): (4 + 4 + 3) * 2 = 22 (x2)
+    assert by["phased"]["frame_evaluations"] == 2 * 15 and by["direct"]["frame_evaluations"] == 2 * 22
     assert all(r["frames"] == 9 for r in by.values())
     assert (out / "phased.mp4").stat().st_size > 0 and (out / "consistency.png").stat().st_size > 0
     with open(out / "table.csv") as f:
         assert [r["method"] for r in csv.DictReader(f)] == ["phased", "direct"]
+
+
+def test_join_motion_sees_a_stall_that_lowers_the_frame_difference():
+    # a textured strip moving 1 px per frame; at frame 12 the motion stops for one step (frame repeated)
+    rng = np.random.default_rng(1)
+    texture = np.repeat(np.repeat(rng.integers(0, 255, (8, 40, 3)), 4, 0), 4, 1).astype(np.uint8)
+    still = np.zeros((32, 64), bool)
+    still[:, :8] = True
+
+    def video(stall: bool):
+        frames, x = [], 0
+        for t in range(24):
+            x += 0 if (stall and t == 12) else 1
+            frame = np.full((32, 64, 3), 90, np.uint8)
+            frame[:, 8:] = texture[:, x : x + 56]
+            frames.append(frame)
+        return frames
+
+    seams = [range(12, 13)]
+    got = {}
+    for stall in (False, True):
+        m = StreamMetrics(video(stall)[0], still, clip_len=8)
+        for f in video(stall):
+            m.add(f)
+        assert len(m.speeds) == 23 and np.median(m.speeds) == pytest.approx(1.0, abs=0.2)
+        got[stall] = (m.join_smoothness(seams), m.join_motion(seams))
+    assert got[False][1] == pytest.approx(1.0, abs=0.2)  # motion goes on through the join
+    assert got[True][1] < 0.2 and got[True][0] < 0.2  # a stall: both low; only join motion says it is bad
+    m = StreamMetrics(video(False)[0], None, clip_len=8)
+    m.add(video(False)[0])
+    m.add(video(False)[1])
+    assert m.speeds == [] and math.isnan(m.join_motion(seams))

@@ -105,7 +105,8 @@ def test_nfe_formulas_written_out():
     cost = {m: expected_cost(LongOptions(method=m, overlap=1), 125, 25, 25) for m in LONG_METHODS}
     assert cost["phased"].frame_passes == 25 * 25 + (4 * 25 + 5) * 5 == 1150
     assert cost["phased"].denoiser_calls == 25 + 5 * 5
-    assert cost["direct"].frame_passes == 125 * 25 and cost["direct"].denoiser_calls == 5 * 25
+    # direct: the same cut as phased (clips share their conditioning frame), every clip fully denoised
+    assert cost["direct"].frame_passes == (5 * 25 + 5) * 25 and cost["direct"].denoiser_calls == 6 * 25
     assert cost["freenoise"].frame_passes == 125 * 25 and cost["freenoise"].denoiser_calls == 25
     # gen-l-video: windows every 12 frames, last aligned to the end: starts 0, 12, ..., 96, 100 -> 10 windows
     assert sliding_windows(125, 25, 12)[-2:] == [(96, 121), (100, 125)]
@@ -169,7 +170,9 @@ def test_phased_anchor_continues_previous_segment():
 
 def test_direct_conditions_on_last_frame():
     chunks, den, _ = run("direct", 60)
-    assert [c.start for c in chunks] == [0, 25, 50]
+    # clips [0,25) [24,49) [48,60): a later clip's frame 0 is the previous clip's last, not yielded again
+    assert [c.start for c in chunks] == [0, 25, 49] and [c.latents.shape[1] for c in chunks] == [25, 24, 11]
+    assert den.frame_passes == (25 + 25 + 12) * STEPS
     # first clip: the denoiser's own image; later clips: condition_on(previous last latent)
     assert all(img is None for img in den.seen_images[:STEPS])
     expected = chunks[0].latents[:, -1] * 0.5

@@ -1,6 +1,7 @@
 """Warped image conditioning (an addition to the paper, stillmotion.diffusion.warp_condition): the warped
-frames follow the field, windows are order-independent and memory-mapped for long videos, the denoiser and
-the pipeline use them only when the model asks for them, and the trainer trains and saves the flag."""
+frames follow the field, windows are order-independent and only a few frames are held for long videos,
+the denoiser and the pipeline use them only when the model asks for them, and the trainer trains and
+saves the flag."""
 
 from __future__ import annotations
 
@@ -38,16 +39,21 @@ def test_warped_frames_move_the_image_along_the_field():
         assert np.abs(frames[t][:, 8:].astype(int) - img[:, 8 - t : W - t].astype(int)).mean() < 2.0
 
 
-def test_windows_do_not_depend_on_order_or_on_the_memory_map():
+def test_windows_do_not_depend_on_order_and_hold_only_a_few_frames():
     img, encode = image(), (lambda px: px[:, :, ::4, ::4].clone())
     kw = dict(noise_aug_strength=0.02, seed=7)
-    mem = WarpedCondition(img, right(), 20, None, encode, in_memory=64, **kw)
-    mapped = WarpedCondition(img, right(), 20, None, encode, in_memory=4, cache_size=1, **kw)
-    assert isinstance(mapped.frames, np.memmap) and not isinstance(mem.frames, np.memmap)
-    late_first = mapped.window(10, 18)
-    assert torch.equal(mapped.window(0, 8), mem.window(0, 8))
-    assert torch.equal(late_first, mem.window(10, 18)) and late_first.shape == (1, 8, 3, H // 4, W // 4)
-    assert torch.equal(mapped.window(10, 18), late_first)  # re-encoded after the cache dropped it
+    whole = warped_image_frames(img, right(), 20)
+    roomy = WarpedCondition(img, right(), 20, None, encode, keep=64, **kw)
+    tight = WarpedCondition(img, right(), 20, None, encode, keep=4, cache_size=1, **kw)
+    late_first = tight.window(10, 18)
+    assert len(tight._held) == 4  # the warp's last frames only, whatever the length
+    assert torch.equal(tight.window(0, 8), roomy.window(0, 8)) and tight.restarts == 1  # went back
+    assert torch.equal(late_first, roomy.window(10, 18)) and late_first.shape == (1, 8, 3, H // 4, W // 4)
+    assert torch.equal(tight.window(10, 18), late_first)  # re-encoded after the cache dropped it
+    assert np.array_equal(tight.frames(6, 12), whole[6:12])
+    assert np.array_equal(tight.frames(9, 11), whole[9:11])
+    with pytest.raises(IndexError):
+        tight.frames(15, 21)
 
 
 def test_pipeline_uses_warped_latents_only_when_the_model_asks():
@@ -123,3 +129,42 @@ def test_condition_residual_denoises_the_difference_to_the_conditioning():
     assert (x0 - ref).abs().max() < (x * 80 - ref).abs().max() / 80**2 * 1.01
     # ... where the plain parameterisation returns x / (sigma^2 + 1), blind to the conditioning
     assert torch.allclose(den(x * 80, 80.0), x * 80 / (80**2 + 1), atol=1e-6)
+
+
+def test_direct_conditions_a_warped_model_on_the_last_frame_carried_along_the_field():
+    from stillmotion.sampling.long import LongOptions, stream_long_video
+
+    pipe = StillMotionPipeline(**tiny_components(0, num_frames=4))
+    pipe.motion_adapter.register_to_config(warped_image_condition=True)
+    den = pipe.prepare(image(), right(2.0), num_frames=10, width=W, height=H,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+    class Recorder:
+        def __init__(self, inner):
+            self.inner, self.images = inner, []
+
+        def __call__(self, x, sigma, **cond):
+            self.images.append(cond.get("image"))
+            return self.inner(x, sigma, **cond)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    made = []
+    starting_from = den.frame_latents.starting_from
+
+    def record(first, frames, seed):
+        made.append((first, starting_from(first, frames, seed)))
+        return made[-1][1]
+
+    den.frame_latents.starting_from = record
+    rec = Recorder(den)
+    out = [f for f, _ in stream_long_video(pipe, rec, LongOptions("direct"), steps=2, seed=0)]
+    assert sum(f.shape[1] for f in out) == 10  # clips [0,4) [3,7) [6,10): 4 + 3 + 3 new frames
+    assert rec.images[:2] == [None, None]  # the first clip: the input's own warped frames
+    later = rec.images[2:]
+    assert len(later) == 4 and len(made) == 2 and all(img.ndim == 5 and img.shape[1] == 4 for img in later)
+    # each later clip: its first frame (the previous clip's last, decoded) carried along the field
+    assert made[0][0].dtype == np.uint8 and made[0][0].shape == (H, W, 3)
+    assert torch.equal(later[0], made[0][1].window(0, 4)) and torch.equal(later[2], made[1][1].window(0, 4))
+    assert np.array_equal(made[0][1].frames(0, 4), warped_image_frames(made[0][0], made[0][1].field, 4))

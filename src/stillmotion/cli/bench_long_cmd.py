@@ -10,6 +10,9 @@ per-frame metrics, so nothing here holds the whole video. Per method it records
   over its level when the method started;
 - join smoothness: mean absolute frame difference at segment joins / median within segments (1 = a
   join looks like any other step; n/a for the window methods, which have no joins);
+- join motion: optical-flow speed of the moving region at the joins / median speed elsewhere (1 = the
+  motion goes on through a join; below 1 it slows there, which also lowers the frame difference);
+- motion: the median of that speed over the video (px/frame): whether the method keeps things moving;
 - drift: mean absolute change (grey levels) of the still region (outside the mask, or where the
   motion field is zero) against the input, over the first and over the last clip-length of frames;
 - adjacent-frame consistency: SSIM of frame t-1 and t (the paper's Tem-Cons uses CLIP embeddings,
@@ -116,7 +119,11 @@ class StreamMetrics:
     diffs: list[float] = field(default_factory=list)  # mean |f_t - f_{t-1}|, t >= 1
     consistency: list[float] = field(default_factory=list)  # SSIM(f_{t-1}, f_t), t >= 1
     drift: list[float] = field(default_factory=list)  # still-region change against the input, per frame
+    # mean optical-flow speed (px) of the moving region (outside ``still``), t >= 1; empty without one
+    speeds: list[float] = field(default_factory=list)
     _prev: np.ndarray | None = None
+    _prev_u8: np.ndarray | None = None
+    _flow: Any = None
 
     def add(self, frame: np.ndarray) -> None:
         from stillmotion.evaluation.frame_metrics import ssim
@@ -127,9 +134,16 @@ class StreamMetrics:
             self.diffs.append(float(np.abs(f - self._prev).mean()))
             # SSIM's 11x11 window needs frames larger than that
             self.consistency.append(ssim(self._prev, f) if min(f.shape[:2]) > 11 else math.nan)
+            if self.still is not None:
+                if self._flow is None:
+                    from stillmotion.motion.flow import FlowEstimator
+
+                    self._flow = FlowEstimator("dis")
+                flow = self._flow(self._prev_u8, frame)
+                self.speeds.append(float(np.linalg.norm(flow, axis=-1)[~self.still].mean()))
         if self.still is not None:
             self.drift.append(float(still_region_drift(frame[None], self.image, self.still)[0]))
-        self._prev = f
+        self._prev, self._prev_u8 = f, frame
 
     def join_smoothness(self, seams: list[range]) -> float:
         """``stillmotion.evaluation.motion_metrics.seam_ratio`` on the kept differences: a seam is judged
@@ -137,6 +151,15 @@ class StreamMetrics:
         from stillmotion.evaluation.motion_metrics import seam_ratio
 
         return seam_ratio(self.diffs, seams)
+
+    def join_motion(self, seams: list[range]) -> float:
+        """Motion through the joins: the moving region's optical-flow speed at a seam (its slowest step)
+        over the median speed of the other steps. 1 = the motion goes on through a join as anywhere
+        else; below 1 it slows or stops there (a frame difference below the median can be that, too).
+        NaN without a moving region or seams."""
+        from stillmotion.evaluation.motion_metrics import seam_ratio
+
+        return seam_ratio(self.speeds, seams, pick=min) if self.speeds else math.nan
 
     def drift_first_last(self) -> tuple[float, float]:
         if not self.drift:
@@ -147,7 +170,7 @@ class StreamMetrics:
 
 def join_seams(method: str, num_frames: int, clip_len: int, overlap: int = 1) -> list[range]:
     """Per seam between separately sampled segments, the frames j whose step j-1 -> j belongs to it."""
-    from stillmotion.sampling.segments import clip_segments, phased_segments
+    from stillmotion.sampling.segments import direct_segments, phased_segments
 
     if num_frames <= clip_len:
         return []
@@ -158,7 +181,9 @@ def join_seams(method: str, num_frames: int, clip_len: int, overlap: int = 1) ->
         return [range(a + min(overlap, 1), a + overlap + 1)
                 for a, _ in phased_segments(num_frames, clip_len, overlap)[1:]]
     if method == "direct":
-        return [range(a, a + 1) for a, _ in clip_segments(num_frames, clip_len)[1:]]
+        # a later clip starts on the previous clip's last frame a; its first new frame is a + 1
+        shared = int(clip_len > 1)
+        return [range(a + shared, a + shared + 1) for a, _ in direct_segments(num_frames, clip_len)[1:]]
     return []
 
 
@@ -255,6 +280,7 @@ def run_method(
     if count != frames:
         raise RuntimeError(f"{method} produced {count} frames, expected {frames}")
     drift_first, drift_last = metrics.drift_first_last()
+    seams = join_seams(method, frames, clip_len, stats["overlap"])
     return {
         "method": method,
         "frames": count,
@@ -262,7 +288,9 @@ def run_method(
         "unet_calls": stats["unet_calls"],
         "frame_evaluations": stats["frame_evaluations"],
         "peak_mem_mib": mem.peak_mib,
-        "join_smoothness": metrics.join_smoothness(join_seams(method, frames, clip_len, stats["overlap"])),
+        "join_smoothness": metrics.join_smoothness(seams),
+        "join_motion": metrics.join_motion(seams),
+        "motion": float(np.median(metrics.speeds)) if metrics.speeds else math.nan,
         "drift_first": drift_first,
         "drift_last": drift_last,
         "consistency": float(np.mean(metrics.consistency)) if metrics.consistency else math.nan,
@@ -295,6 +323,8 @@ COLUMNS = [
     ("UNet frame-evals", "frame_evaluations"),
     ("Peak mem (MiB)", "peak_mem_mib"),
     ("Join smoothness", "join_smoothness"),
+    ("Join motion", "join_motion"),
+    ("Motion (px/frame)", "motion"),
     ("Drift first clip", "drift_first"),
     ("Drift last clip", "drift_last"),
     ("Adjacent SSIM", "consistency"),
@@ -313,7 +343,7 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
     for r in rows:
         cells = []
         for _, key in COLUMNS:
-            v = r[key]
+            v = r.get(key)
             if key == "method":
                 cells.append(str(v))
             elif key in ("unet_calls", "frame_evaluations"):
@@ -334,7 +364,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w = csv.writer(f)
         w.writerow(keys)
         for r in rows:
-            w.writerow([r[k] for k in keys])
+            w.writerow([r.get(k) for k in keys])
 
 
 def plot_consistency(path: Path, rows: list[dict[str, Any]], title: str) -> None:

@@ -266,7 +266,10 @@ class MotionDenoiser:
 
     def _condition_latents(self, start: int, stop: int, image: torch.Tensor | None = None) -> torch.Tensor:
         """The conditional branch's image latents per frame ``[B, f, C, h, w]`` (unscaled): ``image``
-        repeated when given, else the warped frames of the window, else SVD's one image latent repeated."""
+        repeated when given (``[B, C, h, w]``; a per-frame ``[B, >= f, C, h, w]`` override is used from
+        its first frame on), else the warped frames of the window, else SVD's one image latent repeated."""
+        if image is not None and image.ndim == 5:
+            return image[:, : stop - start].to(self.device, self.dtype)
         if image is None and self.frame_latents is not None:
             return self.frame_latents.window(start, stop).to(self.device, self.dtype)
         img = self.image_latents if image is None else image.to(self.device, self.dtype)

@@ -12,27 +12,23 @@ exactly as in SVD. The same function makes the training inputs and the inference
 
 from __future__ import annotations
 
-import tempfile
-import weakref
 from collections import OrderedDict
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 
 def warped_image_frames(
-    image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None = None,
-    out: np.ndarray | None = None,
+    image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """uint8 (H, W, 3) image, float32 (H, W, 2) px/frame field -> uint8 (frames, H, W, 3) (into ``out``
-    when given, e.g. a memory map); frame 0 is the image itself."""
+    """uint8 (H, W, 3) image, float32 (H, W, 2) px/frame field -> uint8 (frames, H, W, 3); frame 0 is
+    the image itself."""
     from stillmotion.engines.warp import warp_frames
 
     field = np.ascontiguousarray(field, dtype=np.float32)
     h, w = image.shape[:2]
-    out = np.empty((frames, h, w, 3), np.uint8) if out is None else out
+    out = np.empty((frames, h, w, 3), np.uint8)
     for t, frame in enumerate(warp_frames(np.ascontiguousarray(image), field, frames=frames, loop=False,
                                           mask=mask)):
         out[t] = frame
@@ -42,27 +38,62 @@ def warped_image_frames(
 class WarpedCondition:
     """The per-frame conditioning latents of a whole video, made per window on demand.
 
-    The warped frames are rendered once; past ``in_memory`` frames they go to a temporary file
-    (memory-mapped) so memory does not grow with the video's length. A window's latents are encoded
-    when asked for and the last few windows kept. Frame t's noise augmentation comes from a generator
-    seeded with ``seed + t``: the latents do not depend on the order windows are asked for.
+    Nothing is rendered up front: the warp runs forward as windows ask for frames, and only the last
+    ``keep`` rendered frames are held, so memory does not grow with the video's length (the long-video
+    samplers ask for windows in increasing order; a window that starts before the held frames restarts
+    the warp from frame 0, which costs time, not memory). A window's latents are encoded when asked
+    for and the last few windows kept. Frame t's noise augmentation comes from a generator seeded with
+    ``seed + t``: the latents do not depend on the order windows are asked for.
     """
 
     def __init__(
         self, image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None,
         encode: Callable[[torch.Tensor], torch.Tensor], *, noise_aug_strength: float, seed: int,
-        in_memory: int = 32, cache_size: int = 4,
+        keep: int = 64, cache_size: int = 4,
     ) -> None:
-        h, w = image.shape[:2]
-        out = None
-        if frames > in_memory:
-            tmp = tempfile.TemporaryDirectory(prefix="stillmotion-warped-")
-            weakref.finalize(self, tmp.cleanup)
-            out = np.lib.format.open_memmap(Path(tmp.name) / "frames.npy", "w+", np.uint8, (frames, h, w, 3))
-        self.frames = warped_image_frames(image, field, frames, mask, out=out)
+        self.image = np.ascontiguousarray(image)
+        self.field = np.ascontiguousarray(field, dtype=np.float32)
+        self.mask, self.num_frames, self.keep = mask, int(frames), max(1, int(keep))
         self.encode, self.noise_aug_strength, self.seed = encode, noise_aug_strength, int(seed)
         self.cache_size = cache_size
+        self.restarts = 0  # times the warp went back to frame 0 (a window before the held frames)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._held: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._warp: Iterator[np.ndarray] | None = None
+        self._next = 0  # the frame the warp yields next
+
+    def starting_from(self, image: np.ndarray, frames: int, seed: int) -> WarpedCondition:
+        """The same field, mask and encoder from another first frame (uint8 (H, W, 3), e.g. the last
+        frame of a clip that conditions the next one), ``frames`` long."""
+        return WarpedCondition(
+            image, self.field, frames, self.mask, self.encode, noise_aug_strength=self.noise_aug_strength,
+            seed=seed, keep=self.keep, cache_size=self.cache_size,
+        )  # fmt: skip
+
+    def frames(self, start: int, stop: int) -> np.ndarray:
+        """uint8 ``(stop - start, H, W, 3)``: the warped frames ``start:stop``."""
+        from stillmotion.engines.warp import warp_frames
+
+        if not 0 <= start < stop <= self.num_frames:
+            raise IndexError(f"frames {start}:{stop} outside 0:{self.num_frames}")
+        if self._warp is None or (start < self._next and start not in self._held):
+            self.restarts += self._warp is not None
+            self._warp = warp_frames(self.image, self.field, frames=self.num_frames, loop=False,
+                                     mask=self.mask)  # fmt: skip
+            self._held.clear()
+            self._next = 0
+        out = np.empty((stop - start, *self.image.shape), np.uint8)
+        for t in range(start, min(stop, self._next)):
+            out[t - start] = self._held[t]
+        while self._next < stop:
+            frame = next(self._warp)
+            if self._next >= start:
+                out[self._next - start] = frame
+            self._held[self._next] = frame
+            self._next += 1
+            while len(self._held) > self.keep:
+                self._held.popitem(last=False)
+        return out
 
     def window(self, start: int, stop: int) -> torch.Tensor:
         """Latents ``[1, stop - start, C, h, w]`` (unscaled) of frames ``start:stop``."""
@@ -70,7 +101,7 @@ class WarpedCondition:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        pixels = to_pixels(np.asarray(self.frames[start:stop]))
+        pixels = to_pixels(self.frames(start, stop))
         noise = torch.stack([_frame_noise(pixels.shape[1:], self.seed + t)
                              for t in range(start, stop)])
         latents = self.encode(pixels + self.noise_aug_strength * noise)[None]

@@ -8,7 +8,7 @@ frame t+1.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -187,10 +187,13 @@ def join_smoothness(frames: np.ndarray, joins: Sequence[int]) -> float:
     return seam_ratio(diffs, [range(j, j + 1) for j in joins])
 
 
-def seam_ratio(diffs: Sequence[float], seams: Sequence[range]) -> float:
-    """``diffs[t]``: mean frame difference of step t -> t+1. For each seam (the frames j whose step
-    j-1 -> j belongs to it: one for a cut, several for a cross-fade) its largest step, averaged over the
-    seams, divided by the median of all other steps. NaN without seams."""
+def seam_ratio(
+    diffs: Sequence[float], seams: Sequence[range], pick: Callable[..., float] = max
+) -> float:
+    """``diffs[t]``: a per-step figure of step t -> t+1 (mean frame difference, or speed). For each seam
+    (the frames j whose step j-1 -> j belongs to it: one for a cut, several for a cross-fade) its
+    largest step (``pick=min``: its smallest), averaged over the seams, divided by the median of all
+    other steps. NaN without seams."""
     diffs = np.asarray(diffs, dtype=np.float64)
     n = len(diffs)
     kept = {tuple(j for j in seam if 1 <= j <= n) for seam in seams}
@@ -201,5 +204,5 @@ def seam_ratio(diffs: Sequence[float], seams: Sequence[range]) -> float:
     if len(inner) == 0:
         return math.nan
     med = float(np.median(inner))
-    worst = float(np.mean([max(diffs[j - 1] for j in seam) for seam in kept]))
+    worst = float(np.mean([pick(diffs[j - 1] for j in seam) for seam in kept]))
     return worst / med if med > 0 else math.inf

@@ -174,7 +174,8 @@ def stream_long_video(
     first of them starts a separately sampled segment). The starting noise is :class:`FrameNoise` of
     ``seed`` (made per frame, on demand); the samplers' own random choices come from a generator of the
     same seed. ``direct`` decodes each clip's last latent frame and re-encodes it (image latent with SVD's
-    noise augmentation, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
+    noise augmentation, or for a warped-conditioning model the frame warped along the field and encoded
+    per frame, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
     the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call.
     """
     from stillmotion.progress import progress_bar
@@ -196,10 +197,15 @@ def stream_long_video(
     def condition_on(last: torch.Tensor) -> dict[str, Any]:
         frames = next(pipe.decode(den, last[:, None], 1))  # [B, 1, H, W, 3] in [0, 1], still pixels pasted
         pixels = torch.from_numpy(frames[:, 0]).permute(0, 3, 1, 2).to(den.device) * 2 - 1
-        return {
-            "image": den.encode_condition_image(pixels, aug_generator),
-            "image_embeds": den.encode_condition_embeds(pixels),
-        }
+        cond = {"image_embeds": den.encode_condition_embeds(pixels)}
+        if getattr(den, "frame_latents", None) is not None:
+            # a warped-conditioning model: the new first frame carried along the field, as the input was
+            first = (frames[0, 0] * 255 + 0.5).clip(0, 255).astype("uint8")
+            seed_k = int(torch.randint(0, 2**62, (1,), generator=aug_generator, device=aug_generator.device))
+            cond["image"] = den.frame_latents.starting_from(first, clip, seed_k).window(0, clip)
+        else:
+            cond["image"] = den.encode_condition_image(pixels, aug_generator)
+        return cond
 
     total = expected_cost(options, den.num_frames, clip, steps).denoiser_calls
     with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:

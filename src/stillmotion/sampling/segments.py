@@ -45,10 +45,10 @@ def reuse_steps(num_steps: int, gamma: float) -> int:
     return min(num_steps, math.ceil(gamma * num_steps - 1e-9))
 
 
-def clip_segments(num_frames: int, clip_len: int) -> list[tuple[int, int]]:
-    """Back-to-back clips ``[a, b)`` of ``clip_len`` frames; the last one holds the remainder."""
-    check_length(num_frames, clip_len)
-    return [(a, min(a + clip_len, num_frames)) for a in range(0, num_frames, clip_len)]
+def direct_segments(num_frames: int, clip_len: int) -> list[tuple[int, int]]:
+    """Direct's clips ``[a, b)``: each later clip starts on the previous clip's last frame (the image it
+    is conditioned on, its frame 0), so clips share one frame (none with one-frame clips)."""
+    return phased_segments(num_frames, clip_len, min(1, clip_len - 1))
 
 
 def phased_segments(num_frames: int, clip_len: int, overlap: int) -> list[tuple[int, int]]:
@@ -106,14 +106,13 @@ def phased_denoiser_calls(num_frames: int, clip_len: int, num_steps: int, gamma:
 
 
 def direct_frame_evaluations(num_frames: int, clip_len: int, num_steps: int) -> int:
-    """N * T: every frame is denoised once per step, clip after clip."""
-    check_length(num_frames, clip_len)
-    return num_frames * num_steps
+    """T * sum of clip lengths: every clip is denoised fully, its shared first frame included."""
+    return num_steps * sum(b - a for a, b in direct_segments(num_frames, clip_len))
 
 
 def direct_denoiser_calls(num_frames: int, clip_len: int, num_steps: int) -> int:
-    """ceil(N / L) * T."""
-    return len(clip_segments(num_frames, clip_len)) * num_steps
+    """K * T with K = 1 + ceil((N - L) / (L - 1)) clips for N > L."""
+    return len(direct_segments(num_frames, clip_len)) * num_steps
 
 
 def freenoise_frame_evaluations(num_frames: int, clip_len: int, num_steps: int) -> int:
