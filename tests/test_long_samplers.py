@@ -67,7 +67,7 @@ def run(method: str, n: int, seed: int = 0, steps: int = STEPS, **opts):
             karras(steps),
             clip_len=CLIP,
             generator=torch.Generator().manual_seed(seed),
-            condition_on=lambda last: {"image": last * 0.5},
+            condition_on=lambda last, index: {"image": last * 0.5},
         )
     )
     return chunks, den, options

@@ -244,3 +244,26 @@ def test_many_holes_at_once():
     frames = list(warp_frames(img, constant_field(256, 256, 150.0, 0.0), frames=2, loop=False))
     assert np.array_equal(frames[1][:, 150:], img[:, :106])
     assert (frames[1][:, :150] == 90).all()  # the emptied strip takes its neighbours' colour
+
+
+def test_a_field_sequence_moves_each_step_along_its_own_field():
+    from stillmotion.engines.warp import warp_frames
+
+    rng = np.random.default_rng(3)
+    img = np.repeat(np.repeat(rng.integers(0, 255, (8, 12, 3)), 4, 0), 4, 1).astype(np.uint8)
+    h, w = img.shape[:2]
+    right, down = np.zeros((h, w, 2), np.float32), np.zeros((h, w, 2), np.float32)
+    right[..., 0], down[..., 1] = 1.0, 1.0
+    frames = list(warp_frames(img, np.stack([right, down]), frames=4, loop=False))
+    # step 0 right, step 1 down, step 2 repeats the last field (down)
+    assert np.array_equal(frames[1][:, 4:], img[:, 3 : w - 1])
+    assert np.array_equal(frames[2][4:, 4:], img[3 : h - 1, 3 : w - 1])
+    assert np.array_equal(frames[3][4:, 4:], img[2 : h - 2, 3 : w - 1])
+    # a sequence of one repeated field is the static animation, frame for frame
+    same = list(warp_frames(img, np.stack([right] * 3), frames=4, loop=False))
+    static = list(warp_frames(img, right, frames=4, loop=False))
+    assert all(np.array_equal(a, b) for a, b in zip(same, static, strict=True))
+    with pytest.raises(UserInputError, match="forward only"):
+        list(warp_frames(img, np.stack([right, down]), frames=4, loop=True))
+    with pytest.raises(UserInputError, match="one field per frame step"):
+        list(warp_frames(img, np.zeros((2, h, w + 1, 2), np.float32), frames=4, loop=False))

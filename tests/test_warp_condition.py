@@ -153,8 +153,8 @@ def test_direct_conditions_a_warped_model_on_the_last_frame_carried_along_the_fi
     made = []
     starting_from = den.frame_latents.starting_from
 
-    def record(first, frames, seed):
-        made.append((first, starting_from(first, frames, seed)))
+    def record(first, frames, seed, index):
+        made.append((first, starting_from(first, frames, seed, index)))
         return made[-1][1]
 
     den.frame_latents.starting_from = record
@@ -168,3 +168,18 @@ def test_direct_conditions_a_warped_model_on_the_last_frame_carried_along_the_fi
     assert made[0][0].dtype == np.uint8 and made[0][0].shape == (H, W, 3)
     assert torch.equal(later[0], made[0][1].window(0, 4)) and torch.equal(later[2], made[1][1].window(0, 4))
     assert np.array_equal(made[0][1].frames(0, 4), warped_image_frames(made[0][0], made[0][1].field, 4))
+
+
+def test_per_frame_flows_are_warped_step_by_step_and_picked_up_where_a_clip_starts():
+    pipe = StillMotionPipeline(**tiny_components(0))
+    pipe.motion_adapter.register_to_config(warped_image_condition=True)
+    flows = np.stack([right(1.0), right(0.0), right(2.0), right(1.0), right(1.0)])  # steps of a 6-frame clip
+    den = pipe.prepare(image(), flows, num_frames=6, width=W, height=H, refine=False,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    wc = den.frame_latents
+    assert wc is not None and wc.field.shape == (6, H, W, 2)  # the last step's field repeated to 6 frames
+    frames = wc.frames(0, 6)
+    assert np.array_equal(frames, warped_image_frames(image(), wc.field, 6))
+    assert np.array_equal(frames[2], frames[1])  # the second step does not move
+    later = wc.starting_from(frames[2], 3, seed=1, index=2)
+    assert np.array_equal(later.field, wc.field[2:])  # the clip starting at frame 2 moves 2, 1, 1 px

@@ -458,8 +458,7 @@ class StillMotionPipeline(DiffusionPipeline):
             alpha = still_alpha(mask_fit, self.vae_scale_factor if feather is None else feather)
 
         frame_latents = None
-        if field is not None and field.ndim == 3 and getattr(self.motion_adapter.config,
-                                                               "warped_image_condition", False):
+        if field is not None and getattr(self.motion_adapter.config, "warped_image_condition", False):
             frame_latents = self._warped_condition(image, field, mask_fit, num_frames, noise_aug_strength,
                                                    generator, embeds.dtype)
 

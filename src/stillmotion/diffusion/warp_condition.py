@@ -2,12 +2,14 @@
 
 SVD concatenates the same image latent to every frame's noisy latent. A model whose
 ``MotionAdapter`` has ``warped_image_condition`` set gets instead, for frame t, the input image
-carried t steps along the (static) motion field by the warp engine (forward Eulerian splatting, no
-loop). This is not in the paper: it is an addition for small models trained briefly on a CPU, which
-learn to follow a spatially aligned input long before they learn to move content from the motion
-cross-attention alone (measured in docs/train-tiny.md). The paper's conditioning (motion encoder,
-cross-attention, strength) stays in place; without a motion field the conditioning is the still image,
-exactly as in SVD. The same function makes the training inputs and the inference inputs.
+carried t steps along the motion field by the warp engine (forward Eulerian splatting, no loop): a
+static field (arrows), or one field per frame step (a real video's optical flows, step t -> t+1 along
+flow t; the model was trained on static fields, which these generalise). This is not in the paper:
+it is an addition for small models trained briefly on a CPU, which learn to follow a spatially
+aligned input long before they learn to move content from the motion cross-attention alone
+(measured in docs/train-tiny.md). The paper's conditioning (motion encoder, cross-attention,
+strength) stays in place; without a motion field the conditioning is the still image, exactly as in
+SVD. The same function makes the training inputs and the inference inputs.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 def warped_image_frames(
     image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """uint8 (H, W, 3) image, float32 (H, W, 2) px/frame field -> uint8 (frames, H, W, 3); frame 0 is
-    the image itself."""
+    """uint8 (H, W, 3) image, float32 (H, W, 2) px/frame field (or (F, H, W, 2), one per frame step) ->
+    uint8 (frames, H, W, 3); frame 0 is the image itself."""
     from stillmotion.engines.warp import warp_frames
 
     field = np.ascontiguousarray(field, dtype=np.float32)
@@ -62,11 +64,15 @@ class WarpedCondition:
         self._warp: Iterator[np.ndarray] | None = None
         self._next = 0  # the frame the warp yields next
 
-    def starting_from(self, image: np.ndarray, frames: int, seed: int) -> WarpedCondition:
+    def starting_from(self, image: np.ndarray, frames: int, seed: int, index: int = 0) -> WarpedCondition:
         """The same field, mask and encoder from another first frame (uint8 (H, W, 3), e.g. the last
-        frame of a clip that conditions the next one), ``frames`` long."""
+        frame of a clip that conditions the next one), ``frames`` long; ``index``: that frame's place in
+        the video, where a per-frame field sequence is picked up."""
+        field = self.field
+        if field.ndim == 4:
+            field = field[min(index, len(field) - 1) :]
         return WarpedCondition(
-            image, self.field, frames, self.mask, self.encode, noise_aug_strength=self.noise_aug_strength,
+            image, field, frames, self.mask, self.encode, noise_aug_strength=self.noise_aug_strength,
             seed=seed, keep=self.keep, cache_size=self.cache_size,
         )  # fmt: skip
 

@@ -27,7 +27,7 @@ def sample_direct(
     sigmas: torch.Tensor,
     *,
     segment_len: int,
-    condition_on: Callable[[torch.Tensor], dict[str, Any]],
+    condition_on: Callable[[torch.Tensor, int], dict[str, Any]],
     callback: StepCallback | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
@@ -36,8 +36,9 @@ def sample_direct(
     image, so a later clip starts on the frame it is conditioned on and only its frames 1.. are new
     (yielding frame 0 again would freeze the video for a frame at every join).
 
-    ``condition_on(latent [B, C, h, w]) -> {"image": ..., ...}`` turns the finished last latent frame of a
-    clip into conditioning overrides for the next clip's denoiser calls; for a latent video model it
+    ``condition_on(latent [B, C, h, w], index) -> {"image": ..., ...}`` turns the finished last latent
+    frame of a clip (frame ``index`` of the video) into conditioning overrides for the next clip's
+    denoiser calls; for a latent video model it
     decodes the frame and encodes it again exactly as an input photo would be (image latent, or per-frame
     latents for a warped-conditioning model, and for SVD ``image_embeds``). The first clip uses the
     denoiser's own conditioning image.
@@ -50,4 +51,4 @@ def sample_direct(
         shared = int(a > 0 and segment_len > 1)  # frame a is the previous clip's, already yielded
         yield LatentChunk(a + shared, x[:, shared:], a > 0)
         if b < noise.num_frames:
-            image_cond = dict(condition_on(x[:, -1]))
+            image_cond = dict(condition_on(x[:, -1], b - 1))

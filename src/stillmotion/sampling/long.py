@@ -69,13 +69,13 @@ def sample_long(
     clip_len: int,
     generator: torch.Generator | None = None,
     unet: nn.Module | None = None,
-    condition_on: Callable[[torch.Tensor], dict[str, Any]] | None = None,
+    condition_on: Callable[[torch.Tensor, int], dict[str, Any]] | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """Finished latent chunks of the whole video, in frame order (see :class:`LatentChunk`).
 
     ``unet`` is needed by freenoise's window-fused attention, ``condition_on`` by direct (last latent
-    frame -> conditioning image for the next clip).
+    frame and its index in the video -> conditioning image for the next clip).
     """
     m = options.method
     if m == "phased":
@@ -194,15 +194,16 @@ def stream_long_video(
     generator = torch.Generator().manual_seed(seed)
     aug_generator = torch.Generator(device=den.device).manual_seed(seed + 1)
 
-    def condition_on(last: torch.Tensor) -> dict[str, Any]:
+    def condition_on(last: torch.Tensor, index: int) -> dict[str, Any]:
         frames = next(pipe.decode(den, last[:, None], 1))  # [B, 1, H, W, 3] in [0, 1], still pixels pasted
         pixels = torch.from_numpy(frames[:, 0]).permute(0, 3, 1, 2).to(den.device) * 2 - 1
         cond = {"image_embeds": den.encode_condition_embeds(pixels)}
         if getattr(den, "frame_latents", None) is not None:
-            # a warped-conditioning model: the new first frame carried along the field, as the input was
+            # a warped-conditioning model: the new first frame carried along the field (from frame
+            # ``index`` on, for a per-frame field), as the input was
             first = (frames[0, 0] * 255 + 0.5).clip(0, 255).astype("uint8")
             seed_k = int(torch.randint(0, 2**62, (1,), generator=aug_generator, device=aug_generator.device))
-            cond["image"] = den.frame_latents.starting_from(first, clip, seed_k).window(0, clip)
+            cond["image"] = den.frame_latents.starting_from(first, clip, seed_k, index).window(0, clip)
         else:
             cond["image"] = den.encode_condition_image(pixels, aug_generator)
         return cond

@@ -60,10 +60,13 @@ def check_warp_inputs(image: np.ndarray, field: np.ndarray, mask: np.ndarray | N
         got = f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
         raise UserInputError(f"image must be a uint8 (H, W, 3) RGB array, got {got}")
     h, w = image.shape[:2]
-    if not (isinstance(field, np.ndarray) and field.shape == (h, w, 2)):
+    ok = isinstance(field, np.ndarray) and (
+        field.shape == (h, w, 2) or (field.ndim == 4 and field.shape[1:] == (h, w, 2) and len(field) > 0)
+    )
+    if not ok:
         raise UserInputError(
-            f"motion field must have shape (H, W, 2) = ({h}, {w}, 2) to match the image, "
-            f"got {np.shape(field)}"
+            f"motion field must have shape (H, W, 2) = ({h}, {w}, 2) to match the image "
+            f"(or (F, {h}, {w}, 2) for one field per frame step), got {np.shape(field)}"
         )
     if not np.isfinite(field).all():
         raise UserInputError("motion field holds NaN or infinite values")
@@ -76,7 +79,9 @@ class EulerianWarp:
 
     Args:
         image: RGB uint8 (H, W, 3).
-        field: float32 (H, W, 2), (dx, dy) pixels per frame at the image's resolution.
+        field: float32 (H, W, 2), (dx, dy) pixels per frame at the image's resolution; or
+            (F, H, W, 2), one field per frame step (e.g. a real video's optical flows: step t -> t+1
+            uses field t, the last one repeats), forward animation only (``loop=False``).
         frames: number of frames N (>= 1). For a loop, N is also the period: frame N would equal
             frame 0, so frames 0..N-1 repeat seamlessly.
         loop: symmetric splatting for a seamless loop (default) or a plain forward animation.
@@ -110,6 +115,8 @@ class EulerianWarp:
             raise UserInputError(f"strength must be a finite number >= 0, got {strength}")
         if not (math.isfinite(beta) and 0 <= beta <= 30):
             raise UserInputError(f"softmax beta must be in [0, 30], got {beta}")
+        if field.ndim == 4 and loop:
+            raise UserInputError("a per-frame motion field sequence animates forward only (loop=False)")
         self.image = np.ascontiguousarray(image)
         self.n_frames = int(frames)
         self.loop = bool(loop)
@@ -117,13 +124,15 @@ class EulerianWarp:
         h, w = image.shape[:2]
         motion = np.ascontiguousarray(field, dtype=np.float32) * np.float32(strength)
         self.keep = np.zeros((h, w), bool) if mask is None else ~np.asarray(mask, bool)
-        motion[self.keep] = 0.0
-        self.field = motion
+        motion[..., self.keep, :] = 0.0
+        self.field = motion  # (H, W, 2), or (F, H, W, 2): step t -> t+1 uses field[min(t, F - 1)]
 
-        moving = (motion != 0).any(axis=2)
+        sequence = motion if motion.ndim == 4 else motion[None]
+        moving = (sequence != 0).any(axis=(0, 3))
         ys, xs = np.nonzero(moving)
         self.n_moving = len(ys)
-        magnitude = np.hypot(motion[ys, xs, 0], motion[ys, xs, 1])
+        # a sequence's splatting priority comes from each pixel's fastest step
+        magnitude = np.hypot(sequence[:, ys, xs, 0], sequence[:, ys, xs, 1]).max(axis=0)
         top = float(magnitude.max()) if self.n_moving else 1.0
         importance = np.exp(np.float32(beta) * magnitude / np.float32(top)).astype(np.float32)
         colours = image[ys, xs].astype(np.float32)
@@ -154,15 +163,21 @@ class EulerianWarp:
         b = second[0](*second[1])
         return future.result(), b
 
-    def _advance(self, state: State, sign: float, steps: int, *, in_place: bool = False) -> State:
+    def _advance(
+        self, state: State, sign: float, steps: int, *, in_place: bool = False, step_index: int = 0
+    ) -> State:
+        """``steps`` Euler steps; a field sequence takes one step, with the field of step ``step_index``."""
         from stillmotion.engines.warp.kernels import euler_advance
 
         pos, alive = state if in_place else (state[0].copy(), state[1].copy())
+        field = self.field
+        if field.ndim == 4:
+            field = field[min(step_index, len(field) - 1)]
         if steps > 0 and len(pos):
             half = len(pos) // 2 if self._pool is not None and len(pos) >= _MIN_SPLIT else len(pos)
             self._both(
-                (euler_advance, (pos[:half], alive[:half], self.field, sign, steps)),
-                (euler_advance, (pos[half:], alive[half:], self.field, sign, steps)),
+                (euler_advance, (pos[:half], alive[:half], field, sign, steps)),
+                (euler_advance, (pos[half:], alive[half:], field, sign, steps)),
             )
             self.euler_steps += steps
         return pos, alive
@@ -198,7 +213,7 @@ class EulerianWarp:
             )
             for t in steps:
                 if t > 0:
-                    self._advance(forward, 1.0, 1, in_place=True)
+                    self._advance(forward, 1.0, 1, in_place=True, step_index=t - 1)
                 weight_f, weight_b = (1.0 - t / n, t / n) if self.loop else (1.0, 0.0)
                 # Frame t needs the backward branch at step n - t: n-1, ..., 0 in order.
                 if self.loop and t > 0:
