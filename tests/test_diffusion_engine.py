@@ -127,3 +127,16 @@ def test_overlap_reaches_the_phased_sampler(model_dir):
         assert stats["frame_evaluations"] == 2 * cost.frame_passes  # guidance: both branches
     with pytest.raises(UserInputError, match="--overlap"):
         engine.animate_diffusion(scene(), field, frames=n, steps=1, model=str(model_dir), overlap=-1)
+
+
+def test_an_overlap_that_cannot_apply_is_said(model_dir, caplog):
+    field = np.zeros((30, 44, 2), np.float32)
+    field[:, :20, 0] = 1.0
+    clip = engine.load_pipeline(str(model_dir), "cpu").unet.config.num_frames
+    kw = dict(frames=clip + 2, steps=1, seed=0, model=str(model_dir), device="cpu")
+    with caplog.at_level("WARNING", logger="stillmotion.diffusion"):
+        it, stats = engine.animate_diffusion(scene(), field, overlap=clip + 5, **kw)
+        assert len(list(it)) == clip + 2 and stats["overlap"] == clip - 1  # what phased really shares
+        list(engine.animate_diffusion(scene(), field, overlap=2, long_method="direct", **kw)[0])
+    said = caplog.text
+    assert f"at most {clip - 1} can be shared" in said and "phased only; ignored for direct" in said

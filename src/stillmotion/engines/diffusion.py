@@ -223,6 +223,14 @@ def animate_diffusion(
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
         pipe.maybe_free_model_hooks()
 
+    if overlap is not None and frames > den.clip_frames:
+        if options.method != "phased":
+            logger.warning("--overlap applies to --long-method phased only; ignored for %s", options.method)
+        elif options.overlap > den.clip_frames - 1:
+            most = den.clip_frames - 1
+            logger.warning("--overlap %d: this model's clips hold %d frames, so at most %d can be shared; "
+                           "using %d", options.overlap, den.clip_frames, most, most)  # fmt: skip
+            stats["overlap"] = most
     if frames <= den.clip_frames:
         return one_clip(), stats
     return long_video(), stats
