@@ -163,3 +163,26 @@ def test_python_api_returns_frames_without_files(tmp_path, monkeypatch):
     tensor = stillmotion.animate(IMAGE, ["10,10,40,20"], frames=2, size=(64, 36), output_type="pt")
     assert tuple(tensor.shape) == (2, 3, 36, 64) and float(tensor.max()) <= 1.0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_flow_sequence_moves_each_step_along_its_own_field(tmp_path, capsys):
+    import stillmotion
+
+    # what `stillmotion flow VIDEO -o flows.npz` writes: key 'flow', (F, H, W, 2), here at half size
+    seq = np.zeros((3, 45, 80, 2), np.float32)
+    seq[0, ..., 0] = 0.5  # step 0: right (1 px/frame once resized to 160x90)
+    seq[2, ..., 1] = 0.5  # step 1 does not move; step 2 (and later, repeated): down
+    np.savez(tmp_path / "flows.npz", flow=seq, strength=np.float32(1.0), fps=np.float32(25))
+    out, flows = tmp_path / "seq.gif", str(tmp_path / "flows.npz")
+    code, err = run(capsys, IMAGE, "--motion", flows, "--frames", "5", "--size", "160x90", "--no-loop",
+                    "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    assert len(video_frames(out)) == 5
+    # a loop needs one static field: said, nothing written
+    code, err = run(capsys, IMAGE, "--motion", flows, "-o", str(tmp_path / "loop.gif"))
+    assert code == 2 and "--no-loop" in err and not (tmp_path / "loop.gif").exists()
+    frames = stillmotion.animate(IMAGE, motion=flows, size=(160, 90), frames=5, loop=False)
+    inner = (slice(10, 80), slice(10, 150))
+    assert not np.array_equal(frames[1][inner], frames[0][inner])  # step 0 moves
+    assert np.array_equal(frames[2], frames[1])  # step 1 is still
+    assert np.array_equal(frames[3][4:, :][inner], frames[2][3:-1, :][inner])  # step 2: one pixel down

@@ -140,3 +140,14 @@ def test_an_overlap_that_cannot_apply_is_said(model_dir, caplog):
         list(engine.animate_diffusion(scene(), field, overlap=2, long_method="direct", **kw)[0])
     said = caplog.text
     assert f"at most {clip - 1} can be shared" in said and "phased only; ignored for direct" in said
+
+
+def test_a_flow_sequence_steers_the_diffusion_engine(model_dir):
+    seq = np.zeros((3, 30, 44, 2), np.float32)
+    seq[0, :, :20, 0], seq[2, :, :20, 0] = 1.0, 2.0  # right, still, faster right
+    clip = engine.load_pipeline(str(model_dir), "cpu").unet.config.num_frames
+    for n in (3, clip + 2):  # the sequence cut to 2 steps; extended by its last field past 3
+        it, stats = engine.animate_diffusion(scene(), seq, frames=n, steps=1, seed=0, model=str(model_dir),
+                                             device="cpu")  # fmt: skip
+        assert len(list(it)) == n and stats["refined"] is False  # T refines single arrow fields only
+        assert stats["strength_ms"] > 0

@@ -13,9 +13,10 @@
 Inputs: ``image`` is a path or an RGB uint8 (H, W, 3) array; ``arrows`` are :class:`Arrow` objects
 or ``"X0,Y0,X1,Y1[,STRENGTH]"`` strings (image pixels); ``arrows_file`` is a JSON file (see README);
 ``mask`` a path or an (H, W) array (True / white may move); ``motion`` a given field instead of
-arrows: an (H, W, 2) float array in pixels per frame or a ``.npy``/``.npz``/``.flo`` path (see
-:mod:`stillmotion.io.motion_file` for units). ``size=(W, H)`` resizes image, mask, arrows and
-field before animating.
+arrows: an (H, W, 2) float array in pixels per frame, an (F, H, W, 2) sequence (one field per frame
+step, e.g. a real video's optical flow; forward animation, the last field repeats) or a
+``.npy``/``.npz``/``.flo`` path (see :mod:`stillmotion.io.motion_file` for units).
+``size=(W, H)`` resizes image, mask, arrows and field before animating.
 
 Engines: ``"warp"`` (:mod:`stillmotion.engines.warp`, no weights) and ``"diffusion"``
 (``stillmotion.engines.diffusion``; its options such as ``model``, ``steps``, ``seed``,
@@ -108,9 +109,10 @@ def prepare(
     field = None
     if motion is not None:
         if isinstance(motion, np.ndarray):
-            if motion.ndim != 3 or motion.shape[2] != 2:
+            if motion.ndim not in (3, 4) or motion.shape[-1] != 2 or motion.shape[0] < 1:
                 raise UserInputError(
-                    f"motion must be an (H, W, 2) array of (dx, dy), got shape {motion.shape}"
+                    "motion must be an (H, W, 2) array of (dx, dy) or an (F, H, W, 2) sequence, "
+                    f"got shape {motion.shape}"
                 )
             if not np.isfinite(motion).all():
                 raise UserInputError("motion holds NaN or infinite values")
@@ -123,7 +125,7 @@ def prepare(
         field = dense_flow_from_arrows(scene.arrows, w, h, mask=scene.mask)
     if field is not None and scene.mask is not None:
         field = field.copy()
-        field[~scene.mask] = 0.0
+        field[..., ~scene.mask, :] = 0.0
     return scene, field
 
 
@@ -181,11 +183,16 @@ def render(
         from stillmotion.engines.warp import EulerianWarp
         from stillmotion.io.motion_file import resize_field
 
+        if field.ndim == 4 and loop:
+            raise UserInputError(
+                "a motion sequence (one field per frame step) animates forward only: pass loop=False "
+                "(--no-loop), or give one field"
+            )
         if size is not None and tuple(size) != (scene.width, scene.height):
             scene = resize_scene(scene, size)
             field = resize_field(field, scene.width, scene.height)
             if scene.mask is not None:
-                field[~scene.mask] = 0.0
+                field[..., ~scene.mask, :] = 0.0
         warp = EulerianWarp(
             scene.image, field, frames=int(frames), loop=loop, strength=strength, mask=scene.mask
         )
@@ -327,7 +334,8 @@ def save_field_picture(path: str | os.PathLike, field: np.ndarray) -> Path:
         raise UserInputError(f"motion picture {path}: use a .png, .jpg, .webp or .bmp file name")
     from stillmotion.motion.viz import flow_to_color
 
-    rgb = flow_to_color(field)  # the standard (Middlebury) colour wheel: hue = direction
+    # the standard (Middlebury) colour wheel: hue = direction; a sequence is shown by its mean field
+    rgb = flow_to_color(field.mean(0) if field.ndim == 4 else field)
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), rgb[..., ::-1].copy()):
             raise UserInputError(f"could not write the motion picture {path}")

@@ -43,7 +43,9 @@ _ENGINE_HELP = (
     default=None,
     help="Animate this motion field instead of arrows: .npy/.npz ((H,W,2), (2,H,W) or (1,2,H,W); npz key "
     "'motion', 'flow' or 'field') or .flo. Values are pixels per frame on the file's own grid; resizing to "
-    "the image scales them (StyleCineGAN's normalised fields thus move <= 1 px/frame at 512 px).",
+    "the image scales them (StyleCineGAN's normalised fields thus move <= 1 px/frame at 512 px). A sequence "
+    "(F,H,W,2), e.g. `stillmotion flow VIDEO -o flows.npz`, moves each frame step along its own field "
+    "(a real video's motion; the last field repeats; warp: with --no-loop).",
 )
 @click.option(
     "--frames",

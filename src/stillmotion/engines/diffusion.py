@@ -144,7 +144,8 @@ def animate_diffusion(
     noise_aug_strength: float = 0.02,
     on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[Iterator[np.ndarray], dict]:
-    """Animate ``scene`` along ``field`` (H, W, 2 px/frame at the scene's size, or None for no motion
+    """Animate ``scene`` along ``field`` (H, W, 2 px/frame at the scene's size; or (F, H, W, 2), one
+    field per frame step, cut or extended by its last field to the video; or None for no motion
     guidance). Returns (lazy iterator of uint8 (H', W', 3) frames at the model size, stats dict with
     steps, unet_calls, frame_evaluations, device, size, strength_ms, refined).
 
@@ -172,6 +173,13 @@ def animate_diffusion(
         max_guidance_scale = float(defaults.get("max_guidance_scale", 3.0))
     width, height = size if size is not None else model_size(pipe, scene.width, scene.height)
     motion = None if field is None else np.asarray(field, np.float32) * np.float32(strength)
+    if motion is not None and motion.ndim == 4:
+        # a sequence steers frame step t by field t: cut to the video's steps, the last one repeated
+        steps_needed = max(1, frames - 1)
+        motion = motion[:steps_needed]
+        if len(motion) < steps_needed:
+            motion = np.concatenate([motion, np.repeat(motion[-1:], steps_needed - len(motion), 0)])
+        refine = False  # T refines single arrow fields
     refined = bool(refine and motion is not None and pipe.refiner is not None)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     den = pipe.prepare(

@@ -5,10 +5,13 @@ to the image, each component is scaled by the size ratio along its axis (a 512-p
 1024-px photo moves twice as many pixels per frame, the same fraction of the picture).
 
 Layouts accepted in ``.npy`` / ``.npz``: (H, W, 2), (2, H, W), (1, 2, H, W) or (1, H, W, 2), any
-float dtype. In an ``.npz`` the array is taken from the key ``motion``, ``flow`` or ``field``, or
-from the only array in the file. StyleCineGAN's samples (key ``motion``, (1, 2, 512, 512),
-normalised to |v| <= 1) therefore move at most 1 px/frame at 512 px: exactly how StyleCineGAN
-itself integrates them (its ``resize_flow`` doubles the vectors when it doubles the grid).
+float dtype; or a sequence of F > 1 fields, (F, H, W, 2) or (F, 2, H, W), one per frame step (what
+``stillmotion flow VIDEO -o flows.npz`` writes: a real video's motion), which animates step t -> t+1
+along field t and repeats the last one. In an ``.npz`` the array is taken from the key ``motion``,
+``flow`` or ``field``, or from the only array in the file. StyleCineGAN's samples (key ``motion``,
+(1, 2, 512, 512), normalised to |v| <= 1) therefore move at most 1 px/frame at 512 px: exactly how
+StyleCineGAN itself integrates them (its ``resize_flow`` doubles the vectors when it doubles the
+grid).
 ``--strength`` multiplies the speed. Unknown-flow markers of ``.flo`` ground truth become zero.
 """
 
@@ -27,29 +30,31 @@ MOTION_SUFFIXES = (".npy", ".npz", ".flo")
 _NPZ_KEYS = ("motion", "flow", "field")
 
 
-def _to_hw2(array: np.ndarray, path: Path) -> np.ndarray:
+def _to_fields(array: np.ndarray, path: Path) -> np.ndarray:
+    """(H, W, 2) for one field, (F, H, W, 2) for a sequence of F > 1."""
     a = np.asarray(array)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
-    if a.ndim == 3 and a.shape[2] == 2:
+    if a.ndim in (3, 4) and a.shape[-1] == 2:
         out = a
-    elif a.ndim == 3 and a.shape[0] == 2:
-        out = np.moveaxis(a, 0, -1)
+    elif a.ndim in (3, 4) and a.shape[-3] == 2:
+        out = np.moveaxis(a, -3, -1)
     else:
         raise UserInputError(
             f"motion file {path}: expected a field of shape (H, W, 2), (2, H, W) or (1, 2, H, W), "
-            f"got {a.shape}"
+            f"or a sequence (F, H, W, 2) / (F, 2, H, W), got {a.shape}"
         )
     if not np.issubdtype(out.dtype, np.floating) and not np.issubdtype(out.dtype, np.integer):
         raise UserInputError(f"motion file {path}: expected numbers, got dtype {out.dtype}")
     out = np.ascontiguousarray(out, dtype=np.float32)
-    if min(out.shape[:2]) < 1:
+    if min(out.shape[-3:-1]) < 1 or out.shape[0] < 1:
         raise UserInputError(f"motion file {path}: the field is empty ({out.shape})")
     return out
 
 
 def read_motion_file(path: str | os.PathLike) -> np.ndarray:
-    """The field stored in ``path`` as float32 (h, w, 2) on its own grid."""
+    """The field stored in ``path`` as float32 (h, w, 2) on its own grid, or (F, h, w, 2) for a
+    sequence."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in MOTION_SUFFIXES:
@@ -86,14 +91,17 @@ def read_motion_file(path: str | os.PathLike) -> np.ndarray:
                     raise UserInputError(f"cannot read array {key!r} of motion file {path}: {exc}") from None
         else:
             raw = loaded
-        field = _to_hw2(raw, path)
+        field = _to_fields(raw, path)
     if not np.isfinite(field).all():
         raise UserInputError(f"motion file {path} holds NaN or infinite values")
     return field
 
 
 def resize_field(field: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resample a (h, w, 2) pixels-per-frame field to (height, width, 2), scaling the vectors."""
+    """Resample a (h, w, 2) pixels-per-frame field to (height, width, 2), scaling the vectors; a
+    sequence (F, h, w, 2) field by field."""
+    if field.ndim == 4:
+        return np.stack([resize_field(f, width, height) for f in field])
     h, w = field.shape[:2]
     if (w, h) == (width, height):
         return np.ascontiguousarray(field, dtype=np.float32)
@@ -109,5 +117,6 @@ def resize_field(field: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def load_motion_field(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
-    """Read a motion file and return it at (height, width, 2), vectors in that grid's pixels."""
+    """Read a motion file and return it at (height, width, 2) (or (F, height, width, 2) for a sequence),
+    vectors in that grid's pixels."""
     return resize_field(read_motion_file(path), width, height)
