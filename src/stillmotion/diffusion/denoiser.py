@@ -173,6 +173,14 @@ class MotionDenoiser:
 
     # ---- facts samplers need ---------------------------------------------------------------------
 
+    def keep_windows(self, count: int) -> None:
+        """Cache the per-window inputs (motion features, warped conditioning latents) of ``count``
+        windows: for samplers that visit every window at every step (Gen-L-Video), which would otherwise
+        remake them each time."""
+        self.feature_cache_size = max(self.feature_cache_size, int(count))
+        if self.frame_latents is not None:
+            self.frame_latents.cache_size = max(self.frame_latents.cache_size, int(count))
+
     @property
     def batch_size(self) -> int:
         return int(self.image_latents.shape[0])

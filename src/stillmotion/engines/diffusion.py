@@ -234,8 +234,8 @@ def animate_diffusion(
     if overlap is not None and frames > den.clip_frames:
         if options.method != "phased":
             logger.warning("--overlap applies to --long-method phased only; ignored for %s", options.method)
-        elif options.overlap > den.clip_frames - 1:
-            most = den.clip_frames - 1
+        elif options.shared_frames(den.clip_frames) < options.overlap:
+            most = options.shared_frames(den.clip_frames)
             logger.warning("--overlap %d: this model's clips hold %d frames, so at most %d can be shared; "
                            "using %d", options.overlap, den.clip_frames, most, most)  # fmt: skip
             stats["overlap"] = most

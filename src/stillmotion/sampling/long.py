@@ -55,6 +55,10 @@ class LongOptions:
         if self.stride is not None and self.stride < 1:
             raise UserInputError(f"--stride must be >= 1, got {self.stride}")
 
+    def shared_frames(self, clip_len: int) -> int:
+        """Phased's overlap as it runs: at most clip_len - 1 frames can be shared."""
+        return min(self.overlap, clip_len - 1)
+
     def window_stride(self, clip_len: int) -> int:
         default = clip_len // 4 if self.method == "freenoise" else clip_len // 2
         return self.stride or max(1, default)
@@ -79,10 +83,9 @@ def sample_long(
     """
     m = options.method
     if m == "phased":
-        overlap = min(options.overlap, clip_len - 1)
         return sample_phased(
             denoiser, noise, sigmas, segment_len=clip_len, gamma=options.gamma, omega=options.omega,
-            overlap=overlap, generator=generator, **cond,
+            overlap=options.shared_frames(clip_len), generator=generator, **cond,
         )  # fmt: skip
     if m == "direct":
         if condition_on is None:
@@ -114,8 +117,7 @@ class Cost:
 def expected_cost(options: LongOptions, num_frames: int, clip_len: int, num_steps: int) -> Cost:
     m = options.method
     if m == "phased":
-        overlap = min(options.overlap, clip_len - 1)
-        args = (num_frames, clip_len, num_steps, options.gamma, overlap)
+        args = (num_frames, clip_len, num_steps, options.gamma, options.shared_frames(clip_len))
         return Cost(seg.phased_denoiser_calls(*args), seg.phased_frame_evaluations(*args))
     if m == "direct":
         return Cost(
@@ -208,6 +210,9 @@ def stream_long_video(
             cond["image"] = den.encode_condition_image(pixels, aug_generator)
         return cond
 
+    if options.method == "gen-l-video" and hasattr(den, "keep_windows"):
+        # every step visits every window: keep their conditioning instead of remaking it each step
+        den.keep_windows(len(seg.sliding_windows(den.num_frames, clip, options.window_stride(clip))))
     total = expected_cost(options, den.num_frames, clip, steps).denoiser_calls
     with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
         chunks = sample_long(
