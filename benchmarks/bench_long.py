@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -142,15 +141,19 @@ def main() -> None:
                     print(f"phased vs {other}: {ratio:.2f}x faster (target >= {target}x: "
                           f"{'met' if ratio >= target else 'NOT met'})")  # fmt: skip
             js, jm = ph["join_smoothness"], ph["join_motion"]
-            d = by.get("direct", {})
-            jd, jmd = d.get("join_smoothness", math.nan), d.get("join_motion", math.nan)
-            print(f"phased join smoothness {js:.3f} (target <= 1.5: {'met' if js <= 1.5 else 'NOT met'}); "
-                  f"direct {jd:.3f}; lower than direct's: {'yes' if js < jd else 'no'}; "
-                  f"closer to 1 (a join looks like any other frame step): "
-                  f"{'phased' if abs(js - 1) < abs(jd - 1) else 'direct'}")  # fmt: skip
-            print(f"join motion (flow speed at joins / elsewhere; 1 = motion goes on, < 1 = it slows): "
-                  f"phased {jm:.3f}, direct {jmd:.3f}: closer to 1: "
-                  f"{'phased' if abs(jm - 1) < abs(jmd - 1) else 'direct'}")  # fmt: skip
+            d = by.get("direct")
+            met = "met" if js <= 1.5 else "NOT met"
+            if d is None:  # nothing to compare the joins with
+                print(f"phased join smoothness {js:.3f} (target <= 1.5: {met}); join motion {jm:.3f}")
+            else:
+                jd, jmd = d["join_smoothness"], d["join_motion"]
+                print(f"phased join smoothness {js:.3f} (target <= 1.5: {met}); "
+                      f"direct {jd:.3f}; lower than direct's: {'yes' if js < jd else 'no'}; "
+                      f"closer to 1 (a join looks like any other frame step): "
+                      f"{'phased' if abs(js - 1) < abs(jd - 1) else 'direct'}")  # fmt: skip
+                print(f"join motion (flow speed at joins / elsewhere; 1 = motion goes on, < 1 = it slows): "
+                      f"phased {jm:.3f}, direct {jmd:.3f}: closer to 1: "
+                      f"{'phased' if abs(jm - 1) < abs(jmd - 1) else 'direct'}")  # fmt: skip
         print(f"videos, table.md/.csv, consistency.png, report.json in {args.out}")
 
     if not args.skip_memory:
