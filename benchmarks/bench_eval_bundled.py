@@ -32,11 +32,15 @@ def main() -> None:
         print(f"skipped: {args.videos} is not here")
         sys.exit(0)
 
+    from stillmotion.errors import UserInputError
     from stillmotion.evaluation.runner import EvalOptions, run
 
     start = time.perf_counter()
-    path = run(EvalOptions(videos=[args.videos], out=args.out, methods=METHODS, frames=[args.frames],
-                           progress=True))  # fmt: skip
+    try:
+        path = run(EvalOptions(videos=[args.videos], out=args.out, methods=METHODS, frames=[args.frames],
+                               progress=True))  # fmt: skip
+    except UserInputError as exc:
+        ap.error(str(exc))
     elapsed = time.perf_counter() - start
     print((path / "table.md").read_text().split("Frame metrics")[0].rstrip())
     summary = {r["method"]: r for r in json.loads((path / "results.json").read_text())["summary"]}
