@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint clean-venv ui train-tiny
+.PHONY: demo test test-all lint clean-venv ui train-tiny train-tiny-plain
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ ui: $(STAMP)
 DATA ?= ../shared/data
 train-tiny: $(STAMP)
 	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --data $(DATA) 2>&1 | tee docs/train-tiny.log'
+
+# The plain tiny image-to-video model (no motion modules): the stand-in for stock SVD (docs/train-tiny.md).
+train-tiny-plain: $(STAMP)
+	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --variant plain --data $(DATA) 2>&1 | tee docs/train-tiny-plain.log'
 
 test: $(STAMP)
 	$(PY) -m pytest -q

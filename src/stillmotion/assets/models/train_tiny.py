@@ -19,6 +19,11 @@ Stages, in order (each prints the exact command it runs and its wall time; run o
    autoencoder's fixed basis), inference defaults in ``stillmotion_defaults.json`` ->
    ``src/stillmotion/assets/models/stillmotion-tiny``.
 
+``--variant plain`` trains the plain tiny image-to-video model ``stillmotion-tiny-plain`` instead
+(``make train-tiny-plain``): a stand-in for stock SVD at toy scale, with ``configs/tiny_plain.yaml``
+(the same data, size and optimisation; motion modules never fed, left at zero; no warped conditioning;
+no refiner). It reuses the data stage's caches and runs stages data, init, diffusion, assemble.
+
 ``key=value`` arguments after ``--`` are passed to both trainers' overrides only for trials
 (e.g. ``-- max_steps=20``); the shipped weights come from the committed configs as they are.
 """
@@ -37,8 +42,18 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[4]
-MODEL_DIR = Path(__file__).resolve().parent / "stillmotion-tiny"
-RUN = Path("runs/tiny_default")
+MODELS = Path(__file__).resolve().parent
+DATA_RUN = Path("runs/tiny_default")  # the clip caches every variant trains on
+# variant -> (model folder, run folder, diffusion config, stages)
+VARIANTS = {
+    "default": ("stillmotion-tiny", Path("runs/tiny_default"), "configs/tiny_default.yaml",
+                ("data", "refiner", "init", "diffusion", "assemble")),
+    "plain": ("stillmotion-tiny-plain", Path("runs/tiny_plain"), "configs/tiny_plain.yaml",
+              ("data", "init", "diffusion", "assemble")),
+}
+MODEL_DIR = MODELS / VARIANTS["default"][0]
+RUN = VARIANTS["default"][1]
+CONFIG = VARIANTS["default"][2]
 MODEL_CONFIG = Path("configs/tiny_default_model.yaml")
 HOLDOUT = ("0002268", "0000008")  # StyleCineGAN photos the model never sees (benchmark inputs)
 SPEEDS = (4.0, 10.0)  # StyleCineGAN fields (|v| <= 1 px/frame at 512 px) -> up to 1 and 2.5 px/frame at 128
@@ -72,7 +87,7 @@ def model_config() -> dict:
 def stage_data(data: Path, mc: dict) -> None:
     size, frames = str(mc["resolution"]), str(mc["num_frames"])
     common = ["--frames", frames, "--size", size]
-    out = RUN / "data"
+    out = DATA_RUN / "data"
     run(stillmotion() + ["prepare", str(data / "videos" / "dyntex"), "-o", str(out / "dyntex"), *common,
                          "--stride", "8"])
     # StyleCineGAN: the warp engine moves each training photo along its real field, at two speeds.
@@ -198,12 +213,12 @@ def build_init(mc: dict, target: Path, caches: list[Path] | None = None) -> Path
 def stage_init(mc: dict) -> None:
     target = RUN / "init"
     log(f"build the untrained pipeline of {MODEL_CONFIG} -> {target}")
-    caches = [Path(p) for p in yaml.safe_load(Path("configs/tiny_default.yaml").read_text())["data"]]
+    caches = [Path(p) for p in yaml.safe_load(Path(CONFIG).read_text())["data"]]
     build_init(mc, target, caches)
 
 
 def stage_diffusion(overrides: list[str]) -> None:
-    run(stillmotion() + ["train", "diffusion", "configs/tiny_default.yaml", *overrides])
+    run(stillmotion() + ["train", "diffusion", CONFIG, *overrides])
 
 
 def assemble(trained: Path, refiner: Path | None, mc: dict, target: Path) -> Path:
@@ -229,7 +244,7 @@ def assemble(trained: Path, refiner: Path | None, mc: dict, target: Path) -> Pat
 def stage_assemble(mc: dict) -> None:
     tmp = MODEL_DIR.with_name(MODEL_DIR.name + ".new")
     shutil.rmtree(tmp, ignore_errors=True)
-    assemble(RUN / "diffusion" / "model", RUN / "refiner" / "refiner", mc, tmp)
+    assemble(RUN / "diffusion" / "model", RUN / "refiner" / "refiner", mc, tmp)  # plain: no refiner there
     shutil.rmtree(MODEL_DIR, ignore_errors=True)
     tmp.rename(MODEL_DIR)
     size = sum(p.stat().st_size for p in MODEL_DIR.rglob("*") if p.is_file())
@@ -239,17 +254,27 @@ def stage_assemble(mc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global MODEL_DIR, RUN, CONFIG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder")
     parser.add_argument("--stage", choices=STAGES + ("all",), default="all")
+    parser.add_argument("--variant", choices=tuple(VARIANTS), default="default",
+                        help="default: the bundled stillmotion-tiny; plain: stillmotion-tiny-plain "
+                        "(motion modules left at zero)")
     parser.add_argument("overrides", nargs="*", help="key=value for both trainers (trials only)")
     args = parser.parse_args(argv)
     if not (args.data / "videos" / "dyntex").is_dir():
         raise SystemExit(f"data folder {args.data} has no videos/dyntex (pass --data)")
+    name, RUN, CONFIG, stages = VARIANTS[args.variant]
+    MODEL_DIR = MODELS / name
+    if args.stage not in stages + ("all",):
+        raise SystemExit(f"variant {args.variant} has no stage {args.stage} "
+                         f"(its stages: {', '.join(stages)})")
     mc = model_config()
     started = time.perf_counter()
-    log(f"make train-tiny: stage {args.stage}, data {args.data}, overrides {args.overrides or 'none'}")
-    for stage in STAGES if args.stage == "all" else (args.stage,):
+    log(f"make train-tiny: variant {args.variant}, stage {args.stage}, data {args.data}, "
+        f"overrides {args.overrides or 'none'}")
+    for stage in stages if args.stage == "all" else (args.stage,):
         t = time.perf_counter()
         log(f"=== stage {stage}")
         if stage == "data":
