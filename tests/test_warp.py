@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from stillmotion.engines.warp import EulerianWarp, warp_frames
-from stillmotion.engines.warp.engine import _descending_states
 from stillmotion.engines.warp.reference import reference_frames
 from stillmotion.errors import UserInputError
+from stillmotion.motion.eulerian.render import _descending_states
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "assets" / "examples"
 

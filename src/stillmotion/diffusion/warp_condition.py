@@ -2,7 +2,8 @@
 
 SVD concatenates the same image latent to every frame's noisy latent. A model whose
 ``MotionAdapter`` has ``warped_image_condition`` set gets instead, for frame t, the input image
-carried t steps along the motion field by the warp engine (forward Eulerian splatting, no loop): a
+carried t steps along the motion field by the warp engine's renderer (:mod:`stillmotion.motion.eulerian`,
+forward, no loop): a
 static field (arrows), or one field per frame step (a real video's optical flows, step t -> t+1 along
 flow t; the model was trained on static fields, which these generalise). This is not in the paper:
 it is an addition for small models trained briefly on a CPU, which learn to follow a spatially
@@ -20,14 +21,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+from stillmotion.motion.eulerian import warp_frames
+
 
 def warped_image_frames(
     image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None = None
 ) -> np.ndarray:
     """uint8 (H, W, 3) image, float32 (H, W, 2) px/frame field (or (F, H, W, 2), one per frame step) ->
     uint8 (frames, H, W, 3); frame 0 is the image itself."""
-    from stillmotion.engines.warp import warp_frames
-
     field = np.ascontiguousarray(field, dtype=np.float32)
     h, w = image.shape[:2]
     out = np.empty((frames, h, w, 3), np.uint8)
@@ -78,8 +79,6 @@ class WarpedCondition:
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """uint8 ``(stop - start, H, W, 3)``: the warped frames ``start:stop``."""
-        from stillmotion.engines.warp import warp_frames
-
         if not 0 <= start < stop <= self.num_frames:
             raise IndexError(f"frames {start}:{stop} outside 0:{self.num_frames}")
         if self._warp is None or (start < self._next and start not in self._held):

@@ -30,6 +30,7 @@ import numpy as np
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow
 from stillmotion.motion.dense import dense_flow_from_arrows
+from stillmotion.motion.eulerian import warp_frames
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 # Real photographs that ship inside scikit-image's wheel (no download).
@@ -132,8 +133,6 @@ def synthetic_clip(
     speed: tuple[float, float] = SPEED,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One clip: frames uint8 (F, H, W, 3), flows float32 (F-1, H, W, 2), and what made them."""
-    from stillmotion.engines.warp import warp_frames
-
     w, h = size
     image = crop_resize(photo, size, rng)
     arrows = random_arrows(w, h, rng, frames, speed)

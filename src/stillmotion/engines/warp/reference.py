@@ -4,7 +4,7 @@ It follows the textbook recipe: Euler steps by gathering the field at the four n
 softmax splatting by one ``index_add_`` per bilinear corner into a numerator and a denominator.
 For a loop it integrates the backward branch once and *stores every step's positions* (memory grows
 with the number of frames), then reads them in reverse. It shares the set-up (importance, still
-pixels, mask) and the hole filler with :class:`~stillmotion.engines.warp.engine.EulerianWarp`, so its
+pixels, mask) and the hole filler with :class:`~stillmotion.motion.eulerian.render.EulerianWarp`, so its
 frames should match the fast engine's up to float rounding (the order of additions differs).
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from stillmotion.engines.warp.engine import HOLE_EPS, EulerianWarp
-from stillmotion.engines.warp.holes import fill_holes
+from stillmotion.motion.eulerian.holes import fill_holes
+from stillmotion.motion.eulerian.render import HOLE_EPS, EulerianWarp
 
 
 def _step(pos: torch.Tensor, alive: torch.Tensor, field: torch.Tensor, sign: float) -> None:

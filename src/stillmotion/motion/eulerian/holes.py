@@ -22,7 +22,7 @@ def _half(acc: np.ndarray) -> np.ndarray:
 
 def _colour(acc: np.ndarray, eps: float) -> np.ndarray:
     """Colour (h, w, 3) of a pyramid level, its empty cells filled from coarser levels."""
-    from stillmotion.engines.warp.kernels import normalise
+    from stillmotion.motion.eulerian.kernels import normalise
 
     colour = np.zeros(acc.shape[:2] + (3,), np.float32)
     empty = np.empty(acc.shape[:2], bool)
@@ -41,7 +41,7 @@ def _colour(acc: np.ndarray, eps: float) -> np.ndarray:
 
 def fill_holes(acc: np.ndarray, hole: np.ndarray, out: np.ndarray, eps: float) -> None:
     """Write a colour into ``out`` (H, W, 3) uint8 at every ``hole`` pixel, from ``acc`` (H, W, 4)."""
-    from stillmotion.engines.warp.kernels import fill_from_coarse
+    from stillmotion.motion.eulerian.kernels import fill_from_coarse
 
     if min(hole.shape) <= 1:
         colour = _colour(acc, eps)
