@@ -12,6 +12,7 @@ from stillmotion.diffusion.autoencoder import SpaceToDepthAutoencoder, orthonorm
 from stillmotion.diffusion.motion_encoder import MotionEncoder, normalize_flows  # noqa: E402
 from stillmotion.diffusion.pipeline import StillMotionPipeline  # noqa: E402
 from stillmotion.diffusion.tiny import tiny_components  # noqa: E402
+from tolerances import FRAME_ATOL  # noqa: E402
 
 
 def test_space_to_depth_is_lossless_and_orthonormal():
@@ -45,9 +46,8 @@ def test_pipeline_runs_with_space_to_depth_autoencoder(tmp_path):
     pipe.save_pretrained(tmp_path / "s2d")
     again = StillMotionPipeline.from_pretrained(tmp_path / "s2d")
     assert isinstance(again.vae, SpaceToDepthAutoencoder)
-    assert np.array_equal(
-        again(img, field, generator=torch.Generator().manual_seed(0), **kw).frames, out.frames
-    )
+    reloaded = again(img, field, generator=torch.Generator().manual_seed(0), **kw).frames
+    assert np.abs(reloaded - out.frames).max() <= FRAME_ATOL
 
 
 def test_motion_encoder_levels_and_static_fields():

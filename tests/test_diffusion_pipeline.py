@@ -18,6 +18,7 @@ from PIL import Image  # noqa: E402
 from stillmotion.diffusion.pipeline import StillMotionPipeline  # noqa: E402
 from stillmotion.diffusion.tiny import tiny_components  # noqa: E402
 from stillmotion.errors import MissingWeightsError  # noqa: E402
+from tolerances import FRAME_ATOL  # noqa: E402
 
 W, H, F, STEPS = 48, 32, 4, 2
 KW = dict(width=W, height=H, num_frames=F, num_inference_steps=STEPS, decode_chunk_size=2)
@@ -68,7 +69,7 @@ def test_zero_init_equals_stock_svd(image):
     for motion, strength in ((None, None), (right_field(), None), (down_field(), 7.0)):
         out = pipe(image, motion, strength=strength, generator=gen(), **KW)
         assert out.frames.shape == ref.shape == (1, F, H, W, 3)
-        assert np.abs(out.frames - ref).max() <= 1e-5
+        assert np.abs(out.frames - ref).max() <= FRAME_ATOL  # another implementation of the same maths
         assert out.stats == {"steps": STEPS, "unet_calls": STEPS, "frame_evaluations": STEPS * 2 * F}
 
 
@@ -83,7 +84,7 @@ def test_from_svd_directory_and_hub_id(image, tmp_path):
         StillMotionPipeline.from_pretrained(tmp_path / "svd"),
     ):
         out = pipe(image, right_field(), generator=gen(), **KW)
-        assert np.abs(out.frames - ref).max() <= 1e-5
+        assert np.abs(out.frames - ref).max() <= FRAME_ATOL  # reloaded weights: not bit-exact
     with pytest.raises(MissingWeightsError, match="Hugging Face cache"):
         StillMotionPipeline.from_svd("nobody/no-such-svd-model")
 
@@ -143,7 +144,8 @@ def test_save_load_round_trip_same_frames(image, tmp_path):
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt"))]
     loaded = StillMotionPipeline.from_pretrained(tmp_path / "model")
     b = loaded(image, right_field(), generator=gen(), **KW).frames
-    assert np.array_equal(a, b)
+    assert np.abs(a - b).max() <= FRAME_ATOL  # new tensors, same weights: float32 within FRAME_ATOL
+    assert np.array_equal(b, loaded(image, right_field(), generator=gen(), **KW).frames)  # same objects
 
 
 def test_missing_or_mismatched_weights_name_the_component(tmp_path):
