@@ -18,14 +18,14 @@ demo: $(STAMP)
 ui: $(STAMP)
 	$(VENV)/bin/stillmotion ui
 
-# Reproduce the bundled model (docs/train-tiny.md); DATA = the shared data folder.
+# Reproduce the bundled model (docs/training.md); DATA = the shared data folder.
 DATA ?= ../shared/data
 train-tiny: $(STAMP)
-	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --data $(DATA) 2>&1 | tee docs/train-tiny.log'
+	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --data $(DATA) 2>&1 | tee docs/runs/train-tiny.log'
 
-# The plain tiny image-to-video model (no motion modules): the stand-in for stock SVD (docs/train-tiny.md).
+# The plain tiny image-to-video model (no motion modules): the stand-in for stock SVD (docs/training.md).
 train-tiny-plain: $(STAMP)
-	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --variant plain --data $(DATA) 2>&1 | tee docs/train-tiny-plain.log'
+	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --variant plain --data $(DATA) 2>&1 | tee docs/runs/train-tiny-plain.log'
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""Motion control of the bundled model on photos it never saw: the README table of issue 7.
+"""Motion control of the bundled model on photos it never saw: its table in docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_embedded.py [--model DIR] [--data ../shared/data] [--steps N]
 

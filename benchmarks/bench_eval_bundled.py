@@ -1,11 +1,11 @@
-"""The bundled model on the shared real videos, with the paper's metrics: the README's eval table.
+"""The bundled model on the shared real videos, paper's metrics (docs/benchmarks.md's eval table).
 
     .venv/bin/python benchmarks/bench_eval_bundled.py [--out runs/eval_bundled] [--frames 16]
 
 Runs ``stillmotion eval`` (``stillmotion.evaluation.runner.run``) on ../shared/data/videos with the
 rows warp, diffusion ("Ours"), no-refiner, no-motion and no-strength, condition = each video's own
 optical flow, the bundled model and its default steps, seed 0; then prints the table and the figures
-the README quotes (Ours against the warp engine). FVD, LPIPS and Tem-Cons need weight files that this
+docs/benchmarks.md quotes (Ours against the warp engine). FVD, LPIPS and Tem-Cons need weight files that this
 machine does not have; they are reported as not computed. Skips cleanly without ../shared.
 """
 

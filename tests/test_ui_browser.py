@@ -2,7 +2,7 @@
 
 Starts the server on a free loopback port, uploads the bundled photo, draws an arrow with the
 mouse, checks the single-click message, runs the warp engine and waits for a playable video.
-Saves screenshots under out/ui/ (the README's picture comes from there).
+Saves screenshots under out/ui/ (docs/ui.png, the web app page's picture, comes from there).
 """
 
 from __future__ import annotations

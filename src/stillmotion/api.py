@@ -11,7 +11,7 @@
     report = stillmotion.animate_to_file("photo.jpg", "loop.mp4", arrows_file="arrows.json")
 
 Inputs: ``image`` is a path or an RGB uint8 (H, W, 3) array; ``arrows`` are :class:`Arrow` objects
-or ``"X0,Y0,X1,Y1[,STRENGTH]"`` strings (image pixels); ``arrows_file`` is a JSON file (see README);
+or ``"X0,Y0,X1,Y1[,STRENGTH]"`` strings (image pixels); ``arrows_file`` is a JSON file (see docs/usage.md);
 ``mask`` a path or an (H, W) array (True / white may move); ``motion`` a given field instead of
 arrows: an (H, W, 2) float array in pixels per frame, an (F, H, W, 2) sequence (one field per frame
 step, e.g. a real video's optical flow; forward animation, the last field repeats) or a

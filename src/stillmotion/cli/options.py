@@ -24,7 +24,7 @@ def scene_options(func: Callable) -> Callable:
         "arrows_file",
         type=click.Path(path_type=Path),
         default=None,
-        help="JSON file of arrows: stillmotion's own format (see README) or LabelMe (line/linestrip shapes).",
+        help="JSON file of arrows: stillmotion's format (docs/usage.md) or LabelMe (line/linestrip shapes).",
     )(func)
     func = click.option(
         "--arrow",

@@ -17,10 +17,10 @@ Per-channel normalisation (``latents_mean`` / ``latents_std``, measured on train
 :func:`latent_statistics`): natural images put almost all their energy in the DC coefficients (std ~7
 against ~0.03 for the finest kept ones), so one global scale leaves the detail channels far below the
 diffusion noise and a small UNet never learns to denoise them: they came out as coloured block noise
-(docs/train-tiny.md). Whitening each channel gives every coefficient unit variance, as SVD's objective
+(docs/training.md). Whitening each channel gives every coefficient unit variance, as SVD's objective
 assumes of its latents, and the decoder multiplies the UNet's error in a detail channel by that channel's
 small std, but also its error in a DC channel by that channel's large one: for the bundled model this was
-measured worse than one global scale (docs/train-tiny.md), which it keeps. The transform stays affine and
+measured worse than one global scale (docs/training.md), which it keeps. The transform stays affine and
 invertible (lossless at the full channel count).
 """
 

@@ -41,7 +41,7 @@ motion adapter's config by the trainer): the UNet sees ``x - r`` instead of ``x`
 conditioning latents of the conditional branch (scaled: the warped frames, or the image repeated), and
 ``x0 = r + c_skip * (x - r) + c_out * v``. The model then learns what the video adds to its conditioning
 rather than how to copy 48 latent channels through the whole UNet, which a 64-wide UNet trained for
-40 minutes on a CPU does not learn precisely (docs/train-tiny.md). Both guidance branches share ``r``.
+40 minutes on a CPU does not learn precisely (docs/training.md). Both guidance branches share ``r``.
 
 Counters: ``unet_calls`` (UNet forwards) and ``frame_evaluations`` (frames through the UNet,
 both guidance branches included).

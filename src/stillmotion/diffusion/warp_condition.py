@@ -8,7 +8,7 @@ static field (arrows), or one field per frame step (a real video's optical flows
 flow t; the model was trained on static fields, which these generalise). This is not in the paper:
 it is an addition for small models trained briefly on a CPU, which learn to follow a spatially
 aligned input long before they learn to move content from the motion cross-attention alone
-(measured in docs/train-tiny.md). The paper's conditioning (motion encoder, cross-attention,
+(measured in docs/training.md). The paper's conditioning (motion encoder, cross-attention,
 strength) stays in place; without a motion field the conditioning is the still image, exactly as in
 SVD. The same function makes the training inputs and the inference inputs.
 """

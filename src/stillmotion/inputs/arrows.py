@@ -1,6 +1,6 @@
 """Arrows and trajectories as users draw them, and the files that carry them.
 
-Meaning of an arrow (documented in the README): the content under the arrow's tail reaches its
+Meaning of an arrow (documented in docs/usage.md): the content under the arrow's tail reaches its
 head after one base clip of ``BASE_CLIP_FRAMES`` frames at strength 1.0, so the per-frame speed is
 ``length / (BASE_CLIP_FRAMES - 1)`` pixels; longer videos keep that speed. A trajectory with more
 points is a path followed at constant speed: its whole length is covered in one base clip.

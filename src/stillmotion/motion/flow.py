@@ -8,7 +8,7 @@ Methods (all return float32 (H, W, 2) (dx, dy) from frame 1 to frame 2 at the fr
   denser patches (stride 4), fewer descent iterations (12; 25 and 50 were less accurate here)
   and a smoother variational refinement (alpha 40) lowers the end-point error by a third to a
   half (RubberWhale 0.225 -> 0.116 px, Sintel alley_1 0.341 -> 0.231 px) at about 3x the preset's
-  time; see ``benchmarks/bench_flow.py`` and the README. Larger patches (12) and stride 2 cost
+  time; see ``benchmarks/bench_flow.py`` and docs/benchmarks.md. Larger patches (12) and stride 2 cost
   more and did not help; an extra variational pass (10 iterations) gained 0.01-0.02 px for over
   6x the preset's time, beyond the 5x budget.
 - ``farneback``: OpenCV's polynomial-expansion flow; a classical baseline, no weights.
