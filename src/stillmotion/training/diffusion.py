@@ -16,6 +16,9 @@ Objective (SVD's EDM-style training, as Stable Video Diffusion fine-tuning uses 
   equal to the plain MSE between predicted and true v), averaged over frames, channels, pixels and
   the batch.
 
+These formulas are ``sampling.parameterization.VPredictionEDM``'s (scalings, timestep, re-noising,
+sigma draws and loss), the same object the denoisers and samplers use at inference.
+
 Conditioning, as the pipeline feeds it at inference: the clip's first frame gives the CLIP image
 embedding (clean) and the image latent (noise-augmented: frame + a * eps with a ~ LogNormal(-3.0,
 0.5), SVD's conditioning augmentation, a also given to the UNet as its third added time id); fps
@@ -61,6 +64,7 @@ import torch
 from torch import nn
 
 from stillmotion.errors import UserInputError
+from stillmotion.sampling.parameterization import EDM
 
 # ----------------------------------------------------------------------------------------- config
 
@@ -371,16 +375,15 @@ def diffusion_loss(
         strength_on = bool(step_draws[1] >= cfg.drop_strength)
 
     # Noise the clip: sigma ~ LogNormal(P_mean, P_std), unless fixed sigmas are given.
+    param = EDM  # SVD's v-prediction (sampling.parameterization): one source of truth with inference
     if sigmas is None:
-        sigmas = rnd.lognormal(cfg.p_mean, cfg.p_std)
+        sigmas = param.training_sigma(rnd.randn(), cfg.p_mean, cfg.p_std)
     sigmas = sigmas.to(device)
     sigma = sigmas.view(b, 1, 1, 1, 1)
-    noisy = z + sigma * rnd.randn(*z.shape[1:])
+    noisy = param.noised(z, rnd.randn(*z.shape[1:]), sigma)
 
-    c_in = 1 / (sigma**2 + 1).sqrt()
-    c_skip = 1 / (sigma**2 + 1)
-    c_out = -sigma / (sigma**2 + 1).sqrt()
-    c_noise = 0.25 * sigmas.log()
+    _, _, c_in = param.scalings(sigma)
+    c_noise = param.timestep(sigmas)
     cond = image_latent.unsqueeze(1).expand(b, f, *image_latent.shape[1:])
     if getattr(pipe.motion_adapter.config, "warped_image_condition", False):
         cond = _warped_condition(pipe, batch, cond, aug, rnd, cfg, motion_on, train, device)
@@ -404,11 +407,10 @@ def diffusion_loss(
     strength = batch["strength"].to(device).float() if strength_on else None
 
     v = model(model_in, c_noise, embeds, ids, motion_in, strength).float()
-    x0 = c_skip * noisy + c_out * v
+    x0 = param.train_denoised(noisy, v, sigma)
     if ref is not None:
         x0 = x0 + ref
-    weight = (1 + sigma**2) / sigma**2
-    return (weight * (x0 - z) ** 2).mean()
+    return param.loss(x0, z, sigma)
 
 
 @torch.no_grad()
