@@ -51,6 +51,10 @@ VARIANTS = {
     "plain": ("stillmotion-tiny-plain", Path("runs/tiny_plain"), "configs/tiny_plain.yaml",
               ("data", "init", "diffusion", "assemble")),
 }
+# The plain model starts from the bundled model's UNet (same architecture; its motion modules and warped
+# conditioning are dropped) and is then trained as a plain image-to-video model: a from-scratch run needs
+# ~1200 steps (docs/train-tiny.md), this one 400.
+INIT_UNET = {"plain": MODELS / "stillmotion-tiny" / "unet"}
 MODEL_DIR = MODELS / VARIANTS["default"][0]
 RUN = VARIANTS["default"][1]
 CONFIG = VARIANTS["default"][2]
@@ -143,9 +147,12 @@ def training_frames(caches: list[Path], *, batch: int = 64):
         yield to_pixels(np.stack(pending))
 
 
-def build_init(mc: dict, target: Path, caches: list[Path] | None = None) -> Path:
+def build_init(mc: dict, target: Path, caches: list[Path] | None = None,
+               unet_from: Path | None = None) -> Path:
     """The untrained pipeline of ``mc`` (configs/tiny_default_model.yaml) saved to ``target``; with
-    ``latent_normalization: per_channel`` the autoencoder's channel statistics come from ``caches``."""
+    ``latent_normalization: per_channel`` the autoencoder's channel statistics come from ``caches``.
+    ``unet_from`` (a saved UNet folder of the same architecture) replaces the random UNet weights; the
+    motion modules are new and zero either way."""
     import torch
     from diffusers import UNetSpatioTemporalConditionModel
 
@@ -193,6 +200,9 @@ def build_init(mc: dict, target: Path, caches: list[Path] | None = None) -> Path
         num_attention_heads=int(u["num_attention_heads"]),
         num_frames=int(mc["num_frames"]),
     )
+    if unet_from is not None:
+        trained = UNetSpatioTemporalConditionModel.from_pretrained(unet_from, torch_dtype=torch.float32)
+        unet.load_state_dict(trained.state_dict())  # strict: the architecture must be the same
     image_encoder, feature_extractor = tiny_image_encoder(seed + 1)
     if image_encoder.config.projection_dim != int(u["cross_attention_dim"]):
         raise ValueError("unet.cross_attention_dim must equal the tiny CLIP encoder's projection_dim (32)")
@@ -210,11 +220,12 @@ def build_init(mc: dict, target: Path, caches: list[Path] | None = None) -> Path
     return target
 
 
-def stage_init(mc: dict) -> None:
+def stage_init(mc: dict, unet_from: Path | None = None) -> None:
     target = RUN / "init"
-    log(f"build the untrained pipeline of {MODEL_CONFIG} -> {target}")
+    log(f"build the untrained pipeline of {MODEL_CONFIG} -> {target}"
+        + (f" (UNet weights from {unet_from})" if unet_from else ""))
     caches = [Path(p) for p in yaml.safe_load(Path(CONFIG).read_text())["data"]]
-    build_init(mc, target, caches)
+    build_init(mc, target, caches, unet_from=unet_from)
 
 
 def stage_diffusion(overrides: list[str]) -> None:
@@ -282,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         elif stage == "refiner":
             stage_refiner(args.data, args.overrides)
         elif stage == "init":
-            stage_init(mc)
+            stage_init(mc, INIT_UNET.get(args.variant))
         elif stage == "diffusion":
             stage_diffusion(args.overrides)
         else:
