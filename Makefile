@@ -21,11 +21,11 @@ ui: $(STAMP)
 # Reproduce the bundled model (docs/training.md); DATA = the shared data folder.
 DATA ?= ../shared/data
 train-tiny: $(STAMP)
-	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --data $(DATA) 2>&1 | tee docs/runs/train-tiny.log'
+	bash -o pipefail -c '$(PY) -u scripts/train_tiny.py --data $(DATA) 2>&1 | tee docs/runs/train-tiny.log'
 
 # The plain tiny image-to-video model (no motion modules): the stand-in for stock SVD (docs/training.md).
 train-tiny-plain: $(STAMP)
-	bash -o pipefail -c '$(PY) -u -m stillmotion.assets.models.train_tiny --variant plain --data $(DATA) 2>&1 | tee docs/runs/train-tiny-plain.log'
+	bash -o pipefail -c '$(PY) -u scripts/train_tiny.py --variant plain --data $(DATA) 2>&1 | tee docs/runs/train-tiny-plain.log'
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_embedded.py [--model DIR] [--data ../shared/data] [--steps N]
 
-Inputs (none used in training, see src/stillmotion/assets/models/train_tiny.py): the cinemagraphy3d
+Inputs (none used in training, see scripts/train_tiny.py): the cinemagraphy3d
 waterfall and seascape painting with their user-drawn LabelMe arrows and masks, and the held-out
 StyleCineGAN photos 0002268 and 0000008 with their masks and three arrows read off their real motion
 fields (at the field's fastest masked points). Every method makes one base clip (``--frames``,

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors import safe_open
 
-from stillmotion.assets.models.train_tiny import assemble, build_init
 from stillmotion.engines.diffusion import animate_diffusion, default_model_dir
 from stillmotion.inputs.arrows import Arrow
 from stillmotion.inputs.scene import Scene
+
+
+def _recipe():
+    # The recipe is a checkout script (scripts/train_tiny.py), not part of the package: load it by path.
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_tiny.py"
+    spec = importlib.util.spec_from_file_location("train_tiny", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_RECIPE = _recipe()
+assemble, build_init = _RECIPE.assemble, _RECIPE.build_init
 
 TINY = {
     "resolution": 32,

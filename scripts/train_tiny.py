@@ -1,4 +1,7 @@
-"""Reproduce the bundled model ``stillmotion-tiny``: ``make train-tiny`` (or ``python -m`` this module).
+"""Reproduce the bundled model ``stillmotion-tiny``: ``make train-tiny`` or ``python scripts/train_tiny.py``.
+
+Run from the repository root of a checkout: it reads ``configs/``, writes ``runs/`` and the model
+folders under ``src/stillmotion/assets/models/``, so it lives here rather than in the package.
 
 Stages, in order (each prints the exact command it runs and its wall time; run one with ``--stage``):
 
@@ -41,8 +44,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[4]
-MODELS = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "src" / "stillmotion" / "assets" / "models"
 DATA_RUN = Path("runs/tiny_default")  # the clip caches every variant trains on
 # variant -> (model folder, run folder, diffusion config, stages)
 VARIANTS = {
@@ -53,7 +56,7 @@ VARIANTS = {
 }
 # The plain model starts from the bundled model's UNet (same architecture; its motion modules and warped
 # conditioning are dropped) and is then trained as a plain image-to-video model: a from-scratch run needs
-# ~1200 steps (docs/train-tiny.md), this one 400.
+# ~1200 steps (docs/training.md), this one 400.
 INIT_UNET = {"plain": MODELS / "stillmotion-tiny" / "unet"}
 MODEL_DIR = MODELS / VARIANTS["default"][0]
 RUN = VARIANTS["default"][1]
