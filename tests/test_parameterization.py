@@ -27,6 +27,7 @@ def test_edm_is_svd_v_prediction_bit_for_bit():
     x = EDM.noised(x0, n, sigma)
     assert torch.equal(x, x0 + sigma * n)
     assert torch.allclose(EDM.noise_of(x, x0, sigma), n, atol=1e-5)
+    assert torch.equal(EDM.signal(x0, sigma) + EDM.prior(n, sigma), x0 + n * sigma)
     # the true v of SVD's parameterisation: v = (sigma^2 + 1)^-1/2 * (... ) chosen so c_skip x + c_out v = x0
     c_skip, c_out, c_in = EDM.scalings(sigma)
     v = (x0 - c_skip * x) / c_out
@@ -54,6 +55,7 @@ def test_flow_matching_interpolates_and_predicts_velocity():
     x = fm.noised(x0, n, t)
     assert torch.allclose(x, (1 - t) * x0 + t * n)
     assert torch.allclose(fm.noise_of(x, x0, t), n, atol=1e-5)
+    assert torch.allclose(fm.signal(x0, t) + fm.prior(n, t), x, atol=1e-6)
     v = n - x0
     assert torch.allclose(fm.denoised(x, v, t), x0, atol=1e-6)
     assert torch.allclose(fm.train_denoised(x, v, t), x0, atol=1e-6)

@@ -17,9 +17,9 @@ denoisers (inference), the samplers and the trainers, so each formula is written
 The samplers integrate in each parameterisation's own coordinates. The probability-flow ODE has the same
 form in both, ``dx/dsigma = (x - x0) / sigma`` (for flow matching ``(x_t - x0) / t = n - x0 = v``), so one
 Euler step (``sampling.base.euler_step``) serves both; what differs is putting noise back at a level
-(:meth:`noised`), reading the noise out of a state (:meth:`noise_of`) and the starting state
-(:meth:`prior`). A sampler asks its denoiser for its parameterisation with :func:`parameterization_of`
-(denoisers without one are SVD's EDM form).
+(:meth:`noised`), reading the noise out of a state (:meth:`noise_of`), the clean part of a state
+(:meth:`signal`) and the starting state (:meth:`prior`). A sampler asks its denoiser for its
+parameterisation with :func:`parameterization_of` (denoisers without one are SVD's EDM form).
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class VPredictionEDM:
     def noised(self, x0: Tensor, noise: Tensor, sigma: Tensor | float) -> Tensor:
         """The state at level sigma for clean x0 and unit noise."""
         return x0 + sigma * noise
+
+    def signal(self, x0: Tensor, sigma: Tensor | float) -> Tensor:
+        """The clean part of a state at level sigma: ``noised(x0, n, s) = signal(x0, s) + prior(n, s)``
+        (so an offset of the clean latents can be added to a state)."""
+        return x0
 
     def noise_of(self, x: Tensor, x0: Tensor, sigma: Tensor | float) -> Tensor:
         """The unit noise that takes x0 to x at level sigma (inverse of :meth:`noised`)."""
@@ -123,6 +128,9 @@ class FlowMatching:
 
     def noised(self, x0: Tensor, noise: Tensor, sigma: Tensor | float) -> Tensor:
         return (1 - sigma) * x0 + sigma * noise
+
+    def signal(self, x0: Tensor, sigma: Tensor | float) -> Tensor:
+        return (1 - sigma) * x0
 
     def noise_of(self, x: Tensor, x0: Tensor, sigma: Tensor | float) -> Tensor:
         return (x - (1 - sigma) * x0) / sigma
