@@ -40,6 +40,7 @@ through the transformer, both guidance branches counted).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import logging
@@ -580,6 +581,13 @@ class WanDenoiser:
     def latent_shape(self, frames: int) -> tuple[int, int, int, int, int]:
         return (self.batch_size, frames, self.latent_channels, *self.latent_size)
 
+    def windowed_temporal_attention(self, window: int, stride: int):
+        """Context manager: FreeNoise's window-fused attention on this denoiser's transformers for its
+        duration (:func:`windowed_self_attention`), removed on exit."""
+        b = self.backbone
+        experts = [m for m in (b.transformer, b.transformer_2) if m is not None]
+        return windowed_self_attention(experts, window, stride)
+
     def keep_windows(self, count: int) -> None:
         """Nothing per window to cache: every window shares the clip's conditioning."""
 
@@ -628,9 +636,17 @@ class WanDenoiser:
             raise ValueError(
                 f"frames {start}:{stop} do not fit x's {f} frames in a {self.num_frames}-frame video"
             )
-        if f > self.condition.shape[2] and not self.backbone.config.expand_timesteps:
-            raise ValueError(f"a window holds at most {self.condition.shape[2]} latent frames, got {f}")
         return start, stop
+
+    @staticmethod
+    def _frames_of(cond: torch.Tensor, f: int) -> torch.Tensor:
+        """The conditioning of an f-frame window: the clip's first f frames; past the clip (one pass over a
+        longer video, FreeNoise) its last frame repeated: the mask is 0 there and the latent of the zero
+        frames is constant once the causal encoder's receptive field has left the image."""
+        n = cond.shape[2]
+        if f <= n:
+            return cond[:, :, :f]
+        return torch.cat([cond, cond[:, :, -1:].expand(-1, -1, f - n, -1, -1)], dim=2)
 
     def _expert(self, t: torch.Tensor):
         b = self.backbone
@@ -671,7 +687,7 @@ class WanDenoiser:
                 (mask[0][0][:, :: patch[1], :: patch[2]] * timestep[0]).flatten().unsqueeze(0).expand(b, -1)
             )
         else:
-            model_in = torch.cat([xw, cond[:, :, :f]], dim=1)
+            model_in = torch.cat([xw, self._frames_of(cond, f)], dim=1)
         model_in = model_in.to(model.dtype)
         emb_image = None if emb_image is None else emb_image.to(self.device, model.dtype)
 
@@ -696,6 +712,89 @@ class WanDenoiser:
         if self.backbone.config.expand_timesteps:
             x0[:, :, 0] = cond[:, :, 0].float()
         return x0.permute(0, 2, 1, 3, 4)
+
+
+def _triangular(length: int, device, dtype) -> torch.Tensor:
+    j = torch.arange(length, device=device)
+    return torch.minimum(j + 1, length - j).to(dtype)
+
+
+def _windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
+    """Windows of ``window`` frames every ``stride`` frames, the last aligned to the end."""
+    if n <= window:
+        return [(0, n)]
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return [(a, a + window) for a in starts]
+
+
+class _WindowState:
+    def __init__(self, window: int, stride: int) -> None:
+        self.window, self.stride = window, stride
+        self.frames = 0  # latent frames (after temporal patching) of the current forward
+        self.tokens_per_frame = 0
+
+
+class _WindowedSelfAttention:
+    """An attention processor wrapper: self-attention per window of frames, outputs fused with triangular
+    weights; the rotary position embedding restarts in each window (positions 0 .. L-1 as in training)."""
+
+    def __init__(self, inner: Any, state: _WindowState) -> None:
+        self.inner, self.state = inner, state
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        st = self.state
+        if encoder_hidden_states is not None or st.frames <= st.window:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        hw = st.tokens_per_frame
+        weights = _triangular(st.window, hidden_states.device, torch.float32)
+        fused = torch.zeros(hidden_states.shape[:2] + (attn.to_out[0].out_features,),
+                            device=hidden_states.device, dtype=torch.float32)  # fmt: skip
+        total = torch.zeros(st.frames, device=hidden_states.device, dtype=torch.float32)
+        for a, b in _windows(st.frames, st.window, st.stride):
+            rope = None if rotary_emb is None else tuple(r[:, : (b - a) * hw] for r in rotary_emb)
+            # the output projection is affine, so fusing after it equals fusing the attention outputs
+            out = self.inner(attn, hidden_states[:, a * hw : b * hw], None, attention_mask, rope)
+            w = weights[: b - a].repeat_interleave(hw).view(1, -1, 1)
+            fused[:, a * hw : b * hw] += out.float() * w
+            total[a:b] += weights[: b - a]
+        fused = fused / total.repeat_interleave(hw).view(1, -1, 1)
+        return fused.to(hidden_states.dtype)
+
+
+@contextlib.contextmanager
+def windowed_self_attention(transformers: list, window: int, stride: int) -> Iterator[int]:
+    """FreeNoise on Wan's full spatio-temporal attention: inside the ``with``, each block's self-attention
+    runs per window of ``window`` latent frames (every ``stride``, the last aligned to the end) and the
+    windows' outputs are fused with triangular weights; cross-attention and feed-forward see every frame
+    once. The rotary embedding is computed for one window and restarts inside each. With at most
+    ``window`` frames nothing changes. Yields the number of attention layers wrapped."""
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1, got {window}, {stride}")
+    patched: list[tuple[Any, Any]] = []
+    ropes: list[Any] = []
+    try:
+        for tr in transformers:
+            state = _WindowState(window, stride)
+            p_t, p_h, p_w = tr.config.patch_size
+
+            def rope_forward(hidden_states, _orig=tr.rope.forward, _st=state, _p=(p_t, p_h, p_w)):
+                _st.frames = hidden_states.shape[2] // _p[0]
+                _st.tokens_per_frame = (hidden_states.shape[3] // _p[1]) * (hidden_states.shape[4] // _p[2])
+                return _orig(hidden_states[:, :, : min(_st.frames, _st.window) * _p[0]])
+
+            tr.rope.forward = rope_forward
+            ropes.append(tr.rope)
+            for block in tr.blocks:
+                patched.append((block.attn1, block.attn1.processor))
+                block.attn1.processor = _WindowedSelfAttention(block.attn1.processor, state)
+        yield len(patched)
+    finally:
+        for attn, processor in patched:
+            attn.processor = processor
+        for rope in ropes:
+            del rope.forward  # back to the class's forward
 
 
 class WanStreamDecoder:
