@@ -25,16 +25,19 @@ Engines: ``"warp"`` (:mod:`stillmotion.engines.warp`, no weights) and ``"diffusi
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stillmotion.errors import UserInputError
+from stillmotion.errors import MAX_STRENGTH, MAX_WORK_PIXELS, UserInputError
 from stillmotion.inputs.arrows import Arrow
 from stillmotion.inputs.scene import Scene, load_scene
 
@@ -50,6 +53,8 @@ ImageLike = str | os.PathLike | np.ndarray
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"640x360"`` -> (640, 360); UserInputError naming the value otherwise."""
+    if not isinstance(text, str):
+        raise UserInputError(f"--size {text!r}: expected WIDTHxHEIGHT in pixels, e.g. 512x512")
     parts = text.lower().replace("*", "x").split("x")
     try:
         w, h = (int(p) for p in parts)
@@ -60,12 +65,81 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def check_size(size: Sequence[int]) -> tuple[int, int]:
-    if len(size) != 2 or not all(isinstance(v, int | np.integer) for v in size):
+    if not (
+        isinstance(size, Sequence | np.ndarray)
+        and not isinstance(size, str)
+        and len(size) == 2
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in size)
+    ):
         raise UserInputError(f"size must be (width, height) in whole pixels, got {size!r}")
     w, h = int(size[0]), int(size[1])
     if not (2 <= w <= MAX_SIDE and 2 <= h <= MAX_SIDE):
         raise UserInputError(f"size {w}x{h}: width and height must be between 2 and {MAX_SIDE} pixels")
     return w, h
+
+
+def check_number(name: str, value: object, low: float, high: float) -> float:
+    """``value`` as a float when it is a real number (numpy scalars too, not bool) in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (low <= value <= high):
+        raise UserInputError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
+
+
+def check_frames(frames: object) -> int:
+    if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 1:
+        raise UserInputError(f"frames must be a whole number >= 1, got {frames!r}")
+    return int(frames)
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise UserInputError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_engine(engine: object) -> str:
+    if not isinstance(engine, str) or engine not in ENGINES:
+        raise UserInputError(f"engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+    return engine
+
+
+def check_motion_array(motion: np.ndarray, where: str = "motion") -> None:
+    """A given field: real (H, W, 2) or (F, H, W, 2), non-empty, finite, within MAX_SPEED."""
+    if motion.ndim not in (3, 4) or motion.shape[-1] != 2 or 0 in motion.shape:
+        raise UserInputError(
+            f"{where} must be an (H, W, 2) array of (dx, dy) or an (F, H, W, 2) sequence, "
+            f"got shape {motion.shape}"
+        )
+    if motion.dtype == bool or not (
+        np.issubdtype(motion.dtype, np.floating) or np.issubdtype(motion.dtype, np.integer)
+    ):
+        raise UserInputError(f"{where} must hold real numbers (pixels per frame), got dtype {motion.dtype}")
+    if not np.isfinite(motion).all():
+        raise UserInputError(f"{where} holds NaN or infinite values")
+    from stillmotion.io.motion_file import check_speed
+
+    check_speed(motion, where)
+
+
+def check_work_size(width: int, height: int, what: str = "the warp engine") -> None:
+    """Refuse work on more than MAX_WORK_PIXELS pixels at once (memory grows with the pixel count)."""
+    if width * height > MAX_WORK_PIXELS:
+        k = math.sqrt(MAX_WORK_PIXELS / (width * height))
+        hint = f"{int(width * k) // 2 * 2}x{int(height * k) // 2 * 2}"
+        raise UserInputError(
+            f"the image is {width}x{height} ({width * height / 1e6:.0f} MP): {what} works on at most "
+            f"{MAX_WORK_PIXELS / 1e6:.0f} MP at once (memory grows with the pixels); pass --size "
+            f"(Python: size=) to work smaller, e.g. --size {hint}"
+        )
+
+
+def _fit_to_limit(scene: Scene) -> Scene:
+    """The scene shrunk (aspect kept) to at most MAX_WORK_PIXELS; the diffusion engine works at its
+    model's size anyway, so only the memory of the full-size field is saved."""
+    if scene.width * scene.height <= MAX_WORK_PIXELS:
+        return scene
+    k = math.sqrt(MAX_WORK_PIXELS / (scene.width * scene.height))
+    return resize_scene(scene, (max(2, int(scene.width * k)), max(2, int(scene.height * k))))
 
 
 def resize_scene(scene: Scene, size: Sequence[int]) -> Scene:
@@ -93,29 +167,36 @@ def prepare(
     mask: str | os.PathLike | np.ndarray | None = None,
     motion: str | os.PathLike | np.ndarray | None = None,
     size: Sequence[int] | None = None,
+    fit_large: bool = False,
 ) -> tuple[Scene, np.ndarray | None]:
     """Load and check the inputs: the scene, and its motion field (None when nothing asks for motion).
 
     The field is ``motion`` when given (resampled to the image), else the dense field of the arrows
-    (paper eqs. 5-7); it is zero outside the mask.
+    (paper eqs. 5-7); it is zero outside the mask. A scene larger than ``MAX_WORK_PIXELS``
+    (:mod:`stillmotion.errors`) is refused (pass ``size``), or with ``fit_large`` shrunk to it (what
+    the diffusion engine, which works at its model's size, is given).
     """
     from stillmotion.io.motion_file import load_motion_field, resize_field
     from stillmotion.motion.dense import dense_flow_from_arrows
 
+    if motion is not None and not isinstance(motion, np.ndarray | str | os.PathLike):
+        raise UserInputError(f"motion must be an array or a .npy/.npz/.flo path, got {motion!r:.80}")
+    if isinstance(motion, np.ndarray):
+        check_motion_array(motion)
+    if size is not None:
+        check_size(size)
     scene = load_scene(image, arrows, arrows_file, mask)
     if size is not None:
+        check_work_size(*check_size(size))
         scene = resize_scene(scene, size)
+    elif fit_large:
+        scene = _fit_to_limit(scene)
+    else:
+        check_work_size(scene.width, scene.height)
     w, h = scene.width, scene.height
     field = None
     if motion is not None:
         if isinstance(motion, np.ndarray):
-            if motion.ndim not in (3, 4) or motion.shape[-1] != 2 or motion.shape[0] < 1:
-                raise UserInputError(
-                    "motion must be an (H, W, 2) array of (dx, dy) or an (F, H, W, 2) sequence, "
-                    f"got shape {motion.shape}"
-                )
-            if not np.isfinite(motion).all():
-                raise UserInputError("motion holds NaN or infinite values")
             field = resize_field(motion, w, h)
         else:
             field = load_motion_field(motion, w, h)
@@ -163,16 +244,30 @@ def render(
     passes every option above. ``on_step(done, total)`` is called after every model call (progress
     before the first frame, e.g. in a web front end).
     """
-    if engine not in ENGINES:
-        raise UserInputError(f"engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
-    frames = DEFAULT_FRAMES[engine] if frames is None else frames
-    fps = DEFAULT_FPS[engine] if fps is None else fps
-    if not (isinstance(frames, int | np.integer) and frames >= 1):
-        raise UserInputError(f"frames must be a whole number >= 1, got {frames!r}")
-    if not (isinstance(fps, int | float) and np.isfinite(fps) and 0 < fps <= 1000):
-        raise UserInputError(f"fps must be a number in (0, 1000], got {fps!r}")
-    if not (np.isfinite(strength) and strength >= 0):
-        raise UserInputError(f"strength must be a finite number >= 0, got {strength!r}")
+    from stillmotion.io.video_writer import check_fps
+
+    engine = _check_engine(engine)
+    frames = check_frames(DEFAULT_FRAMES[engine] if frames is None else frames)
+    fps = check_fps(DEFAULT_FPS[engine] if fps is None else fps)
+    strength = check_number("strength", strength, 0, MAX_STRENGTH)
+    loop = _check_flag("loop", loop)
+    progress = _check_flag("progress", progress)
+    if not isinstance(scene, Scene):
+        raise UserInputError(f"scene must be a Scene (see prepare()), got {type(scene).__name__}")
+    if field is not None:
+        if not isinstance(field, np.ndarray):
+            raise UserInputError(f"field must be an array or None, got {type(field).__name__}")
+        check_motion_array(field, "the motion field")
+        from stillmotion.io.motion_file import check_speed
+
+        check_speed(field, "the motion field", strength)
+        if strength == 0 or not field.any():
+            warnings.warn(
+                "the motion is zero everywhere (check the arrows, the mask and --strength): the video "
+                "will be a still picture",
+                UserWarning,
+                stacklevel=2,
+            )
     if engine == "warp":
         if engine_options:
             raise UserInputError(f"the warp engine takes no option(s) {', '.join(sorted(engine_options))}")
@@ -214,6 +309,7 @@ def render(
             f"diffusion engine not available: missing package {exc.name!r} "
             "(pip install 'stillmotion[diffusion]')"
         ) from None
+    _check_engine_options(animate_diffusion, engine_options)
     iterator, stats = animate_diffusion(
         scene,
         field,
@@ -225,6 +321,55 @@ def render(
         **engine_options,
     )
     return iter(iterator), stats
+
+
+def _check_run_options(engine, frames, fps, strength, loop, progress) -> None:
+    """The cheap checks of :func:`render`, run before any input is loaded."""
+    from stillmotion.io.video_writer import check_fps
+
+    _check_engine(engine)
+    if frames is not None:
+        check_frames(frames)
+    if fps is not None:
+        check_fps(fps)
+    check_number("strength", strength, 0, MAX_STRENGTH)
+    _check_flag("loop", loop)
+    _check_flag("progress", progress)
+
+
+def _check_engine_options(engine_fn, options: dict[str, Any]) -> None:
+    """Unknown names and bad values of the diffusion engine's options are user errors, not TypeErrors."""
+    import inspect
+
+    params = inspect.signature(engine_fn).parameters
+    own = {"scene", "field", "frames", "fps", "strength", "progress", "size"}
+    known = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in own)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [] if takes_any else sorted(set(options) - set(known))
+    if unknown:
+        raise UserInputError(
+            f"the diffusion engine takes no option(s) {', '.join(unknown)}; its options: {', '.join(known)}"
+        )
+    for name, low in (("steps", 1), ("seed", -(2**63)), ("overlap", 0)):
+        v = options.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low):
+            raise UserInputError(f"{name} must be a whole number >= {low}, got {v!r}")
+    if "gamma" in options:
+        check_number("gamma", options["gamma"], 0.0, 1.0)
+    if "omega" in options:
+        check_number("omega", options["omega"], 0.0, MAX_STRENGTH)
+    for name in ("offload", "refine"):
+        if name in options:
+            _check_flag(name, options[name])
+    choices = {"device": ("auto", "cpu", "cuda"), "dtype": ("auto", "fp32", "fp16", "bf16")}
+    for name, allowed in choices.items():
+        v = options.get(name)
+        ok = isinstance(v, str) and (v in allowed or (name == "device" and v.startswith("cuda:")))
+        if v is not None and not ok:
+            raise UserInputError(f"{name} must be one of {', '.join(allowed)}, got {v!r}")
+    model = options.get("model")
+    if model is not None and not isinstance(model, str | os.PathLike):
+        raise UserInputError(f"model must be a folder path or a Hugging Face id, got {model!r:.80}")
 
 
 def iter_frames(
@@ -244,6 +389,7 @@ def iter_frames(
     **engine_options: Any,
 ) -> Iterator[np.ndarray]:
     """Yield the animation's frames one by one (uint8 (H, W, 3)); inputs are checked before the first."""
+    _check_run_options(engine, frames, fps, strength, loop, progress)
     # The warp engine works at the scene's size; the diffusion engine fits the size to its model.
     scene, field = prepare(
         image,
@@ -252,6 +398,7 @@ def iter_frames(
         mask=mask,
         motion=motion,
         size=size if engine == "warp" else None,
+        fit_large=engine != "warp",
     )
     iterator, _ = render(
         scene,
@@ -325,21 +472,25 @@ def peak_memory_mb() -> float:
 
 def save_field_picture(path: str | os.PathLike, field: np.ndarray) -> Path:
     """Write ``field`` as a colour-wheel picture (hue = direction, saturation = speed), atomically."""
-    import cv2
-
     from stillmotion.io.atomic import atomic_path
 
     path = Path(path)
     if path.suffix.lower() not in PICTURE_SUFFIXES:
         raise UserInputError(f"motion picture {path}: use a .png, .jpg, .webp or .bmp file name")
+    with atomic_path(path) as tmp:
+        _write_field_picture(tmp, field, path)
+    return path
+
+
+def _write_field_picture(target: Path, field: np.ndarray, shown: Path) -> None:
+    import cv2
+
     from stillmotion.motion.viz import flow_to_color
 
     # the standard (Middlebury) colour wheel: hue = direction; a sequence is shown by its mean field
     rgb = flow_to_color(field.mean(0) if field.ndim == 4 else field)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), rgb[..., ::-1].copy()):
-            raise UserInputError(f"could not write the motion picture {path}")
-    return path
+    if not cv2.imwrite(str(target), rgb[..., ::-1].copy()):
+        raise UserInputError(f"could not write the motion picture {shown}")
 
 
 def animate_to_file(
@@ -359,25 +510,44 @@ def animate_to_file(
     save_motion: str | os.PathLike | None = None,
     report: str | os.PathLike | None = None,
     progress: bool = False,
+    overwrite: bool = False,
     **engine_options: Any,
 ) -> dict[str, Any]:
     """Animate and stream the frames into ``output`` (.mp4, .gif, .webp or a PNG folder).
 
     Returns the report (engine, frames, width, height, fps, seconds_total, seconds_render,
     seconds_encode, peak_memory_mb, plus the engine's stats), also written as JSON to ``report``.
-    Nothing is written when anything fails: the video, motion picture and report appear only at the
-    end, each atomically.
+    Outputs are checked before any work (:mod:`stillmotion.io.outputs`): none may be an input or
+    another output, and an existing PNG folder that is not ours is replaced only with
+    ``overwrite=True``. Nothing is written when anything fails: the video, motion picture and
+    report are written under temporary names and all renamed into place at the end.
     """
     import json
 
-    from stillmotion.io.atomic import atomic_path
-    from stillmotion.io.video_writer import open_video_writer, video_format
+    from stillmotion.io.atomic import AtomicGroup
+    from stillmotion.io.outputs import check_outputs
+    from stillmotion.io.video_writer import check_fps, open_video_writer, video_format
     from stillmotion.progress import progress_bar
 
     start = time.perf_counter()
+    for name, value in (("output", output), ("save_motion", save_motion), ("report", report)):
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise UserInputError(f"{name} must be a file path, got {value!r:.80}")
     fmt = video_format(output)  # refuse a bad extension before any work
     if save_motion is not None and Path(save_motion).suffix.lower() not in PICTURE_SUFFIXES:
         raise UserInputError(f"--save-motion {save_motion}: use a .png, .jpg, .webp or .bmp file name")
+    if report is not None and Path(report).suffix.lower() != ".json":
+        raise UserInputError(f"--report {report}: the report is JSON; use a file name ending in .json")
+    overwrite = _check_flag("overwrite", overwrite)
+    _check_run_options(engine, frames, fps, strength, loop, progress)
+    fps = DEFAULT_FPS[engine] if fps is None else fps
+    check_fps(fps, fmt)
+    check_outputs(
+        [("-o", output, "folder" if fmt == "png" else "file"), ("--save-motion", save_motion, "file"),
+         ("--report", report, "file")],
+        [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask), ("--motion", motion)],
+        overwrite=overwrite,
+    )  # fmt: skip
     scene, field = prepare(
         image,
         arrows,
@@ -385,11 +555,11 @@ def animate_to_file(
         mask=mask,
         motion=motion,
         size=size if engine == "warp" else None,
+        fit_large=engine != "warp",
     )
     if save_motion is not None and field is None:
         raise UserInputError("--save-motion: there is no motion field (give arrows or --motion)")
-    fps = DEFAULT_FPS.get(engine, 30.0) if fps is None else fps
-    n = DEFAULT_FRAMES.get(engine, 25) if frames is None else frames
+    n = DEFAULT_FRAMES[engine] if frames is None else frames
     iterator, stats = render(
         scene,
         field,
@@ -404,7 +574,11 @@ def animate_to_file(
     )
     seconds_render = seconds_encode = 0.0
     size_out = None
-    with open_video_writer(output, fps=fps) as writer:
+    # Every output is written under a temporary name; all are renamed together at the very end.
+    with AtomicGroup() as group:
+        writer = group.enter(open_video_writer(output, fps=fps, overwrite=overwrite))
+        picture_tmp = group.path(save_motion) if save_motion is not None else None
+        report_tmp = group.path(report) if report is not None else None
         with progress_bar(total=n, desc=f"{engine} + encode", enabled=progress, unit="frame") as bar:
             while True:
                 t = time.perf_counter()
@@ -418,26 +592,25 @@ def animate_to_file(
                 size_out = writer.size
                 bar.update(1)
         t = time.perf_counter()
-        writer.close()
+        writer.finish()
         seconds_encode += time.perf_counter() - t
-    if save_motion is not None:
-        save_field_picture(save_motion, field)
-    result: dict[str, Any] = {
-        "engine": engine,
-        "output": str(output),
-        "format": fmt,
-        "frames": writer.frames_written,
-        "width": size_out[0] if size_out else scene.width,
-        "height": size_out[1] if size_out else scene.height,
-        "fps": float(fps),
-        "seconds_total": round(time.perf_counter() - start, 4),
-        "seconds_render": round(seconds_render, 4),
-        "seconds_encode": round(seconds_encode, 4),
-        "peak_memory_mb": round(peak_memory_mb(), 1),
-    }
-    for key, value in stats.items():
-        result.setdefault(key, value)
-    if report is not None:
-        with atomic_path(report) as tmp:
-            tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        if picture_tmp is not None:
+            _write_field_picture(picture_tmp, field, Path(save_motion))
+        result: dict[str, Any] = {
+            "engine": engine,
+            "output": str(output),
+            "format": fmt,
+            "frames": writer.frames_written,
+            "width": size_out[0] if size_out else scene.width,
+            "height": size_out[1] if size_out else scene.height,
+            "fps": float(fps),
+            "seconds_total": round(time.perf_counter() - start, 4),
+            "seconds_render": round(seconds_render, 4),
+            "seconds_encode": round(seconds_encode, 4),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+        }
+        for key, value in stats.items():
+            result.setdefault(key, value)
+        if report_tmp is not None:
+            report_tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     return result

@@ -14,3 +14,14 @@ class UserInputError(ValueError):
 
 class MissingWeightsError(UserInputError):
     """A model component's weights are absent or do not match; the message names the component."""
+
+
+# Limits that user input is checked against (the messages name them).
+# Speed in pixels per frame: faster motion leaves the picture within one frame, and float32 sample
+# positions lose whole pixels past ~1e7 px, so larger values only ever give broken (black) frames.
+MAX_SPEED = 1e4
+# Speed factors (--strength, an arrow's strength): far above any useful value, far below overflow.
+MAX_STRENGTH = 1e4
+# Pixels the warp engine and `stillmotion motion` work on at once (about 4.5 GB for `animate`,
+# 6 GB for `motion`, measured at 12 MP and scaled); larger photos need --size.
+MAX_WORK_PIXELS = 40_000_000

@@ -91,10 +91,45 @@ def cli() -> None:
     """stillmotion: turn a still photo into a long, controllable animation."""
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that every ``finally`` / atomic output cleans up."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One readable line per warning, not Python's "file:line: Category: ..." with a source line.
+    click.echo(f"Warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes become one clear line and exit code 2, not a traceback."""
+    import signal
+    import threading
+    import warnings
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    else:
+        previous = None
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        _run(argv)
+    finally:
+        warnings.showwarning = shown
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="stillmotion", standalone_mode=False)
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        sys.exit(143)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

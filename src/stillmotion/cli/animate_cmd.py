@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from stillmotion.cli.options import scene_options
+from stillmotion.cli.options import finite, scene_options
 
 _ENGINE_HELP = (
     "warp: Eulerian animation with softmax splatting (Holynski et al. 2021), no weights, fast on a CPU, "
@@ -55,13 +55,13 @@ _ENGINE_HELP = (
 )
 @click.option(
     "--fps",
-    type=click.FloatRange(min=0, min_open=True, max=1000),
+    type=finite(0, 1000, min_open=True),
     default=None,
     help="Frames per second of the video. Default 30 (warp), 8 (diffusion).",
 )
 @click.option(
     "--strength",
-    type=click.FloatRange(min=0),
+    type=finite(0, 1e4),
     default=1.0,
     show_default=True,
     help="Speed factor: multiplies the motion field (both engines; diffusion measures M_s on the result).",
@@ -93,6 +93,13 @@ _ENGINE_HELP = (
     metavar="REPORT.json",
     help="Write a JSON report: engine, frames, width, height, fps, seconds_total, seconds_render, "
     "seconds_encode, peak_memory_mb and the engine's own figures.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace an existing PNG-frames folder -o even when it holds files stillmotion did not write "
+    "(by default only an empty folder or one holding nothing but frame_*.png is replaced).",
 )
 @click.option(
     "--model",
@@ -134,14 +141,14 @@ _ENGINE_HELP = (
 )
 @click.option(
     "--gamma",
-    type=click.FloatRange(0, 1),
+    type=finite(0, 1),
     default=0.8,
     show_default=True,
     help="diffusion, phased: share of the steps later segments reuse from the first.",
 )
 @click.option(
     "--omega",
-    type=click.FloatRange(min=0),
+    type=finite(0, 1e4),
     default=0.2,
     show_default=True,
     help="diffusion, phased: weight of the shared noise reschedule n + omega * eps.",
@@ -168,6 +175,7 @@ def animate(
     size_text: str | None,
     save_motion: Path | None,
     report: Path | None,
+    overwrite: bool,
     model: str | None,
     steps: int | None,
     seed: int,
@@ -187,7 +195,7 @@ def animate(
     """
     from stillmotion.api import animate_to_file, parse_size
 
-    size = parse_size(size_text) if size_text else None
+    size = parse_size(size_text) if size_text is not None else None
     engine_options = {}
     if engine == "diffusion":
         engine_options = dict(
@@ -197,7 +205,7 @@ def animate(
     result = animate_to_file(
         image, output, arrow, arrows_file=arrows_file, mask=mask, motion=motion_file, engine=engine,
         frames=frames, fps=fps, strength=strength, loop=loop, size=size, save_motion=save_motion,
-        report=report, progress=True, **engine_options,
+        report=report, progress=True, overwrite=overwrite, **engine_options,
     )  # fmt: skip
     fps_render = result["frames"] / result["seconds_render"] if result["seconds_render"] > 0 else float("inf")
     click.echo(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from stillmotion.cli.options import finite
 from stillmotion.errors import UserInputError
 
 
@@ -85,7 +86,7 @@ from stillmotion.errors import UserInputError
 )
 @click.option(
     "--fps",
-    type=float,
+    type=finite(0, 1000, min_open=True),
     default=None,
     help="Frame rate to record for a frame folder or image list (they carry none; default 25).",
 )
@@ -114,7 +115,17 @@ def flow(
         raise UserInputError(f"--weights is only used with --method raft (got --method {method})")
     if method == "raft" and weights is None:
         raise UserInputError("--method raft needs --weights FILE (torchvision raft_small/raft_large weights)")
+    from stillmotion.io.outputs import check_outputs
+    from stillmotion.io.video_writer import video_format
+
     pair = len(inputs) == 2 and all(is_image_file(p) for p in inputs)
+    viz_kind = "file"
+    if viz_path is not None and not pair:
+        viz_kind = "folder" if video_format(viz_path) == "png" else "file"
+    check_outputs(
+        [("-o", output, "file"), ("--viz", viz_path, viz_kind)],
+        [("INPUT", p) for p in inputs] + [("--weights", weights)],
+    )
     if pair:
         _flow_pair(inputs, output, method, weights, viz_path, resize, device, iterations)
         return
@@ -143,7 +154,7 @@ def _flow_pair(inputs, output, method, weights, viz_path, resize, device, iterat
     from PIL import Image
 
     from stillmotion.inputs.image import load_image
-    from stillmotion.io.atomic import atomic_path
+    from stillmotion.io.atomic import AtomicGroup
     from stillmotion.io.flo import write_flo
     from stillmotion.motion.viz import flow_video_frame
 
@@ -163,12 +174,13 @@ def _flow_pair(inputs, output, method, weights, viz_path, resize, device, iterat
         a, b = (
             cv2.resize(x, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR) for x in (a, b)
         )
+    _check_flow_size(a.shape[1], a.shape[0], resize)
     field = _estimator(method, weights, device, iterations)(a, b)
-    with atomic_path(output) as tmp:
-        write_flo(tmp, field)
+    # Both files are written under temporary names, then renamed together.
+    with AtomicGroup() as group:
+        write_flo(group.path(output), field)
         if viz_path is not None:
-            with atomic_path(viz_path) as vtmp:
-                Image.fromarray(flow_video_frame(a, field)).save(vtmp)
+            Image.fromarray(flow_video_frame(a, field)).save(group.path(viz_path))
     _report(field[None], output, viz_path)
 
 
@@ -194,12 +206,15 @@ def _flow_video(
     frames = open_frames(source, max_frames=max_frames, stride=stride, resize=resize, fps=fps)
     if frames.frame_count is not None and frames.frame_count < 2:
         raise UserInputError(f"{source} has {frames.frame_count} frame(s); flow needs at least 2")
+    _check_flow_size(frames.width, frames.height, resize)
     estimator = _estimator(method, weights, device, iterations)
     strengths: list[float] = []
     top = 0.0
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(FlowSequenceWriter(output, dtype=np.dtype(dtype)))
+        # The visualisation exits last: its encoder is flushed below, before the .npz is written, so
+        # that what is left for the exits is writing the archive and two renames.
         viz = stack.enter_context(FlowVideoWriter(viz_path, frames.fps)) if viz_path is not None else None
+        out = stack.enter_context(FlowSequenceWriter(output, dtype=np.dtype(dtype)))
         previous = None
         for frame in progress_iter(frames, total=frames.frame_count, desc=f"flow ({method})", unit="frame"):
             if previous is not None:
@@ -215,12 +230,25 @@ def _flow_video(
         # Every field has the same size, so the mean of per-field strengths is eq. 8 over the clip.
         out.extras["strength"] = np.float64(np.mean(strengths))
         out.extras["fps"] = np.float64(frames.fps)
+        if viz is not None:
+            viz.finish()
     click.echo(
         f"{len(strengths)} flow fields of {frames.width}x{frames.height} ({method}), motion strength "
         f"M_s = {np.mean(strengths):.3f} (px/frame at 512 px), largest component {top:.1f} px -> {output}"
         + (f", {viz_path}" if viz_path else ""),
         err=True,
     )
+
+
+def _check_flow_size(width: int, height: int, resize: int | None) -> None:
+    from stillmotion.motion.flow import MIN_FLOW_SIDE
+
+    if min(width, height) < MIN_FLOW_SIDE:
+        how = f" after --resize {resize}" if resize is not None else ""
+        raise UserInputError(
+            f"the frames are {width}x{height}{how}: optical flow needs at least {MIN_FLOW_SIDE} px on "
+            "each side" + (" (raise --resize)" if resize is not None else "")
+        )
 
 
 def _report(fields, output, viz_path) -> None:

@@ -57,6 +57,14 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
     help="Global speed factor multiplying every arrow (on top of each arrow's own strength).",
 )
 @click.option(
+    "--size",
+    "size_text",
+    metavar="WxH",
+    default=None,
+    help="Resize the image (and mask, arrows with it) to W x H pixels first; needed for photos above "
+    "40 MP.",
+)
+@click.option(
     "--layout",
     type=click.Choice(["side", "overlay"]),
     default="side",
@@ -73,6 +81,7 @@ def motion(
     sigma: float | None,
     threshold: float,
     strength: float,
+    size_text: str | None,
     layout: str,
 ) -> None:
     """Turn arrows drawn on IMAGE (and an optional mask) into a dense motion field (paper eqs. 5-7).
@@ -83,9 +92,13 @@ def motion(
     import numpy as np
     from PIL import Image
 
+    from stillmotion.api import check_work_size, parse_size, resize_scene
+    from stillmotion.errors import MAX_STRENGTH
     from stillmotion.inputs.arrows import Arrow
     from stillmotion.io.atomic import atomic_path
     from stillmotion.io.flo import write_flo
+    from stillmotion.io.motion_file import check_speed
+    from stillmotion.io.outputs import check_outputs
     from stillmotion.motion.dense import dense_flow_from_arrows
     from stillmotion.motion.viz import field_picture
 
@@ -93,19 +106,35 @@ def motion(
         raise UserInputError(f"-o {output}: the picture must end in one of {', '.join(PICTURE_SUFFIXES)}")
     if flo_path is not None and flo_path.suffix.lower() != ".flo":
         raise UserInputError(f"--flo {flo_path}: the file name must end in .flo")
-    if not (math.isfinite(strength) and strength >= 0):
-        raise UserInputError(f"--strength must be a finite number >= 0, got {strength}")
+    if not (math.isfinite(strength) and 0 <= strength <= MAX_STRENGTH):
+        raise UserInputError(f"--strength must be a number from 0 to {MAX_STRENGTH:g}, got {strength}")
     if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
         raise UserInputError(f"--sigma must be a positive number, got {sigma}")
-    if not (0 <= threshold < 1):
+    if not (0 <= threshold < 1):  # also refuses NaN
         raise UserInputError(f"--threshold must be in [0, 1), got {threshold}")
+    size = parse_size(size_text) if size_text is not None else None
+    check_outputs(
+        [("-o", output, "file"), ("--flo", flo_path, "file")],
+        [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask)],
+    )
     scene = scene_from_options(image, arrow, arrows_file, mask)
     if not scene.arrows:
         raise UserInputError("no arrows given: draw at least one with --arrow X0,Y0,X1,Y1 or --arrows FILE")
+    if size is not None:
+        check_work_size(*size, what="stillmotion motion")
+        scene = resize_scene(scene, size)
+    check_work_size(scene.width, scene.height, what="stillmotion motion")
+    for a in scene.arrows:
+        if a.strength * strength > MAX_STRENGTH:
+            raise UserInputError(
+                f"{a.label()}: strength {a.strength:g} x --strength {strength:g} passes the limit "
+                f"{MAX_STRENGTH:g}"
+            )
     arrows = [Arrow(a.points, a.strength * strength, a.name) for a in scene.arrows]
     field = dense_flow_from_arrows(
         arrows, scene.width, scene.height, sigma=sigma, threshold=threshold, mask=scene.mask
     )
+    check_speed(field, "the motion field")
     picture = field_picture(scene.image, field, scene.arrows, scene.mask, layout=layout)
     # Nested so that a failure writing either file leaves neither behind.
     with atomic_path(output) as tmp:

@@ -41,3 +41,24 @@ def scene_from_options(
     image: Path, arrow: tuple[str, ...], arrows_file: Path | None, mask: Path | None
 ) -> Scene:
     return load_scene(image, arrow, arrows_file, mask)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, without NaN and infinities (FloatRange lets NaN through every bound)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def finite(
+    min: float | None = None, max: float | None = None, *, min_open: bool = False, max_open: bool = False
+) -> FiniteFloatRange:
+    """A finite float option type with optional bounds, e.g. ``type=finite(0, 1)``."""
+    return FiniteFloatRange(min, max, min_open=min_open, max_open=max_open)

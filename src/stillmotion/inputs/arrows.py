@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stillmotion.errors import UserInputError
+import numpy as np
+
+from stillmotion.errors import MAX_STRENGTH, UserInputError
 from stillmotion.io.atomic import atomic_path
 
 BASE_CLIP_FRAMES = 25
@@ -63,6 +67,7 @@ class Arrow:
     def validate(self, width: int | None = None, height: int | None = None) -> Arrow:
         """Raise :class:`UserInputError` naming the arrow when it cannot be used; return self."""
         who = self.label()
+        _check_fields(self, who)
         if len(self.points) < 2:
             raise UserInputError(
                 f"{who} has a single point {self.points[0] if self.points else ()}: "
@@ -71,8 +76,10 @@ class Arrow:
         for x, y in self.points:
             if not (math.isfinite(x) and math.isfinite(y)):
                 raise UserInputError(f"{who} has a non-finite coordinate ({x}, {y})")
-        if not math.isfinite(self.strength) or self.strength < 0:
-            raise UserInputError(f"{who} has strength {self.strength}: it must be a finite number >= 0")
+        if not (math.isfinite(self.strength) and 0 <= self.strength <= MAX_STRENGTH):
+            raise UserInputError(
+                f"{who} has strength {self.strength:g}: it must be a number from 0 to {MAX_STRENGTH:g}"
+            )
         if self.length == 0:
             raise UserInputError(f"{who} has zero length: start and end are both at {self.points[0]}")
         if width is not None and height is not None:
@@ -95,6 +102,42 @@ class Arrow:
         if self.name:
             out["name"] = self.name
         return out
+
+
+def _real(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_fields(arrow: Arrow, who: str) -> None:
+    """Arrow objects built by hand (Python API) may hold anything: check the types first."""
+    pts = arrow.points
+    if not (
+        isinstance(pts, Sequence)
+        and not isinstance(pts, str)
+        and all(isinstance(p, Sequence) and len(p) == 2 and all(_real(v) for v in p) for p in pts)
+    ):
+        raise UserInputError(f"{who}: points must be a sequence of (x, y) number pairs, got {pts!r:.80}")
+    if not _real(arrow.strength):
+        raise UserInputError(f"{who}: strength must be a number, got {arrow.strength!r}")
+    if not isinstance(arrow.name, str):
+        raise UserInputError(f"{who}: name must be a string, got {arrow.name!r}")
+
+
+def arrow_from_any(value: object, index: int = 0) -> Arrow:
+    """An :class:`Arrow` from an Arrow, an ``"X0,Y0,X1,Y1[,S]"`` string or a sequence of 4 or 5 numbers."""
+    if isinstance(value, Arrow):
+        return value
+    if isinstance(value, str):
+        return parse_arrow_option(value, index)
+    who = f"arrows[{index}]"
+    if isinstance(value, Sequence | np.ndarray) and len(value) in (4, 5) and all(_real(v) for v in value):
+        x0, y0, x1, y1 = (float(v) for v in value[:4])
+        strength = float(value[4]) if len(value) == 5 else 1.0
+        return Arrow(((x0, y0), (x1, y1)), strength, name=f"#{index + 1}").validate()
+    raise UserInputError(
+        f"{who} = {value!r:.80}: expected an Arrow, an 'X0,Y0,X1,Y1[,STRENGTH]' string or "
+        "(x0, y0, x1, y1[, strength]) numbers"
+    )
 
 
 def parse_arrow_option(text: str, index: int = 0) -> Arrow:
@@ -133,16 +176,23 @@ class ArrowsFile:
 def load_arrows_file(path: str | os.PathLike) -> ArrowsFile:
     """Read the project's JSON or a LabelMe JSON file (detected by its keys)."""
     path = Path(path)
+    if not path.is_file():
+        raise UserInputError(
+            f"arrows file {path} does not exist" if not path.exists() else f"arrows file {path} is not a file"
+        )
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_ARROWS_FILE_BYTES:
+            raise UserInputError(
+                f"arrows file {path} is {size / 2**20:.0f} MB; an arrows file is at most "
+                f"{MAX_ARROWS_FILE_BYTES // 2**20} MB"
+            )
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise UserInputError(f"cannot read arrows file {path}: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserInputError(
-            f"arrows file {path} is not valid JSON: {exc.msg} at line {exc.lineno}"
-        ) from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"arrows file {path} is not a text (UTF-8) JSON file") from None
+    doc = parse_json(text, f"arrows file {path}")
     if not isinstance(doc, dict):
         raise UserInputError(f"arrows file {path}: expected a JSON object at the top level")
     if "shapes" in doc:
@@ -154,13 +204,54 @@ def load_arrows_file(path: str | os.PathLike) -> ArrowsFile:
     )
 
 
+MAX_ARROWS_FILE_BYTES = 50 * 2**20
+_MAX_DIGITS = 30
+
+
+class _BadNumber(ValueError):
+    pass
+
+
+def _no_constant(name: str):
+    raise _BadNumber(f"{name} is not a number JSON allows")
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise _BadNumber(f"a number with {len(text.lstrip('-'))} digits is too long (at most {_MAX_DIGITS})")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    if len(text) > 100:
+        raise _BadNumber(f"a number written with {len(text)} characters is too long")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadNumber(f"{text} is too large for a number")
+    return value
+
+
+def parse_json(text: str, where: str):
+    """``json.loads`` for user files: NaN/Infinity, overlong or overflowing numbers and deep
+    nesting are one :class:`UserInputError` naming ``where``."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_int=_int, parse_float=_float)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"{where} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except _BadNumber as exc:
+        raise UserInputError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise UserInputError(f"{where}: the JSON is nested too deeply") from None
+    except ValueError as exc:  # e.g. Python's limit on integer digits
+        raise UserInputError(f"{where} is not valid JSON: {exc}") from None
+
+
 def _points(raw, where: str) -> tuple[tuple[float, float], ...]:
     if not isinstance(raw, list) or not all(isinstance(p, list | tuple) and len(p) == 2 for p in raw):
         raise UserInputError(f"{where}: 'points' must be a list of [x, y] pairs")
-    try:
-        return tuple((float(x), float(y)) for x, y in raw)
-    except (TypeError, ValueError):
-        raise UserInputError(f"{where}: every coordinate must be a number") from None
+    if not all(_real(v) for p in raw for v in p):
+        raise UserInputError(f"{where}: every coordinate must be a number")
+    return tuple((float(x), float(y)) for x, y in raw)
 
 
 def _read_project(doc: dict, path: Path) -> ArrowsFile:
@@ -180,21 +271,19 @@ def _read_project(doc: dict, path: Path) -> ArrowsFile:
             pts = _points([item["start"], item["end"]], where)
         else:
             raise UserInputError(f"{where}: needs 'points' (or 'start' and 'end')")
-        try:
-            strength = float(item.get("strength", 1.0))
-        except (TypeError, ValueError):
-            raise UserInputError(f"{where}: 'strength' must be a number") from None
+        strength = item.get("strength", 1.0)
+        if not _real(strength):
+            raise UserInputError(f"{where}: 'strength' must be a number")
+        strength = float(strength)
         name = str(item.get("name") or f"#{i + 1}")
         arrows.append(Arrow(pts, strength, name).validate())
     size = doc.get("image_size")
     if size is not None:
-        if not (
-            isinstance(size, list)
-            and len(size) == 2
-            and all(isinstance(v, int | float) and v > 0 for v in size)
-        ):
-            raise UserInputError(f"arrows file {path}: 'image_size' must be [width, height]")
-        size = (int(size[0]), int(size[1]))
+        if not (isinstance(size, list) and len(size) == 2):
+            raise UserInputError(
+                f"arrows file {path}: 'image_size' must be [width, height], got {size!r:.80}"
+            )
+        size = _image_size(size[0], size[1], f"arrows file {path}: 'image_size'")
     mask = doc.get("mask")
     if mask is not None and not isinstance(mask, str):
         raise UserInputError(f"arrows file {path}: 'mask' must be a file path (a string)")
@@ -219,11 +308,18 @@ def _read_labelme(doc: dict, path: Path) -> ArrowsFile:
             polygons.append(list(_points(shape.get("points"), where)))
     size = None
     if doc.get("imageWidth") and doc.get("imageHeight"):
-        w, h = doc["imageWidth"], doc["imageHeight"]
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in (w, h)):
-            raise UserInputError(f"LabelMe file {path}: imageWidth and imageHeight must be positive numbers")
-        size = (int(w), int(h))
+        where = f"LabelMe file {path}: imageWidth/imageHeight"
+        size = _image_size(doc["imageWidth"], doc["imageHeight"], where)
     return ArrowsFile(arrows, None, size, polygons)
+
+
+def _image_size(w: object, h: object, where: str) -> tuple[int, int]:
+    """(W, H) the coordinates refer to: whole pixels from 1 to 2^20 (a zero size would divide by zero)."""
+    if not all(_real(v) and math.isfinite(v) and 1 <= v <= 1 << 20 and float(v).is_integer() for v in (w, h)):
+        raise UserInputError(
+            f"{where} must be two whole numbers of pixels from 1 to {1 << 20}, got [{w!r}, {h!r}]"
+        )
+    return int(w), int(h)
 
 
 def save_arrows_json(

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from stillmotion.errors import UserInputError
+from stillmotion.io.picture import read_rgb
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB ``uint8`` of shape (H, W, 3); EXIF rotation applied."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(
-            f"image {path} does not exist" if not path.exists() else f"image {path} is not a file"
-        )
-    try:
-        with Image.open(path) as im:
-            from PIL import ImageOps
+    """Read an image file as RGB ``uint8`` of shape (H, W, 3); EXIF rotation applied.
 
-            im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserInputError(f"cannot read image {path}: {exc}") from None
+    16-bit grey pictures are scaled to 8 bits; undecodable files and decompression bombs raise
+    :class:`~stillmotion.errors.UserInputError` naming the file."""
+    return read_rgb(path, "image")

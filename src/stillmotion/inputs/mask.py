@@ -8,38 +8,40 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from stillmotion.errors import UserInputError
+from stillmotion.io.picture import read_grey
 
 
 def load_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
     """Read a mask of any size as a boolean (H, W) array resized to the image (True = may move)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(
-            f"mask {path} does not exist" if not path.exists() else f"mask {path} is not a file"
-        )
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("RGBA", "LA") or "transparency" in im.info:
-                # A painted-on transparent layer: the painted (opaque) pixels are the region.
-                gray = np.asarray(im.convert("RGBA"))[..., 3]
-            else:
-                gray = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserInputError(f"cannot read mask {path}: {exc}") from None
+    gray = read_grey(Path(path), "mask")
     return mask_from_array(gray, width, height)
 
 
 def mask_from_array(gray: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Threshold a grey or boolean array at half range and resize it to (height, width)."""
+    """Threshold a mask array and resize it to (height, width): True = may move.
+
+    Accepted: (H, W), (H, W, 1) or (H, W, 3) of booleans, of 0..255 grey levels (threshold at half
+    range), or of 0/1 values (integer or float arrays whose largest value is at most 1).
+    """
     g = np.asarray(gray)
+    if g.ndim == 3 and g.shape[2] in (1, 3):
+        g = g.mean(axis=2) if g.shape[2] == 3 else g[..., 0]
+    if g.ndim != 2 or g.size == 0:
+        raise UserInputError(
+            f"mask must be an (H, W) array (or (H, W, 1) / (H, W, 3)) with at least one pixel, "
+            f"got shape {g.shape}"
+        )
     if g.dtype == bool:
         g = g.astype(np.uint8) * 255
-    if g.ndim == 3:
-        g = g.mean(axis=2)
+    elif not (np.issubdtype(g.dtype, np.integer) or np.issubdtype(g.dtype, np.floating)):
+        raise UserInputError(f"mask must hold booleans or real numbers, got dtype {g.dtype}")
     g = g.astype(np.float32)
+    if not np.isfinite(g).all():
+        raise UserInputError("mask holds NaN or infinite values")
+    if g.max() <= 1.0:
+        g = g * 255.0  # a 0/1 mask
     if g.shape != (height, width):
         g = cv2.resize(g, (width, height), interpolation=cv2.INTER_LINEAR)
     return g >= 127.5

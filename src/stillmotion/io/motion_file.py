@@ -12,7 +12,8 @@ along field t and repeats the last one. In an ``.npz`` the array is taken from t
 (1, 2, 512, 512), normalised to |v| <= 1) therefore move at most 1 px/frame at 512 px: exactly how
 StyleCineGAN itself integrates them (its ``resize_flow`` doubles the vectors when it doubles the
 grid).
-``--strength`` multiplies the speed. Unknown-flow markers of ``.flo`` ground truth become zero.
+``--strength`` multiplies the speed. Unknown-flow markers of ``.flo`` ground truth become zero;
+NaN, infinite values and speeds above ``MAX_SPEED`` (:mod:`stillmotion.errors`) are refused.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stillmotion.errors import UserInputError
+from stillmotion.errors import MAX_SPEED, UserInputError
 
 MOTION_SUFFIXES = (".npy", ".npz", ".flo")
 _NPZ_KEYS = ("motion", "flow", "field")
@@ -45,7 +46,11 @@ def _to_fields(array: np.ndarray, path: Path) -> np.ndarray:
             f"or a sequence (F, H, W, 2) / (F, 2, H, W), got {a.shape}"
         )
     if not np.issubdtype(out.dtype, np.floating) and not np.issubdtype(out.dtype, np.integer):
-        raise UserInputError(f"motion file {path}: expected numbers, got dtype {out.dtype}")
+        raise UserInputError(f"motion file {path}: expected real numbers, got dtype {out.dtype}")
+    # Checked before the float32 cast, which would turn 1e300 into inf.
+    if not np.isfinite(out).all():
+        raise UserInputError(f"motion file {path} holds NaN or infinite values")
+    check_speed(out, f"motion file {path}")
     out = np.ascontiguousarray(out, dtype=np.float32)
     if min(out.shape[-3:-1]) < 1 or out.shape[0] < 1:
         raise UserInputError(f"motion file {path}: the field is empty ({out.shape})")
@@ -66,12 +71,23 @@ def read_motion_file(path: str | os.PathLike) -> np.ndarray:
             f"motion file {path} does not exist" if not path.exists() else f"{path} is not a file"
         )
     if suffix == ".flo":
-        from stillmotion.io.flo import read_flo, valid_flow_mask
+        from stillmotion.io.flo import UNKNOWN_FLOW_THRESHOLD, read_flo
 
         flow = read_flo(path)
-        flow[~valid_flow_mask(flow)] = 0.0
+        if np.isnan(flow).any():
+            raise UserInputError(f"motion file {path} holds NaN values")
+        # Middlebury's unknown-flow marker (> 1e9, also inf): no known motion there.
+        flow[(np.abs(flow) >= UNKNOWN_FLOW_THRESHOLD).any(-1)] = 0.0
         field = flow
     else:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        if not head.startswith((b"PK", b"\x93NUMPY")):
+            kind = ".npz (zip)" if suffix == ".npz" else ".npy"
+            raise UserInputError(
+                f"motion file {path} is not a NumPy {kind} file (it starts with {head!r}); write it with "
+                f"numpy.{'savez' if suffix == '.npz' else 'save'}"
+            )
         try:
             # allow_pickle=False: a motion file is data; never run code from it.
             loaded = np.load(path, allow_pickle=False)
@@ -94,7 +110,19 @@ def read_motion_file(path: str | os.PathLike) -> np.ndarray:
         field = _to_fields(raw, path)
     if not np.isfinite(field).all():
         raise UserInputError(f"motion file {path} holds NaN or infinite values")
+    check_speed(field, f"motion file {path}")
     return field
+
+
+def check_speed(field: np.ndarray, where: str, strength: float = 1.0) -> None:
+    """Refuse a field whose speed (times ``strength``) passes :data:`~stillmotion.errors.MAX_SPEED`."""
+    top = float(np.abs(field).max(initial=0.0)) * float(strength)
+    if not top <= MAX_SPEED:  # also catches inf and NaN
+        extra = f" at strength {strength:g}" if strength != 1.0 else ""
+        raise UserInputError(
+            f"{where} moves up to {top:.3g} px per frame{extra}; the limit is {MAX_SPEED:g} px per frame "
+            "(faster motion leaves the picture within one frame)"
+        )
 
 
 def resize_field(field: np.ndarray, width: int, height: int) -> np.ndarray:

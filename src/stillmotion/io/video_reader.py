@@ -22,9 +22,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from stillmotion.errors import UserInputError
+from stillmotion.io.picture import picture_size, read_rgb
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".webm", ".mov", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg", ".ogv"})
@@ -117,19 +117,11 @@ class FrameSource:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserInputError(f"cannot read frame {path}: {exc}") from None
+    return read_rgb(path, "frame", exif=False)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return int(im.width), int(im.height)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserInputError(f"cannot read frame {path}: {exc}") from None
+    return picture_size(path, "frame")
 
 
 def _target_size(source: tuple[int, int], resize: int | tuple[int, int] | None) -> tuple[int, int]:

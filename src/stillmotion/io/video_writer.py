@@ -11,7 +11,8 @@ output                what is written
                       Floyd-Steinberg dithering.
 ``clip.webp``         animated WebP (libwebp, quality 90) looping forever.
 ``frames/`` or        a folder of ``frame_00000.png``, ``frame_00001.png``, ... when the path ends
-``frames``            with ``/`` or has no extension.
+``frames``            with ``/`` or has no extension. An existing folder is replaced only when it
+                      is empty or holds nothing but such frames (else ``overwrite=True``).
 ====================  ============================================================================
 
 Memory does not depend on the number of frames: each frame is encoded and dropped. Output is atomic
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 from collections.abc import Iterable
 from fractions import Fraction
@@ -61,6 +63,23 @@ def video_format(path: str | os.PathLike) -> str:
     )
 
 
+# GIF stores each frame's delay in hundredths of a second.
+MAX_GIF_FPS = 100.0
+
+
+def check_fps(fps: object, fmt: str | None = None) -> float:
+    """``fps`` as a float when it is a usable frame rate for ``fmt`` ("gif" allows at most 100)."""
+    real = isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+    if not (real and math.isfinite(fps) and 0 < fps <= 1000):
+        raise UserInputError(f"fps must be a number in (0, 1000], got {fps!r}")
+    if fmt == "gif" and fps > MAX_GIF_FPS:
+        raise UserInputError(
+            f"fps {float(fps):g}: a GIF stores frame delays in hundredths of a second, so it plays at most "
+            f"{MAX_GIF_FPS:g} frames per second; lower --fps or write .mp4 / .webp"
+        )
+    return float(fps)
+
+
 class VideoWriter:
     """Writes uint8 (H, W, 3) RGB frames to one output; use as a context manager.
 
@@ -76,11 +95,11 @@ class VideoWriter:
         fps: float,
         size: tuple[int, int] | None = None,
         crf: int = DEFAULT_CRF,
+        overwrite: bool = False,
     ) -> None:
         self.path = Path(path)
         self.format = video_format(path)
-        if not (isinstance(fps, int | float) and math.isfinite(fps) and 0 < fps <= 1000):
-            raise UserInputError(f"fps must be a number in (0, 1000], got {fps!r}")
+        check_fps(fps, self.format)
         if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
             raise UserInputError(f"video size must be two positive integers (width, height), got {size!r}")
         if not (0 <= crf <= 51):
@@ -90,16 +109,19 @@ class VideoWriter:
         self.crf = int(crf)
         self.frames_written = 0
         self._stack = contextlib.ExitStack()
-        self._tmp = self._stack.enter_context(atomic_path(self.path, directory=self.format == "png"))
+        self._tmp = self._stack.enter_context(
+            atomic_path(self.path, directory=self.format == "png", replace_foreign=overwrite)
+        )
         self._container = None
         self._stream = None
         self._palette = None
         self._closed = False
+        self._finished = False
 
     # -- public -------------------------------------------------------------------------------
     def write(self, frame: np.ndarray) -> None:
         """Encode one frame (uint8 (H, W, 3) RGB; float or other dtypes are refused)."""
-        if self._closed:
+        if self._closed or self._finished:
             raise RuntimeError(f"video writer for {self.path} is closed")
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
@@ -118,10 +140,12 @@ class VideoWriter:
         getattr(self, f"_write_{self.format}")(np.ascontiguousarray(frame))
         self.frames_written += 1
 
-    def close(self) -> Path:
-        """Finish the file and move it into place (an empty video is an error); return the path."""
-        if self._closed:
-            return self.path
+    def finish(self) -> None:
+        """Flush the encoder and close the file under its temporary name (an empty video is an
+        error); :meth:`close` then only renames it. Lets a caller write its other outputs before any
+        of them appears."""
+        if self._closed or self._finished:
+            return
         try:
             if self.frames_written == 0:
                 raise UserInputError(f"no frames were written to {self.path}")
@@ -134,6 +158,13 @@ class VideoWriter:
         except BaseException as exc:
             self._abort(exc)
             raise
+        self._finished = True
+
+    def close(self) -> Path:
+        """Finish the file and move it into place (an empty video is an error); return the path."""
+        if self._closed:
+            return self.path
+        self.finish()
         self._closed = True
         self._stack.close()  # atomic rename
         return self.path
@@ -230,10 +261,18 @@ class VideoWriter:
 
 
 def open_video_writer(
-    path: str | os.PathLike, *, fps: float, size: tuple[int, int] | None = None, crf: int = DEFAULT_CRF
+    path: str | os.PathLike,
+    *,
+    fps: float,
+    size: tuple[int, int] | None = None,
+    crf: int = DEFAULT_CRF,
+    overwrite: bool = False,
 ) -> VideoWriter:
-    """A :class:`VideoWriter` for ``path`` (format by extension; see the module docstring)."""
-    return VideoWriter(path, fps=fps, size=size, crf=crf)
+    """A :class:`VideoWriter` for ``path`` (format by extension; see the module docstring).
+
+    A PNG-frames folder that exists and is not ours is refused unless ``overwrite``
+    (:mod:`stillmotion.io.outputs`)."""
+    return VideoWriter(path, fps=fps, size=size, crf=crf, overwrite=overwrite)
 
 
 def write_video(

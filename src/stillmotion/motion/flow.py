@@ -62,6 +62,10 @@ class DISSettings:
         return dis
 
 
+# Smallest frame side flow is computed on (OpenCV's DIS fails below 12 px).
+MIN_FLOW_SIDE = 12
+
+
 def _check_pair(frame1: np.ndarray, frame2: np.ndarray) -> None:
     for name, f in (("frame 1", frame1), ("frame 2", frame2)):
         if (
@@ -76,6 +80,11 @@ def _check_pair(frame1: np.ndarray, frame2: np.ndarray) -> None:
         raise UserInputError(
             f"the two frames differ in size: {frame1.shape[1]}x{frame1.shape[0]} vs "
             f"{frame2.shape[1]}x{frame2.shape[0]}"
+        )
+    if min(frame1.shape[:2]) < MIN_FLOW_SIDE:
+        raise UserInputError(
+            f"frames of {frame1.shape[1]}x{frame1.shape[0]} are too small for optical flow: at least "
+            f"{MIN_FLOW_SIDE} px on each side (OpenCV's DIS needs it; check --resize / --size)"
         )
 
 

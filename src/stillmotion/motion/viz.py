@@ -222,6 +222,10 @@ class FlowVideoWriter:
             self.max_magnitude = max(float(np.percentile(mag, 99)), 1.0)
         self._writer.write(flow_video_frame(frame, flow, self.max_magnitude))
 
+    def finish(self) -> None:
+        """Flush the video under its temporary name; leaving the ``with`` block only renames it."""
+        self._writer.finish()
+
     def __exit__(self, exc_type, exc, tb) -> None:
         self._writer.__exit__(exc_type, exc, tb)
 
