@@ -133,12 +133,22 @@ def check_work_size(width: int, height: int, what: str = "the warp engine") -> N
         )
 
 
-def _fit_to_limit(scene: Scene) -> Scene:
-    """The scene shrunk (aspect kept) to at most MAX_WORK_PIXELS; the diffusion engine works at its
-    model's size anyway, so only the memory of the full-size field is saved."""
-    if scene.width * scene.height <= MAX_WORK_PIXELS:
+# The diffusion engine generates at its model's size (about 1 MP); a larger scene only costs the
+# memory and time of its full-size motion field, so it is given at most this many pixels.
+DIFFUSION_SCENE_PIXELS = 4_000_000
+
+
+def _diffusion_budget(size: Sequence[int] | None) -> int:
+    """Pixels the scene handed to the diffusion engine may keep: enough for its generation size."""
+    wanted = int(size[0]) * int(size[1]) if size is not None else 0
+    return min(MAX_WORK_PIXELS, max(DIFFUSION_SCENE_PIXELS, wanted))
+
+
+def _fit_to_limit(scene: Scene, max_pixels: int) -> Scene:
+    """The scene shrunk (aspect kept) to at most ``max_pixels``."""
+    if scene.width * scene.height <= max_pixels:
         return scene
-    k = math.sqrt(MAX_WORK_PIXELS / (scene.width * scene.height))
+    k = math.sqrt(max_pixels / (scene.width * scene.height))
     return resize_scene(scene, (max(2, int(scene.width * k)), max(2, int(scene.height * k))))
 
 
@@ -167,14 +177,15 @@ def prepare(
     mask: str | os.PathLike | np.ndarray | None = None,
     motion: str | os.PathLike | np.ndarray | None = None,
     size: Sequence[int] | None = None,
-    fit_large: bool = False,
+    max_pixels: int | None = None,
 ) -> tuple[Scene, np.ndarray | None]:
     """Load and check the inputs: the scene, and its motion field (None when nothing asks for motion).
 
     The field is ``motion`` when given (resampled to the image), else the dense field of the arrows
     (paper eqs. 5-7); it is zero outside the mask. A scene larger than ``MAX_WORK_PIXELS``
-    (:mod:`stillmotion.errors`) is refused (pass ``size``), or with ``fit_large`` shrunk to it (what
-    the diffusion engine, which works at its model's size, is given).
+    (:mod:`stillmotion.errors`) is refused (pass ``size``); with ``max_pixels`` a larger scene is
+    shrunk to that many pixels instead (what the diffusion engine, which works at its model's size,
+    is given).
     """
     from stillmotion.io.motion_file import load_motion_field, resize_field
     from stillmotion.motion.dense import dense_flow_from_arrows
@@ -185,12 +196,20 @@ def prepare(
         check_motion_array(motion)
     if size is not None:
         check_size(size)
+    if max_pixels is not None and (
+        isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 4
+    ):
+        raise UserInputError(f"max_pixels must be a whole number >= 4, got {max_pixels!r}")
+    if size is None and max_pixels is None and isinstance(image, str | os.PathLike):
+        from stillmotion.io.picture import picture_size
+
+        check_work_size(*picture_size(image, "image"))  # from the header: refused before decoding
     scene = load_scene(image, arrows, arrows_file, mask)
     if size is not None:
         check_work_size(*check_size(size))
         scene = resize_scene(scene, size)
-    elif fit_large:
-        scene = _fit_to_limit(scene)
+    elif max_pixels is not None:
+        scene = _fit_to_limit(scene, int(max_pixels))
     else:
         check_work_size(scene.width, scene.height)
     w, h = scene.width, scene.height
@@ -323,11 +342,13 @@ def render(
     return iter(iterator), stats
 
 
-def _check_run_options(engine, frames, fps, strength, loop, progress) -> None:
+def _check_run_options(engine, frames, fps, strength, loop, progress, size) -> None:
     """The cheap checks of :func:`render`, run before any input is loaded."""
     from stillmotion.io.video_writer import check_fps
 
     _check_engine(engine)
+    if size is not None:
+        check_size(size)
     if frames is not None:
         check_frames(frames)
     if fps is not None:
@@ -389,7 +410,7 @@ def iter_frames(
     **engine_options: Any,
 ) -> Iterator[np.ndarray]:
     """Yield the animation's frames one by one (uint8 (H, W, 3)); inputs are checked before the first."""
-    _check_run_options(engine, frames, fps, strength, loop, progress)
+    _check_run_options(engine, frames, fps, strength, loop, progress, size)
     # The warp engine works at the scene's size; the diffusion engine fits the size to its model.
     scene, field = prepare(
         image,
@@ -398,7 +419,7 @@ def iter_frames(
         mask=mask,
         motion=motion,
         size=size if engine == "warp" else None,
-        fit_large=engine != "warp",
+        max_pixels=None if engine == "warp" else _diffusion_budget(size),
     )
     iterator, _ = render(
         scene,
@@ -539,7 +560,7 @@ def animate_to_file(
     if report is not None and Path(report).suffix.lower() != ".json":
         raise UserInputError(f"--report {report}: the report is JSON; use a file name ending in .json")
     overwrite = _check_flag("overwrite", overwrite)
-    _check_run_options(engine, frames, fps, strength, loop, progress)
+    _check_run_options(engine, frames, fps, strength, loop, progress, size)
     fps = DEFAULT_FPS[engine] if fps is None else fps
     check_fps(fps, fmt)
     check_outputs(
@@ -555,7 +576,7 @@ def animate_to_file(
         mask=mask,
         motion=motion,
         size=size if engine == "warp" else None,
-        fit_large=engine != "warp",
+        max_pixels=None if engine == "warp" else _diffusion_budget(size),
     )
     if save_motion is not None and field is None:
         raise UserInputError("--save-motion: there is no motion field (give arrows or --motion)")

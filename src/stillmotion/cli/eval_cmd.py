@@ -24,7 +24,18 @@ def _int_list(value: str, option: str) -> list[int]:
 @click.command("eval")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
-    "-o", "--out", type=click.Path(path_type=Path), required=True, help="Output folder (replaced atomically)."
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output folder, replaced atomically; an existing folder only when stillmotion wrote it (or with "
+    "--overwrite). It must not hold the input videos.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=False,
+    help="Replace -o even when it holds files stillmotion did not write.",
 )
 @click.option("--methods", default=_METHODS, show_default=True,
               help="Comma-separated methods; unavailable ones are reported as skipped.")  # fmt: skip
@@ -71,8 +82,8 @@ def _int_list(value: str, option: str) -> list[int]:
     "--arrows", "n_arrows", type=int, default=5, show_default=True, help="Arrows sampled per video (arrows)."
 )
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
-def eval_(videos, out, methods, model, frames, condition, svd, i3d, lpips_dir, clip, limit, steps, seed, size,
-          n_arrows, device) -> None:  # fmt: skip
+def eval_(videos, out, overwrite, methods, model, frames, condition, svd, i3d, lpips_dir, clip, limit, steps,
+          seed, size, n_arrows, device) -> None:  # fmt: skip
     """Score methods against real VIDEOS (files or frame folders; folders are searched) and write a
     markdown table in the paper's layout, CSV/JSON rows, per-frame plots and an HTML page to OUT.
 
@@ -85,7 +96,7 @@ def eval_(videos, out, methods, model, frames, condition, svd, i3d, lpips_dir, c
         videos=list(videos), out=out, methods=[m.strip() for m in methods.split(",") if m.strip()],
         frames=_int_list(frames, "--frames"), condition=condition, model=model, svd=svd, i3d=i3d,
         lpips_dir=lpips_dir, clip=clip, limit=limit, steps=steps, seed=seed, size=size, arrows=n_arrows,
-        device=device, progress=True,
+        device=device, progress=True, overwrite=overwrite,
     )  # fmt: skip
     path = run(opts)
     from stillmotion.evaluation.runner import partial_state

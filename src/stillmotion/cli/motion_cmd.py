@@ -117,6 +117,10 @@ def motion(
         [("-o", output, "file"), ("--flo", flo_path, "file")],
         [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask)],
     )
+    if size is None:
+        from stillmotion.io.picture import picture_size
+
+        check_work_size(*picture_size(image, "image"), what="stillmotion motion")  # before decoding
     scene = scene_from_options(image, arrow, arrows_file, mask)
     if not scene.arrows:
         raise UserInputError("no arrows given: draw at least one with --arrow X0,Y0,X1,Y1 or --arrows FILE")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -58,9 +60,14 @@ def prepare(videos, cache, frames, size, stride, frame_step, vae, flow_method, f
       stillmotion prepare --synthetic skimage -o cache/ --frames 16 --size 128
     """
     from stillmotion.errors import UserInputError
+    from stillmotion.io.outputs import check_writable_location
     from stillmotion.training.camera import STATIC_THRESHOLD
     from stillmotion.training.prepare import PrepareSettings, prepare_synthetic, prepare_videos
 
+    target = Path(cache)
+    if target.exists() and not target.is_dir():
+        raise UserInputError(f"-o {cache} is an existing file; the clip cache is a folder")
+    check_writable_location(target / "index.json", "-o")
     settings = PrepareSettings(
         frames=frames, size=_parse_size(size), stride=stride, frame_step=frame_step, flow_method=flow_method,
         flow_weights=flow_weights, vae=vae, shard_mb=shard_mb, max_clips_per_video=max_clips_per_video,

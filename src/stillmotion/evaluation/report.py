@@ -301,7 +301,8 @@ def write_reports(opts, parts: list[dict[str, Any]], media: Path, *, world_size:
     summary, fvd_warnings = summarize(merged)
     opts_d = options_dict(opts)
     table = markdown(summary, merged, fvd_warnings, opts_d)
-    with atomic_path(opts.out, directory=True) as tmp:
+    overwrite = getattr(opts, "overwrite", False)
+    with atomic_path(opts.out, directory=True, replace_foreign=overwrite, marker=True) as tmp:
         if media.is_dir():
             shutil.move(str(media), str(tmp / "media"))
         (tmp / "plots").mkdir()

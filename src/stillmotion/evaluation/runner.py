@@ -57,6 +57,7 @@ class EvalOptions:
     arrows: int = 5
     device: str | None = None
     progress: bool = False
+    overwrite: bool = False  # replace an existing output folder stillmotion did not write
 
     def check(self) -> None:
         if self.condition not in CONDITIONS:
@@ -408,6 +409,9 @@ def run(opts: EvalOptions) -> Path:
     from stillmotion.evaluation.report import write_reports
 
     opts.check()
+    from stillmotion.io.outputs import check_outputs
+
+    check_outputs([("-o", opts.out, "folder")], [("VIDEO", p) for p in opts.videos], overwrite=opts.overwrite)
     state = partial_state()
     if opts.device is None and state.num_processes > 1:
         opts.device = str(state.device)  # one GPU per process under accelerate launch

@@ -52,11 +52,11 @@ def read_rgb(path: str | os.PathLike, what: str = "image", *, exif: bool = True)
     with _open(path, what) as im:
         try:
             if exif:
-                im = ImageOps.exif_transpose(im)
+                ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a large photo
             if im.mode in _DEEP_GREY:
                 grey = _deep_grey_to_uint8(im)
                 return np.repeat(grey[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB")).copy()
+            return np.array(im if im.mode == "RGB" else im.convert("RGB"))
         except Exception as exc:  # noqa: BLE001 - see _open
             raise UserInputError(f"cannot read {what} {path}: {exc}") from None
 

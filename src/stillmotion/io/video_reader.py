@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,21 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         raw = self._iter_video() if self.kind == "video" else self._iter_files()
-        for yielded, frame in enumerate(raw):
+        yielded = 0
+        for frame in raw:
             if self.max_frames is not None and yielded >= self.max_frames:
-                break
+                return
             yield self._fit(frame)
+            yielded += 1
+        # The container's frame count is exact for mp4 (a rounding frame or so elsewhere): a larger
+        # shortfall means the file ends early, e.g. a download cut off mid-stream.
+        if self.kind == "video" and self.frame_count is not None and yielded <= self.frame_count - 2:
+            warnings.warn(
+                f"video {self.path} ended after {yielded} of its {self.frame_count} frames: the file is "
+                "truncated or damaged; only the frames that decode are used",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _fit(self, frame: np.ndarray) -> np.ndarray:
         w, h = self.size

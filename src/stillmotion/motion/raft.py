@@ -370,8 +370,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file: the loaders raise many kinds
+        # Some of them say nothing useful (a text file gives KeyError(101), the byte 'e').
+        detail = str(exc).splitlines()[0][:200] if str(exc) and not isinstance(exc, KeyError) else ""
+        kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch (.pth, torch.save)"
         raise MissingWeightsError(
-            f"cannot read RAFT weights {path}: {str(exc).splitlines()[0][:200]}"
+            f"cannot read RAFT weights {path}: not a {kind} weights file" + (f" ({detail})" if detail else "")
         ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

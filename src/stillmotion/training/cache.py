@@ -61,8 +61,13 @@ def read_index(cache: str | Path) -> dict[str, Any]:
         )
     try:
         index = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(index, dict):
+        raise UserInputError(
+            f"{path} is not a clip-cache index (expected a JSON object, got {type(index).__name__}); "
+            "remove it or choose another cache folder"
+        )
     if index.get("version") != INDEX_VERSION:
         raise UserInputError(f"{path} has index version {index.get('version')}, expected {INDEX_VERSION}")
     return index

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -28,9 +29,14 @@ C = TypeVar("C")
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a ``.yaml``/``.yml``/``.toml``/``.json`` file; a missing or bad file is a user error."""
     path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"config {path} is a folder; give a .yaml, .toml or .json file")
     if not path.is_file():
         raise UserInputError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read config file {path}: {exc}") from None
     try:
         if path.suffix.lower() == ".toml":
             import tomllib
@@ -102,14 +108,19 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return int(value)
         raise UserInputError(f"config key {key!r} must be an integer, got {value!r}")
     if annotation is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise UserInputError(f"config key {key!r} must be a number, got {value!r}")
+        if number is None:
+            raise UserInputError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(number):  # YAML's .nan / .inf; every float setting must be finite
+            raise UserInputError(f"config key {key!r} must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)

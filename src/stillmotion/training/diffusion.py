@@ -531,9 +531,6 @@ def train(
     out = Path(cfg.output_dir)
     ckpt = start_output_dir(out, resume=resume, overwrite=cfg.overwrite, clean=main_proc)
     accelerator.wait_for_everyone()
-    if main_proc:
-        out.mkdir(parents=True, exist_ok=True)
-        _save_config(cfg, out)
 
     # --- model ----------------------------------------------------------------------------------
     with torch.random.fork_rng(devices=[]):  # new weights (tiny parts, LoRA A) depend on the seed only
@@ -591,6 +588,9 @@ def train(
     eval_batch = fixed_batch(eval_set, cfg.eval_batch_size, seed=cfg.seed + 17) if main_proc else None
     loader = make_loader(dataset, cfg.batch_size, seed=cfg.seed, start_step=state.step * cfg.grad_accum,
                          rank=rank, world_size=world, workers=cfg.workers, pin_memory=use_cuda)
+    if main_proc:  # only once the data is known to be usable: a data error leaves no output behind
+        out.mkdir(parents=True, exist_ok=True)
+        _save_config(cfg, out)
 
     # --- logs -----------------------------------------------------------------------------------
     fields = list(BASE_FIELDS)

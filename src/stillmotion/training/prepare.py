@@ -22,6 +22,7 @@ size or modification time - is redone); a video interrupted half-way is redone f
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -62,6 +63,10 @@ class PrepareSettings:
             raise UserInputError(f"--stride must be >= 1, got {self.stride}")
         if self.frame_step < 1:
             raise UserInputError(f"--frame-step must be >= 1, got {self.frame_step}")
+        if not (math.isfinite(self.static_threshold) and self.static_threshold >= 0):
+            raise UserInputError(f"--static-threshold must be a number >= 0, got {self.static_threshold}")
+        if not (self.shard_mb > 0 and math.isfinite(self.shard_mb)):  # 0 would write one shard per tensor
+            raise UserInputError(f"--shard-mb must be a positive number of megabytes, got {self.shard_mb}")
 
     def cache_settings(self) -> dict[str, Any]:
         """What every clip of a cache shares (checked when a run adds to an existing cache)."""

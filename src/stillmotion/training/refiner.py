@@ -248,16 +248,16 @@ def main(
         from stillmotion.training.checkpoint import latest_checkpoint
 
         ckpt = latest_checkpoint(out_dir) if resume else None
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_dir / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     torch.manual_seed(cfg.seed)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
 
     # ------------------------------------------------------------------ data
     train_samples, test_samples = load_samples(cfg, progress=progress and accelerator.is_main_process)
+    if accelerator.is_main_process:  # only once the data loaded: a data error leaves no output behind
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     pair_cfg = PairConfig(
         size=cfg.sample_size,
         min_arrows=cfg.min_arrows,
