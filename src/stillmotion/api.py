@@ -552,7 +552,7 @@ def animate_to_file(
 
     start = time.perf_counter()
     for name, value in (("output", output), ("save_motion", save_motion), ("report", report)):
-        if value is not None and not isinstance(value, str | os.PathLike):
+        if (value is not None or name == "output") and not isinstance(value, str | os.PathLike):
             raise UserInputError(f"{name} must be a file path, got {value!r:.80}")
     fmt = video_format(output)  # refuse a bad extension before any work
     if save_motion is not None and Path(save_motion).suffix.lower() not in PICTURE_SUFFIXES:

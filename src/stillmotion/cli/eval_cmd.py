@@ -90,6 +90,10 @@ def eval_(videos, out, overwrite, methods, model, frames, condition, svd, i3d, l
     Each video's first frame is the input image; each method generates every protocol's frame count
     from it and is scored against the real clip. Run under `accelerate launch` to split the videos
     across processes."""
+    from stillmotion.io.outputs import check_outputs
+
+    # Before the (slow) evaluation imports: -o must not be, nor hold, an input video.
+    check_outputs([("-o", out, "folder")], [("VIDEO", v) for v in videos], overwrite=overwrite)
     from stillmotion.evaluation.runner import EvalOptions, run
 
     opts = EvalOptions(

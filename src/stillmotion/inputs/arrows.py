@@ -178,7 +178,8 @@ def load_arrows_file(path: str | os.PathLike) -> ArrowsFile:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(
-            f"arrows file {path} does not exist" if not path.exists() else f"arrows file {path} is not a file"
+            f"cannot read arrows file {path}: "
+            + ("it does not exist" if not path.exists() else "it is not a file")
         )
     try:
         size = path.stat().st_size
@@ -213,7 +214,7 @@ class _BadNumber(ValueError):
 
 
 def _no_constant(name: str):
-    raise _BadNumber(f"{name} is not a number JSON allows")
+    raise _BadNumber(f"{name} is a non-finite number, which JSON does not allow")
 
 
 def _int(text: str) -> int:
@@ -308,7 +309,7 @@ def _read_labelme(doc: dict, path: Path) -> ArrowsFile:
             polygons.append(list(_points(shape.get("points"), where)))
     size = None
     if doc.get("imageWidth") and doc.get("imageHeight"):
-        where = f"LabelMe file {path}: imageWidth/imageHeight"
+        where = f"LabelMe file {path}: imageWidth and imageHeight"
         size = _image_size(doc["imageWidth"], doc["imageHeight"], where)
     return ArrowsFile(arrows, None, size, polygons)
 

@@ -129,12 +129,6 @@ def check_outputs(
         if shown.strip() == "":
             raise UserInputError(f"{label}: the output name is empty")
         target = resolved(path)
-        if kind == "file":
-            if target.is_dir():
-                raise UserInputError(f"{label} {shown} is an existing folder; give a file name")
-        else:
-            check_folder_replaceable(path, label, overwrite=overwrite)
-        check_writable_location(path, label)
         for other_label, other_shown, other, other_kind in seen:
             if target == other:
                 raise UserInputError(
@@ -152,6 +146,14 @@ def check_outputs(
                     "which is replaced as a whole; write it elsewhere"
                 )
         seen.append((label, shown, target, kind))
+    cwd = resolved(os.getcwd())
+    for label, shown, target, kind in seen:
+        if kind == "folder" and _within(cwd, target):
+            raise UserInputError(
+                f"{label} {shown}: {target} is the current folder or holds it; give a new folder name, "
+                "e.g. frames/"
+            )
+    # Inputs first: even --overwrite never replaces an input.
     for in_label, in_path in inputs:
         if not isinstance(in_path, str | os.PathLike):
             continue
@@ -171,3 +173,10 @@ def check_outputs(
                     f"{label} {shown}: the output folder holds the input {in_label} {os.fspath(in_path)} "
                     "and would replace it; choose another output folder"
                 )
+    for label, shown, target, kind in seen:
+        if kind == "file":
+            if target.is_dir():
+                raise UserInputError(f"{label} {shown} is an existing folder; give a file name")
+        else:
+            check_folder_replaceable(shown, label, overwrite=overwrite)
+        check_writable_location(shown, label)

@@ -31,11 +31,15 @@ def _deep_grey_to_uint8(im: Image.Image) -> np.ndarray:
     return np.clip(np.rint(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
 
 
-def _open(path: Path, what: str) -> Image.Image:
+def _check_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise UserInputError(
             f"{what} {path} does not exist" if not path.exists() else f"{what} {path} is not a file"
         )
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    _check_file(path, what)
     try:
         im = Image.open(path)
         im.load()
@@ -79,6 +83,7 @@ def read_grey(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
 def picture_size(path: str | os.PathLike, what: str = "frame") -> tuple[int, int]:
     """(width, height) from the file's header, without decoding the pixels."""
     path = Path(path)
+    _check_file(path, what)
     try:
         with Image.open(path) as im:
             return int(im.width), int(im.height)
