@@ -50,6 +50,23 @@ def _open(path: Path, what: str) -> Image.Image:
         raise UserInputError(f"cannot read {what} {path}: {exc}") from None
 
 
+def rgb_array(im: Image.Image) -> np.ndarray:
+    """A decoded Pillow image as RGB uint8 (H, W, 3); deep grey (16-bit...) scaled, not clipped."""
+    if im.mode in _DEEP_GREY:
+        return np.repeat(_deep_grey_to_uint8(im)[..., None], 3, axis=2)
+    return np.array(im if im.mode == "RGB" else im.convert("RGB"))
+
+
+def grey_array(im: Image.Image) -> np.ndarray:
+    """A decoded Pillow image as one uint8 (H, W) channel: its alpha when it has transparency (a
+    painted-on layer), else its grey level (deep grey scaled, not clipped)."""
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        return np.array(im.convert("RGBA"))[..., 3]
+    if im.mode in _DEEP_GREY:
+        return _deep_grey_to_uint8(im)
+    return np.array(im.convert("L"))
+
+
 def read_rgb(path: str | os.PathLike, what: str = "image", *, exif: bool = True) -> np.ndarray:
     """The picture as RGB uint8 (H, W, 3); EXIF rotation applied when ``exif``."""
     path = Path(path)
@@ -57,25 +74,17 @@ def read_rgb(path: str | os.PathLike, what: str = "image", *, exif: bool = True)
         try:
             if exif:
                 ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a large photo
-            if im.mode in _DEEP_GREY:
-                grey = _deep_grey_to_uint8(im)
-                return np.repeat(grey[..., None], 3, axis=2)
-            return np.array(im if im.mode == "RGB" else im.convert("RGB"))
+            return rgb_array(im)
         except Exception as exc:  # noqa: BLE001 - see _open
             raise UserInputError(f"cannot read {what} {path}: {exc}") from None
 
 
 def read_grey(path: str | os.PathLike, what: str = "mask") -> np.ndarray:
-    """The picture as one uint8 (H, W) channel: its alpha when it has transparency (a painted-on
-    layer), else its grey level."""
+    """The picture as one uint8 (H, W) channel (see :func:`grey_array`)."""
     path = Path(path)
     with _open(path, what) as im:
         try:
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                return np.asarray(im.convert("RGBA"))[..., 3].copy()
-            if im.mode in _DEEP_GREY:
-                return _deep_grey_to_uint8(im)
-            return np.asarray(im.convert("L")).copy()
+            return grey_array(im)
         except Exception as exc:  # noqa: BLE001 - see _open
             raise UserInputError(f"cannot read {what} {path}: {exc}") from None
 
