@@ -1,11 +1,12 @@
-"""A plain PyTorch version of the warp engine's per-frame work, to check and to time the fast one.
+"""A plain PyTorch version of the Eulerian renderer's per-frame work, to check the fast one.
 
-It follows the textbook recipe: Euler steps by gathering the field at the four neighbours, and
-softmax splatting by one ``index_add_`` per bilinear corner into a numerator and a denominator.
-For a loop it integrates the backward branch once and *stores every step's positions* (memory grows
-with the number of frames), then reads them in reverse. It shares the set-up (importance, still
-pixels, mask) and the hole filler with :class:`~stillmotion.motion.eulerian.render.EulerianWarp`, so its
-frames should match the fast engine's up to float rounding (the order of additions differs).
+It follows the textbook recipe with whole-array operations: Euler steps by gathering the field at
+the four neighbours, the Jacobian by finite differences, bilinear and nearest sampling by indexing,
+the blend in float. For a loop it integrates the forward-reading branch once and *stores every
+step's traces* (memory grows with the number of frames), then reads them in reverse. It shares the
+set-up (nodes, bands, autocorrelation, still pixels, cycle) with
+:class:`~stillmotion.motion.eulerian.render.EulerianWarp`, so its frames should match the fast
+renderer's up to float rounding (a grey level where a sum lands on a rounding boundary).
 """
 
 from __future__ import annotations
@@ -14,91 +15,173 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from stillmotion.motion.eulerian.holes import fill_holes
-from stillmotion.motion.eulerian.render import HOLE_EPS, EulerianWarp
+from stillmotion.motion.eulerian.render import STRETCH_FLOOR, EulerianWarp
+
+State = tuple[torch.Tensor, torch.Tensor]
 
 
-def _step(pos: torch.Tensor, alive: torch.Tensor, field: torch.Tensor, sign: float) -> None:
-    h, w = field.shape[:2]
-    x, y = pos[:, 0], pos[:, 1]
-    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    alive &= inside
-    xf, yf = torch.floor(x.clamp(0, w - 1)), torch.floor(y.clamp(0, h - 1))
-    fx, fy = (x.clamp(0, w - 1) - xf)[:, None], (y.clamp(0, h - 1) - yf)[:, None]
-    x0, y0 = xf.long(), yf.long()
+def _bilinear(values: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """values (H, W, C) read at (x, y), clamped to the frame (replicated border)."""
+    h, w = values.shape[:2]
+    x, y = x.clamp(0, w - 1), y.clamp(0, h - 1)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    x0, y0 = x0.long(), y0.long()
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    m = (
-        (1 - fx) * (1 - fy) * field[y0, x0]
-        + fx * (1 - fy) * field[y0, x1]
-        + (1 - fx) * fy * field[y1, x0]
-        + fx * fy * field[y1, x1]
+    return (
+        (1 - fx) * (1 - fy) * values[y0, x0]
+        + fx * (1 - fy) * values[y0, x1]
+        + (1 - fx) * fy * values[y1, x0]
+        + fx * fy * values[y1, x1]
     )
-    pos += torch.where(alive[:, None], sign * m, torch.zeros_like(m))
-    x, y = pos[:, 0], pos[:, 1]
+
+
+def _euler(state: State, field: torch.Tensor, sign: float) -> State:
+    pos, alive = state[0].clone(), state[1].clone()
+    h, w = field.shape[:2]
+    x, y = pos[..., 0], pos[..., 1]
     alive &= (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    m = _bilinear(field, x, y)
+    pos = torch.where(alive[..., None], pos + sign * m, pos)
+    x, y = pos[..., 0], pos[..., 1]
+    return pos, alive & (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
 
 
-def _splat(
-    num: torch.Tensor,
-    pos: torch.Tensor,
-    alive: torch.Tensor,
-    weight: float,
-    src: torch.Tensor,
-    h: int,
-    w: int,
-) -> None:
-    pos, src = pos[alive], src[alive]
-    xf, yf = torch.floor(pos[:, 0]), torch.floor(pos[:, 1])
-    fx, fy = pos[:, 0] - xf, pos[:, 1] - yf
-    x0, y0 = xf.long(), yf.long()
-    for dx, dy, wgt in (
-        (0, 0, (1 - fx) * (1 - fy)),
-        (1, 0, fx * (1 - fy)),
-        (0, 1, (1 - fx) * fy),
-        (1, 1, fx * fy),
-    ):
-        xx, yy = x0 + dx, y0 + dy
-        ok = (xx < w) & (yy < h)
-        num.index_add_(0, (yy * w + xx)[ok], (weight * wgt[ok])[:, None] * src[ok])
+def _compose(state: State, field: torch.Tensor, nodes: torch.Tensor) -> State:
+    """P'(q) = P(q - M(q)) on the node grid."""
+    h, w = field.shape[:2]
+    hc, wc = nodes.shape[:2]
+    m = _bilinear(field, nodes[..., 0], nodes[..., 1])
+    p = nodes - m
+    inside = (p[..., 0] >= 0) & (p[..., 0] <= w - 1) & (p[..., 1] >= 0) & (p[..., 1] <= h - 1)
+    sx = (nodes[0, -1, 0] - nodes[0, 0, 0]) / max(wc - 1, 1) if wc > 1 else torch.tensor(1.0)
+    sy = (nodes[-1, 0, 1] - nodes[0, 0, 1]) / max(hc - 1, 1) if hc > 1 else torch.tensor(1.0)
+    gx = ((p[..., 0] - nodes[0, 0, 0]) / sx).clamp(0, wc - 1)
+    gy = ((p[..., 1] - nodes[0, 0, 1]) / sy).clamp(0, hc - 1)
+    pos = _bilinear(state[0], gx, gy)
+    near_j = torch.where(gx - torch.floor(gx) < 0.5, torch.floor(gx), (torch.floor(gx) + 1).clamp(max=wc - 1))
+    near_i = torch.where(gy - torch.floor(gy) < 0.5, torch.floor(gy), (torch.floor(gy) + 1).clamp(max=hc - 1))
+    alive = inside & state[1] & state[1][near_i.long(), near_j.long()]
+    return pos, alive
+
+
+def _stretch(pos: torch.Tensor, alive: torch.Tensor, spacing: float) -> torch.Tensor:
+    def diff(axis: int) -> torch.Tensor:
+        n = pos.shape[axis]
+        if n == 1:
+            out = torch.zeros_like(pos)
+            out[..., axis ^ 1] = 1.0  # identity along a one-node axis: d x/d x = 1 for axis 1
+            return out
+        idx = torch.arange(n)
+        hi, lo = (idx + 1).clamp(max=n - 1), (idx - 1).clamp(min=0)
+        span = ((hi - lo).float() * spacing).view([-1 if a == axis else 1 for a in range(2)] + [1])
+        return (pos.index_select(axis, hi) - pos.index_select(axis, lo)) / span
+
+    along_x, along_y = diff(1), diff(0)
+    det = along_x[..., 0] * along_y[..., 1] - along_y[..., 0] * along_x[..., 1]
+    det = det.clamp(0, 1)
+    return torch.where(alive, det * det, torch.zeros_like(det))
+
+
+class _Plain:
+    def __init__(self, warp: EulerianWarp) -> None:
+        self.warp = warp
+        self.hc, self.wc, self.s = warp.hc, warp.wc, warp.spacing
+        self.nodes = torch.from_numpy(warp.nodes.copy())
+        self.low = torch.from_numpy(warp.low).float()
+        self.high = torch.from_numpy(warp.high).float()
+        self.rho = torch.from_numpy(warp.rho)
+        sequence = warp.field if warp.field.ndim == 4 else warp.field[None]
+        self.fields = [torch.from_numpy(f) for f in sequence]
+
+    def start(self) -> State:
+        return self.nodes.clone(), torch.ones(self.hc, self.wc, dtype=torch.bool)
+
+    def step(self, state: State, sign: float, index: int) -> State:
+        if len(self.fields) > 1 or self.warp.field.ndim == 4:
+            return _compose(state, self.fields[min(index, len(self.fields) - 1)], self.nodes)
+        return _euler(state, self.fields[0], sign)
+
+    def sample(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = state[0]
+        if self.s > 1:
+            up = F.interpolate(
+                grid.permute(2, 0, 1)[None], size=(self.hc * self.s, self.wc * self.s), mode="bilinear",
+                align_corners=False,
+            )  # fmt: skip
+            grid = up[0].permute(1, 2, 0)
+        x, y = grid[..., 0], grid[..., 1]
+        low = torch.round(_bilinear(self.low, x, y))
+        h, w = self.high.shape[:2]
+        high = self.high[torch.round(y).long().clamp(0, h - 1), torch.round(x).long().clamp(0, w - 1)]
+        return low, high
+
+    def weights(self, a: State, wa: float, b: State, wb: float) -> tuple[torch.Tensor, torch.Tensor]:
+        ca = wa * (_stretch(*a, float(self.s)) + STRETCH_FLOOR)
+        cb = wb * (_stretch(*b, float(self.s)) + STRETCH_FLOOR)
+        share = ca / (ca + cb)
+        u = torch.linalg.vector_norm(a[0] - b[0], dim=-1) / self.warp.rho_step
+        k = torch.floor(u).long()
+        last = len(self.rho) - 1
+        frac = u - k
+        kk = k.clamp(max=last - 1)
+        r = torch.where(k < last, (1 - frac) * self.rho[kk] + frac * self.rho[kk + 1], torch.zeros_like(u))
+        var = share**2 + (1 - share) ** 2 + 2 * share * (1 - share) * r
+        return share, 1 / torch.sqrt(var.clamp(min=0.25))
+
+    def render(self, a: State, wa: float, b: State | None, wb: float) -> np.ndarray:
+        warp = self.warp
+        out = torch.from_numpy(warp.image.copy())
+        if b is not None and wa > 0 and wb > 0:
+            share, gain = self.weights(a, wa, b, wb)
+            pix = torch.stack([share, gain], 0)[None]
+            if self.s > 1:  # node values at every pixel, as the nodes' bilinear interpolation
+                pix = F.interpolate(pix, size=(self.hc * self.s, self.wc * self.s), mode="bilinear",
+                                    align_corners=False)  # fmt: skip
+            share, gain = pix[0, 0][..., None], pix[0, 1][..., None]
+            (la, ha), (lb, hb) = self.sample(a), self.sample(b)
+            value = share * la + (1 - share) * lb + gain * (share * ha + (1 - share) * hb - 128)
+        else:
+            la, ha = self.sample(b if (b is not None and wb > 0) else a)
+            value = la + ha - 128
+        value = torch.floor(value + 0.5).clamp(0, 255).to(torch.uint8)
+        h, w = out.shape[:2]
+        top, left = warp.top, warp.left
+        region = value[: h - top, : w - left]
+        rh, rw = region.shape[:2]
+        keep = torch.from_numpy(warp.keep[top : top + rh, left : left + rw])
+        box = out[top : top + rh, left : left + rw]
+        out[top : top + rh, left : left + rw] = torch.where(keep[..., None], box, region)
+        return out.numpy()
 
 
 def reference_frames(warp: EulerianWarp) -> Iterator[np.ndarray]:
     """Yield the same frames as ``warp.frames()``, computed the straightforward way."""
-    h, w = warp.image.shape[:2]
+    plain = _Plain(warp)
     n = warp.n_frames
     last = n if warp.include_end else n - 1
-    field = torch.from_numpy(warp.field)
-    src = torch.from_numpy(warp.src)
-    static = torch.from_numpy(warp.static).reshape(-1, 4)
-    keep = torch.from_numpy(warp.keep)
-    image = torch.from_numpy(warp.image)
-    start = torch.from_numpy(warp.start_pos)
-    backward = []
+    yield warp.image.copy()
     if warp.loop:
-        pos, alive = start.clone(), torch.ones(len(start), dtype=torch.bool)
-        backward.append((pos.clone(), alive.clone()))
-        for _ in range(n - 1):
-            _step(pos, alive, field, -1.0)
-            backward.append((pos.clone(), alive.clone()))
-    fpos, falive = start.clone(), torch.ones(len(start), dtype=torch.bool)
-    for t in range(last + 1):
-        if t > 0:
-            _step(fpos, falive, field, 1.0)
-        if t == 0 or warp.n_moving == 0:
-            yield warp.image.copy()
-            continue
-        num = static.clone()
-        wf = 1.0 - t / n if warp.loop else 1.0
-        if wf:
-            _splat(num, fpos, falive, wf, src, h, w)
-        if warp.loop:
-            bpos, balive = backward[n - t]
-            _splat(num, bpos, balive, t / n, src, h, w)
-        num = num.reshape(h, w, 4)
-        den = num[..., 3:]
-        hole = (den[..., 0] <= HOLE_EPS) & ~keep
-        out = torch.floor(num[..., :3] / den.clamp(min=HOLE_EPS) + 0.5).clamp(0, 255).to(torch.uint8)
-        out = torch.where(keep[..., None], image, out).numpy().copy()
-        fill_holes(num.numpy(), hole.numpy(), out, HOLE_EPS)
-        yield out
+        ahead = [plain.start()]
+        for k in range(n - 1):
+            ahead.append(plain.step(ahead[-1], 1.0, k))
+        back = plain.start()
+        for t in range(1, last + 1):
+            if t == n or warp.n_moving == 0:
+                yield warp.image.copy()
+                continue
+            back = plain.step(back, -1.0, t - 1)
+            yield plain.render(back, 1.0 - t / n, ahead[n - t], t / n)
+        return
+    period, half = warp.cycle, warp.cycle // 2
+    first = second = plain.start()
+    for t in range(1, last + 1):
+        first = plain.start() if t % period == 0 else plain.step(first, -1.0, t - 1)
+        weight = 0.0
+        if t >= half:
+            age = (t - half) % period
+            second = plain.start() if age == 0 else plain.step(second, -1.0, t - 1)
+            weight = 1.0 - abs(2.0 * age / period - 1.0)
+        yield warp.image.copy() if warp.n_moving == 0 else plain.render(first, 1.0 - weight, second, weight)

@@ -1,20 +1,14 @@
-"""Compiled inner loops of the warp engine (numba): Euler steps, softmax splatting, resolving.
+"""Compiled inner loops of the Eulerian renderer (numba): Euler steps, map composition, blending.
 
-Why numba: splatting is a scatter (many sources add into one target). NumPy's ``bincount`` and
-PyTorch's ``index_add_`` need the corner indices and weights materialised as arrays first (eight
-2^18-long arrays per branch at 512x512) and then scatter them in a second pass; at 512x512 that runs
-at about 8 frames/s for a two-branch loop here. A compiled loop computes each pixel's four corners
-and adds them in one pass over the pixels, with nothing materialised.
+The heavy per-pixel sampling is OpenCV's ``remap`` (vectorised); what is left here are the loops
+OpenCV has no operation for. The kernels are serial and release the GIL (``nogil``): the renderer
+runs them on two Python threads split by pixel or row ranges. Blocking Python threads degrade
+gracefully when other programs compete for the cores, unlike spinning OpenMP workers (measured:
+numba's ``parallel=True`` ran 5x *slower* than one thread on a shared 2-core machine under load).
 
-The kernels are serial and release the GIL (``nogil``): the engine runs them on two Python
-threads (the two branches of a loop into separate accumulators, so no atomics and no races; Euler
-steps and resolving split by pixel ranges). Blocking Python threads degrade gracefully when other
-programs compete for the cores, unlike spinning OpenMP workers (measured: numba's ``parallel=True``
-ran 5x *slower* than one thread on this shared 2-core machine under load).
-
-Conventions: positions are float32 (n, 2) as (x, y) in pixels of the (H, W) frame; ``alive`` is
-False once a pixel has left the frame (it stays invalid, as in Holynski et al.); accumulators are
-float32 (H, W, 4) holding (sum w*R, sum w*G, sum w*B, sum w).
+Conventions: positions are float32 (x, y) in pixels of the (H, W) frame, stored as (n, 2) or as a
+grid (hc, wc, 2) of nodes; ``alive`` is False once a trace has left the frame (it then keeps its
+last position inside the frame).
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ from numba import njit
 def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: float, steps: int) -> None:
     """``steps`` Euler steps in place: x <- x + sign * M(x), M sampled bilinearly at x.
 
-    A pixel whose position leaves [0, W-1] x [0, H-1] is marked dead and keeps that position.
+    A position that leaves [0, W-1] x [0, H-1] is marked dead and keeps its last position.
     The body has no branches (selects instead), which lets the compiler vectorise it: about 1.5x
     faster than the obvious loop with ``continue``/``break``.
     """
@@ -42,7 +36,7 @@ def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: f
             x = pos[i, 0]
             y = pos[i, 1]
             ok = alive[i] and x >= zero and x <= xmax and y >= zero and y <= ymax
-            xc = min(max(x, zero), xmax)  # clamped so that dead pixels read inside the field
+            xc = min(max(x, zero), xmax)  # clamped so that dead positions read inside the field
             yc = min(max(y, zero), ymax)
             xf = np.floor(xc)
             yf = np.floor(yc)
@@ -66,153 +60,222 @@ def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: f
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _add(acc: np.ndarray, j: int, wgt: float, src: np.ndarray, i: int) -> None:
-    acc[j, 0] += wgt * src[i, 0]
-    acc[j, 1] += wgt * src[i, 1]
-    acc[j, 2] += wgt * src[i, 2]
-    acc[j, 3] += wgt * src[i, 3]
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def splat(
-    pos: np.ndarray, alive: np.ndarray, weight: float, src: np.ndarray, acc: np.ndarray, width: int
-) -> None:
-    """Add each live pixel's ``weight * src`` bilinearly at its position into ``acc`` (H*W, 4)."""
-    height = acc.shape[0] // width
-    wb = np.float32(weight)
-    for i in range(pos.shape[0]):
-        if not alive[i]:
-            continue
-        x = pos[i, 0]
-        y = pos[i, 1]
-        # alive means 0 <= x <= W-1 and 0 <= y <= H-1, so only the +1 corners can fall outside.
-        xf = np.floor(x)
-        yf = np.floor(y)
-        fx = x - xf  # float32 throughout: mixing in int64 would promote the arithmetic to float64
-        fy = y - yf
-        x0 = int(xf)
-        y0 = int(yf)
-        j = y0 * width + x0
-        right = x0 + 1 < width
-        down = y0 + 1 < height
-        one = np.float32(1)
-        _add(acc, j, wb * (one - fx) * (one - fy), src, i)
-        if right:
-            _add(acc, j + 1, wb * fx * (one - fy), src, i)
-        if down:
-            _add(acc, j + width, wb * (one - fx) * fy, src, i)
-            if right:
-                _add(acc, j + width + 1, wb * fx * fy, src, i)
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def splat_branch(
-    pos: np.ndarray, alive: np.ndarray, weight: float, src: np.ndarray, acc: np.ndarray, base: np.ndarray
-) -> None:
-    """Set ``acc`` (H, W, 4) to ``base`` and splat one branch into it (a zero ``weight``: nothing).
-
-    pos (n, 2) and alive (n,), the branch weight (1 - t/N or t/N for a loop), and src (n, 4) =
-    (R e, G e, B e, e) with e = exp(Z) the softmax importance of each source pixel. ``base`` is the
-    still pixels' fixed contribution for one branch and zeros for the other (one pass, no extra read).
-    """
-    flat = acc.reshape(-1, 4)
-    flat[:] = base.reshape(-1, 4)
-    if weight != 0:
-        splat(pos, alive, weight, src, flat, acc.shape[1])
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def splat_add(pos: np.ndarray, alive: np.ndarray, weight: float, src: np.ndarray, acc: np.ndarray) -> None:
-    """Splat one more branch on top of what ``acc`` (H, W, 4) already holds."""
-    if weight != 0:
-        splat(pos, alive, weight, src, acc.reshape(-1, 4), acc.shape[1])
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def resolve(
-    acc: np.ndarray,
-    image: np.ndarray,
-    keep: np.ndarray,
-    eps: float,
-    out: np.ndarray,
-    hole: np.ndarray,
+def compose_step(
+    pos: np.ndarray,
+    alive: np.ndarray,
+    nodes: np.ndarray,
+    field: np.ndarray,
+    out_pos: np.ndarray,
+    out_alive: np.ndarray,
     row_start: int,
     row_stop: int,
-) -> int:
-    """Rows [row_start, row_stop) of out = sum(w I) / sum(w) over both accumulators (``acc[0]`` holds
-    the still pixels too).
+) -> None:
+    """One step of a field that changes from frame to frame, for a gather map on a grid of nodes.
 
-    Copies ``image`` where ``keep``. Sums the branches into ``acc[0]`` (the hole filler reads it),
-    marks pixels whose total weight is below ``eps`` in ``hole`` and returns how many; their
-    ``out`` is left for the filler.
+    ``pos`` (hc, wc, 2) maps each node q to where its content was when the trace started;
+    one more step along ``field`` gives P'(q) = P(q - M(q)): the previous map read (bilinearly,
+    between nodes) where q's content was one frame earlier. ``nodes`` (hc, wc, 2) holds the
+    nodes' own positions in the frame. Rows [row_start, row_stop) of ``out_*`` are written.
     """
-    w = image.shape[1]
-    nb = acc.shape[0]
-    holes = 0
-    for y in range(row_start, row_stop):
-        for x in range(w):
-            for b in range(1, nb):
-                for k in range(4):
-                    acc[0, y, x, k] += acc[b, y, x, k]
-            if keep[y, x]:
-                hole[y, x] = False
-                for k in range(3):
-                    out[y, x, k] = image[y, x, k]
-                continue
-            den = acc[0, y, x, 3]
-            if den > eps:
-                hole[y, x] = False
-                inv = np.float32(1) / den
-                for k in range(3):
-                    v = acc[0, y, x, k] * inv + np.float32(0.5)
-                    out[y, x, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
-            else:
-                hole[y, x] = True
-                holes += 1
-    return holes
+    hc, wc = pos.shape[0], pos.shape[1]
+    h, w = field.shape[0], field.shape[1]
+    xmax = np.float32(w - 1)
+    ymax = np.float32(h - 1)
+    zero = np.float32(0)
+    one = np.float32(1)
+    # node (i, j) sits at nodes[i, j]; the grid is regular: origin and spacing from its corners
+    ox = nodes[0, 0, 0]
+    oy = nodes[0, 0, 1]
+    sx = (nodes[0, wc - 1, 0] - ox) / np.float32(max(wc - 1, 1)) if wc > 1 else one
+    sy = (nodes[hc - 1, 0, 1] - oy) / np.float32(max(hc - 1, 1)) if hc > 1 else one
+    for i in range(row_start, row_stop):
+        for j in range(wc):
+            qx = min(max(nodes[i, j, 0], zero), xmax)
+            qy = min(max(nodes[i, j, 1], zero), ymax)
+            x0 = int(np.floor(qx))
+            y0 = int(np.floor(qy))
+            fx = qx - np.float32(x0)
+            fy = qy - np.float32(y0)
+            x1 = min(x0 + 1, w - 1)
+            y1 = min(y0 + 1, h - 1)
+            a = (one - fx) * (one - fy)
+            b = fx * (one - fy)
+            c = (one - fx) * fy
+            d = fx * fy
+            mx = a * field[y0, x0, 0] + b * field[y0, x1, 0] + c * field[y1, x0, 0] + d * field[y1, x1, 0]
+            my = a * field[y0, x0, 1] + b * field[y0, x1, 1] + c * field[y1, x0, 1] + d * field[y1, x1, 1]
+            px = nodes[i, j, 0] - mx
+            py = nodes[i, j, 1] - my
+            inside = px >= zero and px <= xmax and py >= zero and py <= ymax
+            # where px, py falls in the node grid
+            gx = min(max((px - ox) / sx, zero), np.float32(wc - 1))
+            gy = min(max((py - oy) / sy, zero), np.float32(hc - 1))
+            j0 = int(np.floor(gx))
+            i0 = int(np.floor(gy))
+            ex = gx - np.float32(j0)
+            ey = gy - np.float32(i0)
+            j1 = min(j0 + 1, wc - 1)
+            i1 = min(i0 + 1, hc - 1)
+            a = (one - ex) * (one - ey)
+            b = ex * (one - ey)
+            c = (one - ex) * ey
+            d = ex * ey
+            for k in range(2):
+                top = a * pos[i0, j0, k] + b * pos[i0, j1, k]
+                out_pos[i, j, k] = top + c * pos[i1, j0, k] + d * pos[i1, j1, k]
+            near_i = i0 if ey < np.float32(0.5) else i1
+            near_j = j0 if ex < np.float32(0.5) else j1
+            out_alive[i, j] = inside and alive[i, j] and alive[near_i, near_j]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def normalise(acc: np.ndarray, eps: float, colour: np.ndarray, empty: np.ndarray) -> int:
-    """colour = num / den of a (h, w, 4) level of weighted sums; flag and count cells below ``eps``."""
-    count = 0
-    for y in range(acc.shape[0]):
-        for x in range(acc.shape[1]):
-            den = acc[y, x, 3]
-            if den > eps:
-                inv = np.float32(1) / den
-                colour[y, x, 0] = acc[y, x, 0] * inv
-                colour[y, x, 1] = acc[y, x, 1] * inv
-                colour[y, x, 2] = acc[y, x, 2] * inv
-                empty[y, x] = False
-            else:
-                empty[y, x] = True
-                count += 1
-    return count
+def _stretch(pos: np.ndarray, alive: np.ndarray, i: int, j: int, spacing: float) -> float:
+    """How much of the photo's detail a gather map keeps at node (i, j): its Jacobian's determinant
+    (source area per output area), clipped to [0, 1] and squared; 0 for a dead trace.
+
+    1 where content is carried rigidly or compressed; towards 0 where a small piece of the photo is
+    smeared over a large area (behind an arrow, where content left and nothing flowed in).
+    """
+    if not alive[i, j]:
+        return np.float32(0)
+    hc, wc = pos.shape[0], pos.shape[1]
+    i0 = max(i - 1, 0)
+    i1 = min(i + 1, hc - 1)
+    j0 = max(j - 1, 0)
+    j1 = min(j + 1, wc - 1)
+    one = np.float32(1)
+    dxx, dyx, dxy, dyy = one, np.float32(0), np.float32(0), one
+    if j1 > j0:
+        inv = one / (np.float32(j1 - j0) * spacing)
+        dxx = (pos[i, j1, 0] - pos[i, j0, 0]) * inv
+        dyx = (pos[i, j1, 1] - pos[i, j0, 1]) * inv
+    if i1 > i0:
+        inv = one / (np.float32(i1 - i0) * spacing)
+        dxy = (pos[i1, j, 0] - pos[i0, j, 0]) * inv
+        dyy = (pos[i1, j, 1] - pos[i0, j, 1]) * inv
+    det = min(max(dxx * dyy - dxy * dyx, np.float32(0)), one)
+    return det * det
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def fill_from_coarse(hole: np.ndarray, coarse: np.ndarray, out: np.ndarray) -> None:
-    """out[hole] = the (h, w, 3) colour ``coarse`` sampled bilinearly at each hole's centre."""
-    h, w = hole.shape
-    ch, cw = coarse.shape[0], coarse.shape[1]
-    sx = np.float32(cw / w)
-    sy = np.float32(ch / h)
+def blend_weights(
+    pos_a: np.ndarray,
+    alive_a: np.ndarray,
+    weight_a: float,
+    pos_b: np.ndarray,
+    alive_b: np.ndarray,
+    weight_b: float,
+    spacing: float,
+    rho: np.ndarray,
+    rho_step: float,
+    floor: float,
+    out: np.ndarray,
+) -> None:
+    """Per node: the share of branch a (out[..., 0]) and the detail gain (out[..., 1]).
+
+    The branches' time weights are scaled by how much detail each keeps there (:func:`_stretch`,
+    plus ``floor`` so that two equally smeared branches fall back to the time weights). The gain
+    keeps the detail band's variance when two branches are averaged (Heitz and Neyret 2018):
+    Var(a*A + b*B) = a^2 + b^2 + 2ab*rho for unit-variance bands with correlation rho, and rho is
+    the photo's own detail autocorrelation at the distance between the two branches' source points
+    (``rho`` sampled every ``rho_step`` px), so nothing is boosted where the branches agree.
+    """
+    hc, wc = pos_a.shape[0], pos_a.shape[1]
+    wa0 = np.float32(weight_a)
+    wb0 = np.float32(weight_b)
+    fl = np.float32(floor)
+    step = np.float32(rho_step)
+    last = rho.shape[0] - 1
+    one = np.float32(1)
+    for i in range(hc):
+        for j in range(wc):
+            a = wa0 * (_stretch(pos_a, alive_a, i, j, spacing) + fl)
+            b = wb0 * (_stretch(pos_b, alive_b, i, j, spacing) + fl)
+            total = a + b
+            if total <= np.float32(0):
+                a, b = wa0, wb0
+                total = a + b
+            a = a / total
+            b = one - a
+            dx = pos_a[i, j, 0] - pos_b[i, j, 0]
+            dy = pos_a[i, j, 1] - pos_b[i, j, 1]
+            u = np.sqrt(dx * dx + dy * dy) / step
+            k = int(u)
+            r = np.float32(0)
+            if k < last:
+                f = u - np.float32(k)
+                r = (one - f) * rho[k] + f * rho[k + 1]
+            var = a * a + b * b + np.float32(2) * a * b * r
+            out[i, j, 0] = a
+            out[i, j, 1] = one / np.sqrt(max(var, np.float32(0.25)))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def blend_rows(
+    low_a: np.ndarray,
+    high_a: np.ndarray,
+    low_b: np.ndarray,
+    high_b: np.ndarray,
+    two: bool,
+    weights: np.ndarray,
+    col0: np.ndarray,
+    colf: np.ndarray,
+    row0: np.ndarray,
+    rowf: np.ndarray,
+    image: np.ndarray,
+    keep: np.ndarray,
+    top: int,
+    left: int,
+    out: np.ndarray,
+    row_start: int,
+    row_stop: int,
+) -> None:
+    """Rows [row_start, row_stop) of the region: out = a*low_a + b*low_b + g*(a*high_a + b*high_b).
+
+    low_* and high_* (hr, wr, 3) uint8 are the photo's two bands sampled by each branch (the high
+    band stored + 128); (a, g) come from the node grid ``weights``, interpolated with the row/column
+    tables (node index, fraction). With one branch (``two`` False) this is low_a + high_a, the
+    photo's own pixels wherever the map is the identity. Pixels where ``keep`` is set get ``image``.
+    """
+    hh, ww = image.shape[0], image.shape[1]
+    wr = low_a.shape[1]
+    wc = weights.shape[1]
+    one = np.float32(1)
     half = np.float32(0.5)
-    for y in range(h):
-        fy_pos = min(max((y + half) * sy - half, np.float32(0)), np.float32(ch - 1))
-        y0 = int(fy_pos)
-        y1 = min(y0 + 1, ch - 1)
-        fy = fy_pos - y0
-        for x in range(w):
-            if not hole[y, x]:
+    for y in range(row_start, row_stop):
+        gy = top + y
+        if gy >= hh:
+            break
+        i0 = row0[y]
+        i1 = min(i0 + 1, weights.shape[0] - 1)
+        fy = rowf[y]
+        for x in range(wr):
+            gx = left + x
+            if gx >= ww:
+                break
+            if keep[gy, gx]:
+                for k in range(3):
+                    out[gy, gx, k] = image[gy, gx, k]
                 continue
-            fx_pos = min(max((x + half) * sx - half, np.float32(0)), np.float32(cw - 1))
-            x0 = int(fx_pos)
-            x1 = min(x0 + 1, cw - 1)
-            fx = fx_pos - x0
-            for k in range(3):
-                top = (1 - fx) * coarse[y0, x0, k] + fx * coarse[y0, x1, k]
-                bottom = (1 - fx) * coarse[y1, x0, k] + fx * coarse[y1, x1, k]
-                v = (1 - fy) * top + fy * bottom + half
-                out[y, x, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
+            if two:
+                j0 = col0[x]
+                j1 = min(j0 + 1, wc - 1)
+                fx = colf[x]
+                p = (one - fx) * (one - fy)
+                q = fx * (one - fy)
+                r = (one - fx) * fy
+                s = fx * fy
+                a = p * weights[i0, j0, 0] + q * weights[i0, j1, 0]
+                a += r * weights[i1, j0, 0] + s * weights[i1, j1, 0]
+                g = p * weights[i0, j0, 1] + q * weights[i0, j1, 1]
+                g += r * weights[i1, j0, 1] + s * weights[i1, j1, 1]
+                b = one - a
+                for k in range(3):
+                    low = a * np.float32(low_a[y, x, k]) + b * np.float32(low_b[y, x, k])
+                    high = a * np.float32(high_a[y, x, k]) + b * np.float32(high_b[y, x, k]) - np.float32(128)
+                    v = low + g * high + half
+                    out[gy, gx, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
+            else:
+                for k in range(3):
+                    v = np.int32(low_a[y, x, k]) + np.int32(high_a[y, x, k]) - 128
+                    out[gy, gx, k] = 0 if v < 0 else (255 if v > 255 else np.uint8(v))

@@ -1,32 +1,46 @@
-"""Eulerian animation of a still image (Holynski et al. 2021, "Animating Pictures with Eulerian
-Motion Fields"; the "Animating-pictures" baseline of the paper's Table 1), with no learned parts.
+"""Eulerian animation of a still photo (Holynski et al. 2021, "Animating Pictures with Eulerian
+Motion Fields"), rendered so that the moving parts keep the photo's detail in every frame.
 
 The method, as implemented here:
 
-- **Euler integration.** A static motion field M (H, W, 2) in pixels per frame moves every source
-  pixel p along x_0 = p, x_{k+1} = x_k + M(x_k), M sampled bilinearly at the current position.
-  Positions are advanced one step per frame and never stored for all frames. A pixel that leaves
-  the frame stays invalid (it is no longer splatted).
-- **Softmax splatting.** Frame t forward-splats each source pixel bilinearly to its position x_t
-  with weight exp(Z): output = sum(w * I) / sum(w). Z is our choice (Holynski et al. learn it):
-  ``Z = beta * |M(p)| / max |M|`` with beta = 4 (:data:`SOFTMAX_BETA`), so where a moving pixel
-  lands on a still or slower one, the faster (the fluid, usually in front) weighs up to e^4 = 55
-  times more and wins, instead of a ghostly average; pixels of similar speed average softly. Z is
-  relative to the field's maximum so the weighting means the same at every resolution and strength.
-- **Symmetric splatting (seamless loops).** Frame t of an N-frame loop splats the image pushed
-  forward t steps along M with weight (1 - t/N) and the image pushed backward N - t steps along -M
-  with weight t/N, into one numerator and one denominator. Frame 0 and frame N are both the input
-  image, so playing frames 0..N-1 in a loop has no seam.
-  The backward branch needs its positions in *decreasing* step order (N-1, N-2, ..., 1) while
-  integration runs forwards; storing all N position fields would grow memory with N. Instead a
-  fixed budget of checkpoints (``checkpoint_mb``, default 64 MB) is kept and segments between them
-  are recomputed (recursively when a segment does not fit): memory stays constant whatever N is,
-  and the cost is 2-3 extra Euler steps per frame (cheap next to splatting).
-- **Holes** (nothing lands there) are filled by push-pull from the splatted pixels around them
-  (:mod:`stillmotion.motion.eulerian.holes`). In a loop the other branch fills most of them first.
-- **Strength** scales the speed (the field). **Mask:** the field is zero outside it, and pixels
-  outside it are copied from the input, bit for bit.
-- Pixels whose motion is exactly zero never move; their (constant) contribution is computed once.
+- **Gather, from the photo, once per frame.** A static motion field M (H, W, 2) in pixels per frame
+  moves content along x_{k+1} = x_k + M(x_k). Frame t is rendered by tracing every output pixel q
+  *back* t Euler steps, x_{k+1} = x_k - M(x_k) (M sampled bilinearly at the current position), and
+  reading the original photo where the trace ends. Each frame is one resampling of the photo by
+  the integrated displacement; no frame is ever made from another frame. Traces advance one step
+  per frame and are never stored for all frames. A trace that leaves the frame keeps its last
+  position inside it. A sequence of fields (one per frame step, e.g. a real video's flows) is
+  followed by composing gather maps instead: P_t(q) = P_{t-1}(q - M_{t-1}(q)).
+- **Resampling that keeps the detail.** The photo is split once into a low band (Gaussian blur,
+  sigma 1 px) and the rest (high band, the pixel-scale texture). The low band is sampled
+  bilinearly, so shapes move smoothly by fractions of a pixel; the high band is sampled at the
+  nearest pixel, so the texture's pixels are copied, never averaged away (a bilinear or bicubic
+  resampling at half-pixel offsets removes the finest detail; measured in docs/warp-engine.md).
+  The split is exact: where nothing moves, low + high is the photo, bit for bit.
+- **Traces on a grid of nodes.** Traces run on a grid of nodes every ``spacing`` pixels (1 for
+  small frames, 2 for about 1080p, 4 for 4K: the fields are smooth) and the maps are interpolated
+  to every pixel before resampling.
+- **Seamless loops** blend two branches (Holynski et al.'s symmetric splatting, here gathered):
+  frame t of N reads the photo along a trace t steps back (weight 1 - t/N) and along a trace
+  N - t steps forward (weight t/N). Frame 0 and frame N are the photo. The forward branch needs
+  its traces in *decreasing* length (N-1, ..., 1) while integration runs forwards: a fixed budget
+  of checkpoints (scaled with the frame size, bounded by the available memory) is kept and the
+  segments between them are recomputed: memory stays constant whatever N is, for 1-2 extra Euler
+  steps per frame.
+- **Forward motion that keeps flowing** (not a loop): two phases, each restarted from the photo
+  every ``cycle`` frames, half a cycle apart, cross-faded with triangle weights (the "flow map"
+  technique of real-time water rendering). No trace is ever older than a cycle, so the region
+  behind each arrow never empties: content keeps flowing in for any number of frames. Frame 0 is
+  the photo.
+- **Blending that keeps the detail.** Averaging two different textures halves the detail's
+  variance. The branches' weights are scaled by how much of the photo's detail each one keeps at
+  a pixel (its map's Jacobian: a smeared trace, behind an arrow or at the frame's edge, gives way
+  to the other), and the high band of the blend is rescaled to keep its variance (Heitz and Neyret
+  2018, histogram-preserving blending), with the photo's own detail autocorrelation telling how
+  alike the two branches are (no boost where they read nearby pixels). The low band is blended
+  linearly.
+- **Strength** scales the speed (the field). **Mask:** the field is zero outside it. Every pixel
+  whose motion is zero (all of them outside the mask) is copied from the photo, bit for bit.
 """
 
 from __future__ import annotations
@@ -42,11 +56,16 @@ import numpy as np
 from stillmotion.errors import UserInputError
 from stillmotion.progress import progress_iter
 
-SOFTMAX_BETA = 4.0
-# A pixel whose summed splatting weight is below this received (next to) nothing: a hole.
-HOLE_EPS = 1e-4
-DEFAULT_CHECKPOINT_MB = 64.0
-# Below this many moving pixels, handing work to a second thread costs more than it saves.
+# A trace that smears the photo gives way to the other branch; this much weight is left to each so
+# that two equally smeared branches fall back to the time weights.
+STRETCH_FLOOR = 0.02
+LOW_SIGMA = 1.0  # px: the low band is what moves by fractions of a pixel
+# Nearest-pixel ties (exact half-pixel positions) would round in alternating directions; a bias
+# too small to change a bilinear sample by half a grey level settles them one way.
+TIE_BIAS = 1.0 / 1024
+CHECKPOINT_STATES = 48  # 24 checkpoints x 24 steps: two passes up to 576 frames
+MIN_CHECKPOINT_MB = 64.0
+# Below this many nodes, handing work to a second thread costs more than it saves.
 _MIN_SPLIT = 4096
 
 State = tuple[np.ndarray, np.ndarray]  # positions (n, 2) float32, alive (n,) bool
@@ -75,7 +94,7 @@ def check_warp_inputs(image: np.ndarray, field: np.ndarray, mask: np.ndarray | N
 
 
 class EulerianWarp:
-    """Animate ``image`` along the static ``field``; :meth:`frames` yields uint8 (H, W, 3) frames.
+    """Animate ``image`` along the ``field``; :meth:`frames` yields uint8 (H, W, 3) frames.
 
     Args:
         image: RGB uint8 (H, W, 3).
@@ -84,14 +103,18 @@ class EulerianWarp:
             uses field t, the last one repeats), forward animation only (``loop=False``).
         frames: number of frames N (>= 1). For a loop, N is also the period: frame N would equal
             frame 0, so frames 0..N-1 repeat seamlessly.
-        loop: symmetric splatting for a seamless loop (default) or a plain forward animation.
+        loop: a seamless loop (default) or forward motion that keeps flowing.
         strength: speed factor applied to the field (0 gives a still video).
         mask: bool (H, W), True where things may move; everything outside is copied from ``image``.
         include_end: also yield frame N (equal to frame 0 for a loop); for checks and for players
             that want the closed loop.
-        checkpoint_mb: memory for the backward branch's checkpoints (fixed, whatever N is).
-        threads: 1 or 2 (default: 2 when the machine has 2 or more cores). With 2, the two branches
-            are splatted at the same time and Euler steps and resolving are split in halves.
+        cycle: forward motion only: frames between two restarts of a phase (even, >= 4). Default:
+            the time the fastest content takes to cross a fifth of the frame, within 24-96 frames.
+        checkpoint_mb: memory for the loop's checkpoints (fixed, whatever N is). Default: room for
+            48 states (at least 64 MB), at most an eighth of the available memory.
+        spacing: pixels between trace nodes (default by the moving region's size: 1 up to about
+            0.5 megapixels, then 2, then 4 above about 2 megapixels).
+        threads: 1 or 2 (default: 2 when the machine has 2 or more cores).
     """
 
     def __init__(
@@ -104,8 +127,9 @@ class EulerianWarp:
         strength: float = 1.0,
         mask: np.ndarray | None = None,
         include_end: bool = False,
-        beta: float = SOFTMAX_BETA,
-        checkpoint_mb: float = DEFAULT_CHECKPOINT_MB,
+        cycle: int | None = None,
+        checkpoint_mb: float | None = None,
+        spacing: int | None = None,
         threads: int | None = None,
     ) -> None:
         check_warp_inputs(image, field, mask)
@@ -113,49 +137,77 @@ class EulerianWarp:
             raise UserInputError(f"frames must be an integer >= 1, got {frames!r}")
         if not (math.isfinite(strength) and strength >= 0):
             raise UserInputError(f"strength must be a finite number >= 0, got {strength}")
-        if not (math.isfinite(beta) and 0 <= beta <= 30):
-            raise UserInputError(f"softmax beta must be in [0, 30], got {beta}")
         if field.ndim == 4 and loop:
             raise UserInputError("a per-frame motion field sequence animates forward only (loop=False)")
+        if cycle is not None and not (isinstance(cycle, int | np.integer) and cycle >= 4 and cycle % 2 == 0):
+            raise UserInputError(f"cycle must be an even integer >= 4, got {cycle!r}")
+        if spacing is not None and spacing not in (1, 2, 4, 8):
+            raise UserInputError(f"spacing must be 1, 2, 4 or 8, got {spacing!r}")
         self.image = np.ascontiguousarray(image)
         self.n_frames = int(frames)
         self.loop = bool(loop)
         self.include_end = bool(include_end)
         h, w = image.shape[:2]
         motion = np.ascontiguousarray(field, dtype=np.float32) * np.float32(strength)
-        self.keep = np.zeros((h, w), bool) if mask is None else ~np.asarray(mask, bool)
-        motion[..., self.keep, :] = 0.0
+        if mask is not None:
+            motion[..., ~np.asarray(mask, bool), :] = 0.0
         self.field = motion  # (H, W, 2), or (F, H, W, 2): step t -> t+1 uses field[min(t, F - 1)]
-
         sequence = motion if motion.ndim == 4 else motion[None]
         moving = (sequence != 0).any(axis=(0, 3))
-        ys, xs = np.nonzero(moving)
-        self.n_moving = len(ys)
-        # a sequence's splatting priority comes from each pixel's fastest step
-        magnitude = np.hypot(sequence[:, ys, xs, 0], sequence[:, ys, xs, 1]).max(axis=0)
-        top = float(magnitude.max()) if self.n_moving else 1.0
-        importance = np.exp(np.float32(beta) * magnitude / np.float32(top)).astype(np.float32)
-        colours = image[ys, xs].astype(np.float32)
-        self.src = np.ascontiguousarray(
-            np.concatenate([colours * importance[:, None], importance[:, None]], 1)
-        )
-        self.start_pos = np.ascontiguousarray(np.stack([xs, ys], 1).astype(np.float32))
-        # Still pixels splat onto themselves with exp(0) = 1 and total branch weight 1 in every frame.
-        self.static = np.zeros((h, w, 4), np.float32)
-        still = ~moving
-        self.static[still, :3] = image[still]
-        self.static[still, 3] = 1.0
+        self.keep = ~moving  # copied from the photo, bit for bit
+        self.n_moving = int(moving.sum())
+        speed = np.hypot(sequence[..., 0], sequence[..., 1])
+        self.max_speed = float(speed.max()) if self.n_moving else 0.0
+        if cycle is None:
+            cross = 0.2 * max(h, w) / max(self.max_speed, 1e-6)
+            cycle = int(min(96, max(24, 2 * round(cross / 2))))
+        self.cycle = int(cycle)
 
-        state_bytes = max(self.n_moving, 1) * (2 * 4 + 1)
-        self.checkpoint_budget = max(8, int(checkpoint_mb * 2**20 // state_bytes))
-        self.euler_steps = 0  # pixel-field steps taken (both branches, recomputation included)
+        if self.n_moving:
+            ys, xs = np.nonzero(moving)
+            top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        else:
+            top, bottom, left, right = 0, 1, 0, 1
+        area = (bottom - top) * (right - left)
+        if spacing is None:
+            spacing = 1 if area <= 2**19 else (2 if area <= 2**21 + 2**19 else 4)
+        self.spacing = s = int(spacing)
+        self.hc, self.wc = -(-(bottom - top) // s), -(-(right - left) // s)
+        self.top, self.left = top, left
+        # Node (i, j) sits at the centre of its s x s block of pixels, where bilinear resizing of the
+        # node grid to the block's pixels expects it; clamped into the frame.
+        node_x = left + (np.arange(self.wc, dtype=np.float32) + 0.5) * s - 0.5 + np.float32(TIE_BIAS)
+        node_y = top + (np.arange(self.hc, dtype=np.float32) + 0.5) * s - 0.5 + np.float32(TIE_BIAS)
+        self.nodes = np.empty((self.hc, self.wc, 2), np.float32)
+        self.nodes[..., 0] = np.clip(node_x, 0, w - 1)[None, :]
+        self.nodes[..., 1] = np.clip(node_y, 0, h - 1)[:, None]
+        self.n_nodes = self.hc * self.wc
+        # bilinear interpolation of node values at each pixel of the region: (node index, fraction)
+        self._col0, self._colf = _node_table(self.wc * s, s, self.wc)
+        self._row0, self._rowf = _node_table(self.hc * s, s, self.hc)
+
+        self.low, self.high = split_bands(self.image)
+        self.rho, self.rho_step = detail_autocorrelation(
+            self.high, (top, bottom, left, right)
+        )
+
+        state_bytes = self.n_nodes * (2 * 4 + 1)
+        if checkpoint_mb is None:
+            budget_bytes = max(MIN_CHECKPOINT_MB * 2**20, CHECKPOINT_STATES * state_bytes)
+            budget_bytes = min(budget_bytes, _available_memory() / 8)
+        else:
+            budget_bytes = float(checkpoint_mb) * 2**20
+        self.checkpoint_budget = max(8, int(budget_bytes // state_bytes))
+        self.euler_steps = 0  # steps taken per node (both branches, recomputation included)
         self.threads = min(2, os.cpu_count() or 1) if threads is None else max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
+        self._weights = np.empty((self.hc, self.wc, 2), np.float32)
 
+    # ------------------------------------------------------------------------------------ steps
     def _both(self, first: tuple[Callable, tuple], second: tuple[Callable, tuple]) -> tuple:
         """Run two independent (function, args) jobs, on two threads when there is a pool.
 
-        The kernels release the GIL, so the two really run at the same time.
+        The kernels and OpenCV release the GIL, so the two really run at the same time.
         """
         if self._pool is None:
             return first[0](*first[1]), second[0](*second[1])
@@ -163,81 +215,129 @@ class EulerianWarp:
         b = second[0](*second[1])
         return future.result(), b
 
+    def _start(self) -> State:
+        return self.nodes.reshape(-1, 2).copy(), np.ones(self.n_nodes, bool)
+
     def _advance(
         self, state: State, sign: float, steps: int, *, in_place: bool = False, step_index: int = 0
     ) -> State:
-        """``steps`` Euler steps; a field sequence takes one step, with the field of step ``step_index``."""
-        from stillmotion.motion.eulerian.kernels import euler_advance
+        """``steps`` steps of the trace; a field sequence takes one step, with field ``step_index``."""
+        from stillmotion.motion.eulerian.kernels import compose_step, euler_advance
 
         pos, alive = state if in_place else (state[0].copy(), state[1].copy())
-        field = self.field
-        if field.ndim == 4:
-            field = field[min(step_index, len(field) - 1)]
-        if steps > 0 and len(pos):
-            half = len(pos) // 2 if self._pool is not None and len(pos) >= _MIN_SPLIT else len(pos)
+        if steps <= 0 or not len(pos):
+            return pos, alive
+        split = self._pool is not None and len(pos) >= _MIN_SPLIT
+        if self.field.ndim == 4:  # gather maps composed with this step's field (forward only)
+            field = self.field[min(step_index, len(self.field) - 1)]
+            grid, life = pos.reshape(self.hc, self.wc, 2), alive.reshape(self.hc, self.wc)
+            new_pos, new_alive = np.empty_like(grid), np.empty_like(life)
+            mid = self.hc // 2 if split else self.hc
+            common = (grid, life, self.nodes, field, new_pos, new_alive)
+            self._both((compose_step, (*common, 0, mid)), (compose_step, (*common, mid, self.hc)))
+            pos[:] = new_pos.reshape(-1, 2)
+            alive[:] = new_alive.reshape(-1)
+        else:
+            half = len(pos) // 2 if split else len(pos)
             self._both(
-                (euler_advance, (pos[:half], alive[:half], field, sign, steps)),
-                (euler_advance, (pos[half:], alive[half:], field, sign, steps)),
+                (euler_advance, (pos[:half], alive[:half], self.field, sign, steps)),
+                (euler_advance, (pos[half:], alive[half:], self.field, sign, steps)),
             )
-            self.euler_steps += steps
+        self.euler_steps += steps
         return pos, alive
 
-    def _start(self) -> State:
-        return self.start_pos.copy(), np.ones(self.n_moving, bool)
+    def _sample(self, state: State) -> tuple[np.ndarray, np.ndarray]:
+        """The photo's low band (bilinear) and high band (nearest pixel) read along one branch's map."""
+        import cv2
 
+        grid = state[0].reshape(self.hc, self.wc, 2)
+        s = self.spacing
+        if s > 1:
+            grid = cv2.resize(grid, (self.wc * s, self.hc * s), interpolation=cv2.INTER_LINEAR)
+        maps = grid
+        low = cv2.remap(self.low, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        high = cv2.remap(self.high, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+        return low, high
+
+    def _render(self, a: State, weight_a: float, b: State | None, weight_b: float) -> np.ndarray:
+        """One frame from one or two branches (time weights summing to 1)."""
+        from stillmotion.motion.eulerian.kernels import blend_rows, blend_weights
+
+        out = np.empty_like(self.image)
+        h, w = out.shape[:2]
+        if self.top or self.left or self.hc * self.spacing < h or self.wc * self.spacing < w:
+            out[:] = self.image  # outside the moving region's box
+        two = b is not None and weight_b > 0 and weight_a > 0
+        if not two and b is not None and weight_b > 0:
+            a = b
+        if two:
+            blend_weights(
+                a[0].reshape(self.hc, self.wc, 2), a[1].reshape(self.hc, self.wc), weight_a,
+                b[0].reshape(self.hc, self.wc, 2), b[1].reshape(self.hc, self.wc), weight_b,
+                float(self.spacing), self.rho, self.rho_step, STRETCH_FLOOR, self._weights,
+            )  # fmt: skip
+            (low_a, high_a), (low_b, high_b) = self._both((self._sample, (a,)), (self._sample, (b,)))
+        else:
+            low_a, high_a = self._sample(a)
+            low_b, high_b = low_a, high_a
+        rows = low_a.shape[0]
+        mid = rows // 2 if self._pool is not None else rows
+        common = (
+            low_a, high_a, low_b, high_b, two, self._weights, self._col0, self._colf, self._row0, self._rowf,
+            self.image, self.keep, self.top, self.left, out,
+        )  # fmt: skip
+        self._both((blend_rows, (*common, 0, mid)), (blend_rows, (*common, mid, rows)))
+        return out
+
+    # ----------------------------------------------------------------------------------- frames
     def frames(self, *, progress: bool = False) -> Iterator[np.ndarray]:
         """Yield the frames in order as fresh uint8 (H, W, 3) arrays; memory does not grow with N."""
-        from stillmotion.motion.eulerian.holes import fill_holes
-        from stillmotion.motion.eulerian.kernels import resolve, splat_add, splat_branch
-
         n = self.n_frames
-        h, w = self.image.shape[:2]
         last = n if self.include_end else n - 1
-        acc = np.zeros((2, h, w, 4), np.float32)
-        zeros = np.zeros((h, w, 4), np.float32)
-        hole = np.zeros((h, w), bool)
-        forward = self._start()
-        backward_state = forward
-        backward = None
-        if self.loop:
-            backward = _descending_states(
-                self._start(), 0, n, self.checkpoint_budget, lambda s, k: self._advance(s, -1.0, k)
-            )
-        mid = h // 2
         with contextlib.ExitStack() as stack:
             self._pool = None
-            if self.threads > 1 and self.n_moving >= _MIN_SPLIT:
+            if self.threads > 1 and self.n_nodes >= _MIN_SPLIT:
                 self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="warp"))
             steps = progress_iter(
                 range(last + 1), total=last + 1, desc="warp", enabled=progress, unit="frame"
             )
+            frames = self._loop_frames(n) if self.loop else self._forward_frames()
             for t in steps:
-                if t > 0:
-                    self._advance(forward, 1.0, 1, in_place=True, step_index=t - 1)
-                weight_f, weight_b = (1.0 - t / n, t / n) if self.loop else (1.0, 0.0)
-                # Frame t needs the backward branch at step n - t: n-1, ..., 0 in order.
-                if self.loop and t > 0:
-                    backward_state = next(backward)
-                out = np.empty((h, w, 3), np.uint8)
-                if self.n_moving and t > 0:
-                    if self._pool is None:  # one thread: both branches into one accumulator
-                        splat_branch(*forward, weight_f, self.src, acc[0], self.static)
-                        splat_add(*backward_state, weight_b, self.src, acc[0])
-                        used = acc[:1]
-                    else:  # two threads: one accumulator each, summed by resolve
-                        self._both(
-                            (splat_branch, (*forward, weight_f, self.src, acc[0], self.static)),
-                            (splat_branch, (*backward_state, weight_b, self.src, acc[1], zeros)),
-                        )
-                        used = acc
-                    common = (used, self.image, self.keep, HOLE_EPS, out, hole)
-                    holes = sum(self._both((resolve, (*common, 0, mid)), (resolve, (*common, mid, h))))
-                    if holes:
-                        fill_holes(acc[0], hole, out, HOLE_EPS)
-                else:
-                    out[:] = self.image  # step 0 of every branch is the image itself
-                yield out
+                yield self.image.copy() if t == 0 or self.n_moving == 0 else next(frames)
             self._pool = None
+
+    def _loop_frames(self, n: int) -> Iterator[np.ndarray]:
+        """Frames 1, 2, ..., N (frame N is the photo again)."""
+        back = self._start()  # reads along -M: the content that has moved forward t steps
+        # reads along +M, N - t steps: the content that will arrive in N - t steps (N-1, ..., 1)
+        ahead = _descending_states(
+            self._start(), 0, n, self.checkpoint_budget, lambda s, k: self._advance(s, 1.0, k)
+        )
+        for t in range(1, n):
+            self._advance(back, -1.0, 1, in_place=True)
+            yield self._render(back, 1.0 - t / n, next(ahead), t / n)
+        yield self.image.copy()
+
+    def _forward_frames(self) -> Iterator[np.ndarray]:
+        """Frames 1, 2, ...: two phases restarted from the photo every cycle, half a cycle apart."""
+        period, half = self.cycle, self.cycle // 2
+        first, second = self._start(), self._start()
+        t = 0
+        while True:
+            t += 1
+            if t % period == 0:
+                first = self._start()
+            else:
+                self._advance(first, -1.0, 1, in_place=True, step_index=t - 1)
+            weight = 0.0
+            if t >= half:
+                age = (t - half) % period
+                if age == 0:
+                    second = self._start()
+                else:
+                    self._advance(second, -1.0, 1, in_place=True, step_index=t - 1)
+                weight = 1.0 - abs(2.0 * age / period - 1.0)
+            yield self._render(first, 1.0 - weight, second, weight)
 
     @property
     def stats(self) -> dict:
@@ -245,7 +345,74 @@ class EulerianWarp:
             "moving_pixels": int(self.n_moving),
             "euler_steps_per_pixel": int(self.euler_steps),
             "checkpoint_budget_states": int(self.checkpoint_budget),
+            "node_spacing": int(self.spacing),
+            "cycle": int(self.cycle) if not self.loop else None,
         }
+
+
+def split_bands(image: np.ndarray, sigma: float = LOW_SIGMA) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (H, W, 3) -> (low, high) uint8 with image == low + high - 128 exactly.
+
+    low is the Gaussian blur, nudged where needed so that the rest fits in a byte (an edge steeper
+    than 127 grey levels keeps part of its step in the low band).
+    """
+    import cv2
+
+    f = image.astype(np.int16)
+    blur = np.rint(cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)).astype(np.int16)
+    low = np.clip(blur, f - 127, f + 128)
+    low = np.clip(low, 0, 255)
+    high = f - low + 128
+    return low.astype(np.uint8), high.astype(np.uint8)
+
+
+def detail_autocorrelation(
+    high: np.ndarray, box: tuple[int, int, int, int], size: int = 256, lags: float = 16.0, step: float = 0.5
+) -> tuple[np.ndarray, float]:
+    """The high band's autocorrelation against distance (``step`` px apart, up to ``lags`` px), in
+    the middle of the moving region's ``box`` (top, bottom, left, right); negative values are 0."""
+    top, bottom, left, right = box
+    cy, cx = (top + bottom) // 2, (left + right) // 2
+    y0 = max(0, min(cy - size // 2, high.shape[0] - size))
+    x0 = max(0, min(cx - size // 2, high.shape[1] - size))
+    crop = high[y0 : y0 + size, x0 : x0 + size].astype(np.float32).mean(axis=2)
+    crop -= crop.mean()
+    spectrum = np.fft.rfft2(crop, s=(2 * crop.shape[0], 2 * crop.shape[1]))  # zero-padded: no wrap-around
+    corr = np.fft.irfft2(spectrum * np.conj(spectrum), s=(2 * crop.shape[0], 2 * crop.shape[1]))
+    count = len(np.arange(0, lags + step, step))
+    if corr[0, 0] <= 0:
+        return np.zeros(count, np.float32), step
+    corr /= corr[0, 0]
+    hh, ww = corr.shape
+    yy = np.minimum(np.arange(hh), hh - np.arange(hh))[:, None]
+    xx = np.minimum(np.arange(ww), ww - np.arange(ww))[None, :]
+    radius = np.hypot(yy, xx)
+    near = radius <= lags + step
+    bins = np.rint(radius[near] / step).astype(int)
+    sums = np.bincount(bins, corr[near], minlength=count)[:count]
+    counts = np.bincount(bins, minlength=count)[:count]
+    rho = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+    rho[0] = 1.0
+    return np.clip(rho, 0.0, 1.0).astype(np.float32), step
+
+
+def _node_table(pixels: int, spacing: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``pixels`` pixels: the node below it and the fraction towards the next one."""
+    u = np.clip((np.arange(pixels, dtype=np.float32) + 0.5) / spacing - 0.5, 0, count - 1)
+    i0 = np.floor(u).astype(np.int64)
+    return i0, (u - i0).astype(np.float32)
+
+
+def _available_memory() -> float:
+    """Bytes of memory available to new allocations (Linux MemAvailable; else a conservative 2 GB)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2.0 * 2**30
 
 
 def _descending_states(
@@ -291,8 +458,10 @@ def warp_frames(
     mask: np.ndarray | None = None,
     include_end: bool = False,
     progress: bool = False,
+    cycle: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the animation's frames (uint8 (H, W, 3)) one by one; see :class:`EulerianWarp`."""
     return EulerianWarp(
-        image, field, frames=frames, loop=loop, strength=strength, mask=mask, include_end=include_end
+        image, field, frames=frames, loop=loop, strength=strength, mask=mask, include_end=include_end,
+        cycle=cycle,
     ).frames(progress=progress)
