@@ -200,8 +200,11 @@ def test_draw_an_arrow_and_animate_in_the_browser(server, page):
     href = page.get_attribute("#dl-mp4", "href")
     resp = page.request.get(base + href)
     assert resp.ok and resp.headers["content-type"] == "video/mp4" and len(resp.body()) > 1000
-    gif = page.request.get(base + page.get_attribute("#dl-gif", "href"))
-    assert gif.ok and gif.body()[:6] == b"GIF89a"
+    # The GIF: made through the queue on the click, followed by the page, then downloaded.
+    with page.expect_download(timeout=120_000) as gif:
+        page.click("#dl-gif")
+    assert Path(gif.value.path()).read_bytes()[:6] == b"GIF89a"
+    wait_until(page, "document.querySelector('#message').textContent.includes('GIF ready')")
     # The quick warp preview (small, short) plays too.
     wait_until(
         page,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -44,6 +45,24 @@ def check_upload_size(data: bytes, name: str, max_bytes: int) -> None:
             "(start the server with a larger --max-upload-mb to allow it)",
             413,
         )
+
+
+def declared_pixels(fileobj: BinaryIO) -> int:
+    """Pixels an upload's header declares (0 when it is no image this app reads); reads the header only.
+
+    The server uses it to tell what decoding will hold before it decodes anything.
+    """
+    pos = fileobj.tell()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(fileobj, formats=ACCEPTED_FORMATS) as im:
+                w, h = im.size
+                return int(w) * int(h)
+    except Exception:  # whatever it is, decoding will say so properly
+        return 0
+    finally:
+        fileobj.seek(pos)
 
 
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:

@@ -594,7 +594,30 @@ $("settings").addEventListener("submit", async (ev) => {
   } catch (e) { say(e.message, "error"); }
 });
 
-$("dl-gif").addEventListener("click", () => say("Making the GIF from the video: the download starts when it is ready."));
+// The server makes a run's GIF through the queue and never keeps a request waiting for it: start it,
+// follow it, then download the file the usual way.
+$("dl-gif").addEventListener("click", async (ev) => {
+  const a = $("dl-gif");
+  if (a.dataset.ready === "1") return;  // made: the browser downloads it
+  ev.preventDefault();
+  if (a.dataset.making === "1") return;
+  a.dataset.making = "1";
+  const jid = a.dataset.job;
+  try {
+    let g = await (await sapi(`/jobs/${jid}/gif`, { method: "POST" })).json();
+    while (g.state === "queued" || g.state === "running") {
+      say(g.state === "queued" ? `Making the GIF: ${describe(g)}.` : `Making the GIF: ${Math.round(100 * g.progress)}%.`);
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      if (a.dataset.job !== jid) return;  // a newer run replaced this one
+      g = await (await sapi(`/jobs/${jid}/gif`)).json();
+    }
+    if (g.state !== "done") { say(`The GIF could not be made: ${g.error || g.state}`, "error"); return; }
+    a.dataset.ready = "1";
+    say("GIF ready: downloading.");
+    a.click();
+  } catch (e) { say(e.message, "error"); }
+  finally { a.dataset.making = "0"; }
+});
 $("cancel").addEventListener("click", async () => {
   if (!state.runJob) return;
   try { await sapi(`/jobs/${state.runJob}/cancel`, { method: "POST" }); } catch (e) { say(e.message, "error"); }
@@ -609,6 +632,8 @@ function showResult(j) {
   $("dl-mp4").download = "stillmotion.mp4";
   $("dl-gif").href = `/api/s/${state.sid}/jobs/${j.id}/video.gif`;
   $("dl-gif").download = "stillmotion.gif";
+  $("dl-gif").dataset.job = j.id;
+  $("dl-gif").dataset.ready = "0";
   const r = j.report || {};
   $("result-stats").textContent = r.frames ? `${r.frames} frames · ${r.width}×${r.height} · ${r.fps} fps` : "";
   $("result-card").scrollIntoView({ behavior: "smooth", block: "nearest" });
@@ -621,7 +646,7 @@ async function start() {
   try {
     state.info = await (await api("/api/info")).json();
     state.sid = (await (await api("/api/session", { method: "POST" })).json()).session;
-  } catch (e) { say(`Server not reachable: ${e.message}`, "error"); return; }
+  } catch (e) { say(e instanceof TypeError ? `Server not reachable: ${e.message}` : e.message, "error"); return; }
   $("limit-mb").textContent = state.info.max_upload_mb;
   const box = $("engines");
   for (const [name, st] of Object.entries(state.info.engines)) {
