@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stillmotion.errors import UserInputError
-from stillmotion.ui.limits import LimitReached
+from stillmotion.ui.limits import LimitReached, background_priority
 from stillmotion.ui.sessions import new_id
 
 PRIORITY = {"preview": 0, "full": 1, "convert": 1}
@@ -216,6 +216,7 @@ class JobQueue:
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        background_priority()  # renders yield the CPU to the threads answering requests
         while True:
             with self._cv:
                 while not self._waiting and not self._stop:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -136,6 +137,18 @@ class MemoryBudget:
                     del self._reserved[sid]
 
 
+def background_priority(niceness: int = 10) -> None:
+    """Lower the calling thread's CPU priority (Linux: threads have their own): decoding and
+    rendering then yield to the thread that answers requests, so the page stays quick under load."""
+    get_id = getattr(threading, "get_native_id", None)
+    if get_id is None or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        os.setpriority(
+            os.PRIO_PROCESS, get_id(), min(19, os.getpriority(os.PRIO_PROCESS, get_id()) + niceness)
+        )
+
+
 class RequestPool:
     """Request work on a bounded pool of threads of its own; over the limits, 429 at once.
 
@@ -146,7 +159,9 @@ class RequestPool:
     def __init__(self, limits: Limits) -> None:
         self.max_total, self.max_per_session = limits.max_requests, limits.max_requests_per_session
         self._executor = ThreadPoolExecutor(
-            limits.request_workers, thread_name_prefix="stillmotion-ui-request"
+            limits.request_workers,
+            thread_name_prefix="stillmotion-ui-request",
+            initializer=background_priority,
         )
         self._count = 0
         self._per: Counter[str] = Counter()

@@ -271,7 +271,8 @@ def parse_arrows_upload(data: bytes, name: str, folder: Path, size: tuple[int, i
                     )
             arrows = doc.arrows_for_image(*size)
         except UserInputError as exc:
-            raise UserInputError(str(exc).replace(str(path), name)) from None
+            message = str(exc).replace(str(path), name)
+            raise UserInputError(message if name in message else f"{name}: {message}") from None
         except _BAD_FILE as exc:
             detail = str(exc).replace(str(path), name)[:200] or type(exc).__name__
             raise UserInputError(f"{name} is not a usable arrows file: {detail}") from None
