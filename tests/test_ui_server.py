@@ -655,7 +655,6 @@ def test_port_in_use_is_a_clear_error():
             _check_port_free("127.0.0.1", port)
 
 
-
 def test_changes_need_the_page_header_and_hosts_can_be_pinned(app, tmp_path):
     with TestClient(app, base_url=BASE) as bare:  # what another web site's form or fetch could send
         r = bare.post("/api/session")
