@@ -239,7 +239,7 @@ class JobQueue:
             finally:
                 job.finished = time.time()
                 job.work, job.holds = None, ()  # they hold the photo: let it go with the job done
+                self._end([job])  # before the queue counts as idle: its clean-up is part of the job
                 with self._cv:
                     self._running = None
                     self._cv.notify_all()
-                self._end([job])

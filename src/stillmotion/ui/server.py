@@ -342,8 +342,8 @@ def create_app(
             # Its session is gone (expired or evicted): nothing of it may stay behind.
             unlink_files(job)
             forget(job)
-            if job.session_id not in queue.busy_sessions():
-                shutil.rmtree(store.root / job.session_id, ignore_errors=True)
+            # One worker: no other job of the session runs, and its waiting ones were cancelled.
+            shutil.rmtree(store.root / job.session_id, ignore_errors=True)
             return
         if job.kind == "convert":
             with conversions_lock:
