@@ -393,6 +393,29 @@ def test_job_errors_name_no_server_path(tmp_path):
         assert str(tmp_path) not in status["error"]
 
 
+# ---------------------------------------------------------------- 16-bit grey photos
+
+
+def test_a_16_bit_grey_photo_is_scaled_not_clipped(tmp_path):
+    # Mean 67 of 255 in 16 bits (17219 of 65535): clipped to 8 bits it read as almost white (251).
+    grey = np.full((64, 96), 67 * 257, np.uint16)
+    grey[:, :48] = 10 * 257
+    buf = io.BytesIO()
+    Image.fromarray(grey).save(buf, "PNG")
+    assert Image.open(io.BytesIO(buf.getvalue())).mode.startswith("I")
+    app = create_app(work_root=tmp_path)
+    with _client(app) as c:
+        sid = _session(c)
+        assert _upload(c, sid, buf.getvalue(), name="deep.png").status_code == 200
+        image = app.state.store.peek(sid).image
+        assert image.dtype == np.uint8 and image.shape == (64, 96, 3)
+        assert image[:, 48:].mean() == pytest.approx(67, abs=1) and image[:, :48].mean() == pytest.approx(
+            10, abs=1
+        )
+        r = _upload(c, sid, buf.getvalue(), what="mask", name="deep-mask.png")  # grey below half: still
+        assert r.status_code == 200 and r.json()["coverage"] == 0.0
+
+
 # ---------------------------------------------------------------- bad arrows JSON and bodies
 
 BAD_ARROWS_FILES = {

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.mask import mask_from_array
+from stillmotion.io.picture import grey_array, rgb_array
 
 # Raster formats a phone, camera or editor produces (Pillow's JPEG reader also opens phones' MPO files).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -115,8 +116,8 @@ def decode_image_upload(
     check_upload_size(data, name, max_bytes)
     im = _open_checked(data, name, max_pixels)
     try:
-        im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGB")).copy()
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no copy of a large photo
+        return rgb_array(im)  # 16-bit grey scaled to 8 bits, not clipped to white
     finally:
         im.close()
 
@@ -132,10 +133,7 @@ def decode_mask_upload(
     check_upload_size(data, name, max_bytes)
     im = _open_checked(data, name, max_pixels)
     try:
-        if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-            gray = np.asarray(im.convert("RGBA"))[..., 3]
-        else:
-            gray = np.asarray(im.convert("L"))
+        gray = grey_array(im)
     finally:
         im.close()
     return mask_from_array(gray, width, height)
