@@ -65,7 +65,7 @@ def memory_child(
     import threading
     import time
 
-    from stillmotion.cli.bench_long_cmd import _rss_bytes, model_location, run_method
+    from stillmotion.evaluation.long_bench import _rss_bytes, model_location, run_method
 
     scene, motion = scene_and_motion()
     model, wh = model_and_size(model, size)
@@ -121,7 +121,7 @@ def main() -> None:
         return
 
     if not args.skip_table:
-        from stillmotion.cli.bench_long_cmd import run_bench_long
+        from stillmotion.evaluation.long_bench import run_bench_long
 
         scene, motion = scene_and_motion()
         model, wh = model_and_size(args.model, args.size)

@@ -9,15 +9,15 @@ import math
 import numpy as np
 import pytest
 
-from stillmotion.cli.bench_long_cmd import (
+from stillmotion.cli.bench_long_cmd import parse_size
+from stillmotion.errors import UserInputError
+from stillmotion.evaluation.long_bench import (
     PeakMemory,
     StreamMetrics,
     add_speedups,
     join_seams,
     markdown_table,
-    parse_size,
 )
-from stillmotion.errors import UserInputError
 
 
 def test_stream_metrics_match_evaluation_definitions():
