@@ -181,6 +181,13 @@ class MotionDenoiser:
         if self.frame_latents is not None:
             self.frame_latents.cache_size = max(self.frame_latents.cache_size, int(count))
 
+    def windowed_temporal_attention(self, window: int, stride: int):
+        """Context manager: FreeNoise's window-fused temporal attention on this denoiser's UNet for its
+        duration (``stillmotion.diffusion.temporal_windows``), removed on exit."""
+        from stillmotion.diffusion.temporal_windows import window_fused_temporal_attention
+
+        return window_fused_temporal_attention(self.unet, window, stride)
+
     @property
     def batch_size(self) -> int:
         return int(self.image_latents.shape[0])

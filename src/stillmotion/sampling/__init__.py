@@ -25,7 +25,6 @@ from stillmotion.sampling.gen_l_video import sample_gen_l_video
 from stillmotion.sampling.long import LONG_METHODS, LongOptions, expected_cost, sample_long
 from stillmotion.sampling.phased import sample_phased
 from stillmotion.sampling.segments import LatentChunk
-from stillmotion.sampling.temporal_windows import window_fused_temporal_attention
 
 __all__ = [
     "LONG_METHODS",
@@ -42,5 +41,4 @@ __all__ = [
     "sample_gen_l_video",
     "sample_long",
     "sample_phased",
-    "window_fused_temporal_attention",
 ]

@@ -11,12 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import nn
 
 from stillmotion.sampling.base import Denoiser, sample_euler
 from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
 from stillmotion.sampling.segments import LatentChunk, check_length
-from stillmotion.sampling.temporal_windows import window_fused_temporal_attention
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
 
@@ -49,15 +47,15 @@ def sample_freenoise(
     *,
     segment_len: int,
     stride: int | None = None,
-    unet: nn.Module | None = None,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """All frames in one pass per step, FreeNoise-style; ``stride`` defaults to L // 4 (FreeNoise: 16 / 4).
 
-    ``unet`` is the spatio-temporal UNet the denoiser calls; its temporal attention is window-fused for
-    the duration of sampling. Without it (e.g. a toy denoiser) only the noise rescheduling applies.
+    A denoiser with a ``windowed_temporal_attention(window, stride)`` hook (a context manager, see
+    ``MotionDenoiser``) has its temporal attention window-fused for the duration of sampling; without
+    it (e.g. a toy denoiser) only the noise rescheduling applies.
     Finished latents are yielded in chunks of ``segment_len`` frames.
     """
     noise = as_noise_source(noise)
@@ -65,11 +63,8 @@ def sample_freenoise(
     stride = stride or max(1, segment_len // 4)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     x = freenoise_noise(noise, segment_len, stride, gen) * sigmas[0]
-    fusion = (
-        window_fused_temporal_attention(unet, segment_len, stride)
-        if unet is not None
-        else contextlib.nullcontext()
-    )
+    hook = getattr(denoiser, "windowed_temporal_attention", None)
+    fusion = hook(segment_len, stride) if hook is not None else contextlib.nullcontext()
     with fusion:
         x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(0, n), **cond)
     for a in range(0, n, segment_len):

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from stillmotion.errors import UserInputError
 from stillmotion.sampling import segments as seg
@@ -72,13 +71,12 @@ def sample_long(
     *,
     clip_len: int,
     generator: torch.Generator | None = None,
-    unet: nn.Module | None = None,
     condition_on: Callable[[torch.Tensor, int], dict[str, Any]] | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """Finished latent chunks of the whole video, in frame order (see :class:`LatentChunk`).
 
-    ``unet`` is needed by freenoise's window-fused attention, ``condition_on`` by direct (last latent
+    ``condition_on`` is needed by direct (last latent
     frame and its index in the video -> conditioning image for the next clip).
     """
     m = options.method
@@ -99,7 +97,6 @@ def sample_long(
             sigmas,
             segment_len=clip_len,
             stride=stride,
-            unet=unet,
             generator=generator,
             **cond,
         )
@@ -222,7 +219,6 @@ def stream_long_video(
             sigmas,
             clip_len=clip,
             generator=generator,
-            unet=getattr(pipe, "unet", None),
             condition_on=condition_on,
         )
         for chunk in chunks:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from stillmotion.sampling.segments import sliding_windows
+from stillmotion.sampling.segments import sliding_windows  # pure arithmetic, no model code
 
 
 def triangular_weights(length: int, device: torch.device | None = None, dtype: torch.dtype | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stillmotion.sampling.temporal_windows import triangular_weights, window_fused_temporal_attention
+from stillmotion.diffusion.temporal_windows import triangular_weights, window_fused_temporal_attention
 
 diffusers = pytest.importorskip("diffusers")
 
