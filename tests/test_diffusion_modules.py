@@ -79,7 +79,16 @@ def test_denoiser_windows_overrides_and_counters():
         img, seq, num_frames=12, width=16, height=16, generator=torch.Generator().manual_seed(0)
     )
     assert den.clip_frames == 8 and den.num_frames == 12 and den.do_cfg
-    assert den.guidance.shape == (12,) and den.guidance[-1] == 3.0
+    # SVD's ramp per clip the UNet sees: a window of 4 frames anywhere in the video is guided as a clip
+    assert torch.equal(den.guidance_scales(0, 8), torch.linspace(1.0, 3.0, 8))
+    assert torch.equal(den.guidance_scales(8, 12), torch.linspace(1.0, 3.0, 4))
+    with den.windowed_temporal_attention(4, 2):
+        fused = den.guidance_scales(0, 8)  # windows 0, 2, 4 of 4 frames, triangular weights 1 2 2 1
+    ramp = torch.linspace(1.0, 3.0, 4)
+    assert fused[0] == ramp[0] and fused[1] == ramp[1]  # only in window 0
+    assert fused[2] == pytest.approx(float((2 * ramp[2] + ramp[0]) / 3))  # window 0 at 2, window 1 at 0
+    assert fused[-1] == ramp[-1]
+    assert torch.equal(den.guidance_scales(0, 8), torch.linspace(1.0, 3.0, 8))  # hook gone
     sigmas = den.set_schedule(3)
     assert sigmas.shape == (4,) and sigmas[-1] == 0
     x = torch.randn(den.latent_shape(4), generator=torch.Generator().manual_seed(1)) * sigmas[1]

@@ -90,3 +90,69 @@ def test_window_fusion_is_local_in_time(unet):
 def test_triangular_weights():
     assert triangular_weights(6).tolist() == [1, 2, 3, 3, 2, 1]
     assert triangular_weights(5).tolist() == [1, 2, 3, 2, 1]
+
+
+def _block_inputs(block, frames: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(frames, block.in_channels, 4, 4, generator=g)
+    ctx = torch.randn(1, 1, 32, generator=g).expand(frames, 1, 32)  # SVD: one image embedding for all
+    return x, ctx
+
+
+def _run_block(block, x, ctx):
+    only_video = torch.zeros(1, x.shape[0])
+    return block(x, encoder_hidden_states=ctx, image_only_indicator=only_video, return_dict=False)[0]
+
+
+def _spatio_temporal(unet):
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+
+    return next(m for m in unet.modules() if isinstance(m, TransformerSpatioTemporalModel))
+
+
+def test_disjoint_windows_are_stock_clips_with_positions_restarted(unet):
+    # windows of 4 every 4 frames over 8: each half is exactly the stock block on those 4 frames alone
+    # (positions 0..3 in both), since only the temporal attention and its input projection are windowed
+    block = _spatio_temporal(unet)
+    x, ctx = _block_inputs(block, 8, 3)
+    with torch.no_grad():
+        halves = torch.cat([_run_block(block, x[:4], ctx[:4]), _run_block(block, x[4:], ctx[4:])])
+        with window_fused_temporal_attention(block, window=4, stride=4):
+            fused = _run_block(block, x, ctx)
+    assert torch.allclose(fused, halves, atol=1e-5)
+
+
+def test_feed_forward_and_cross_attention_run_once_per_frame(unet):
+    block = _spatio_temporal(unet)
+    temporal = block.temporal_transformer_blocks[0]
+    rows = {"ff_in": 0, "ff": 0, "attn2": 0}
+
+    def counter(name):
+        def hook(module, args, kwargs):
+            rows[name] += args[0].shape[0] * args[0].shape[1]  # [tokens, frames, C]: token-frames seen
+
+        return hook
+
+    handles = [getattr(temporal, n).register_forward_pre_hook(counter(n), with_kwargs=True) for n in rows]
+    x, ctx = _block_inputs(block, 12, 4)
+    try:
+        with torch.no_grad(), window_fused_temporal_attention(block, window=4, stride=2):
+            _run_block(block, x, ctx)
+    finally:
+        for h in handles:
+            h.remove()
+    token_frames = 12 * 16  # 12 frames of 4x4 tokens
+    assert rows["ff"] == rows["attn2"] == token_frames
+    assert rows["ff_in"] == 5 * 4 * 16  # windows at 0, 2, 4, 6, 8 of 4 frames each
+
+
+def test_frame_chunks_change_nothing_but_rounding(unet):
+    ref_in = call(unet, 12)
+    with window_fused_temporal_attention(unet, window=6, stride=2):
+        whole = call(unet, 12)
+    with window_fused_temporal_attention(unet, window=6, stride=2, chunk_frames=3) as patched:
+        assert patched > 0
+        chunked = call(unet, 12)
+    assert torch.allclose(chunked, whole, atol=1e-5)
+    assert torch.equal(call(unet, 12), ref_in)
+    assert all("forward" not in vars(m) for m in unet.modules())

@@ -49,8 +49,9 @@ both guidance branches included).
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -116,7 +117,7 @@ class MotionDenoiser:
         image_embeddings: torch.Tensor,
         image_latents: torch.Tensor,
         added_time_ids: torch.Tensor,
-        guidance: torch.Tensor,
+        guidance: torch.Tensor | tuple[float, float],
         num_frames: int,
         motion_encoder=None,
         motion_adapter=None,
@@ -133,10 +134,15 @@ class MotionDenoiser:
         condition_residual: bool = False,
         latent_scale: float = 1.0,
     ):
-        if guidance.ndim != 1 or guidance.shape[0] != num_frames:
-            raise ValueError(
-                f"guidance must hold one scale per frame ({num_frames}), got {tuple(guidance.shape)}"
-            )
+        if isinstance(guidance, tuple):
+            self.guidance_range: tuple[float, float] | None = (float(guidance[0]), float(guidance[1]))
+            self.guidance = None
+        else:
+            if guidance.ndim != 1 or guidance.shape[0] != num_frames:
+                raise ValueError(
+                    f"guidance must hold one scale per frame ({num_frames}), got {tuple(guidance.shape)}"
+                )
+            self.guidance_range, self.guidance = None, guidance
         if flows is not None and flows.shape[1] != num_frames:
             raise ValueError(f"flows must hold {num_frames} frames, got {flows.shape[1]}")
         self.unet = unet
@@ -151,13 +157,15 @@ class MotionDenoiser:
         self.condition_residual = condition_residual
         self.latent_scale = float(latent_scale)  # VAE scaling_factor: the residual is taken in scaled latents
         self.added_time_ids = added_time_ids  # [B, 3]
-        self.guidance = guidance  # [N] per frame of the whole video
+        # guidance: (min, max) = SVD's ramp over every clip the UNet sees (see guidance_scales), or an
+        # explicit [N] per frame of the whole video
+        self._guidance_windows: tuple[int, int] | None = None  # FreeNoise's windows while its hook is on
         self.num_frames = num_frames
         self.flows = flows  # [B, N, 2, H, W] normalised encoder input, or None
         self.strength = strength  # [B] or None
         self.still_mask = still_mask  # [1, 1, 1, h, w], 1 where the image must stay still
         self.still_latents = still_latents  # [B, 1, C, h, w], scaled clean image latent
-        self.do_cfg = bool(guidance.max() > 1)
+        self.do_cfg = bool(max(self.guidance_range) > 1 if self.guidance is None else guidance.max() > 1)
         self.feature_cache_size = feature_cache_size
         self._features: OrderedDict[tuple[int, int], list[torch.Tensor]] = OrderedDict()
         self.vae = vae
@@ -181,12 +189,48 @@ class MotionDenoiser:
         if self.frame_latents is not None:
             self.frame_latents.cache_size = max(self.frame_latents.cache_size, int(count))
 
-    def windowed_temporal_attention(self, window: int, stride: int):
+    @contextlib.contextmanager
+    def windowed_temporal_attention(
+        self, window: int, stride: int, chunk_frames: int | None = None
+    ) -> Iterator[int]:
         """Context manager: FreeNoise's window-fused temporal attention on this denoiser's UNet for its
-        duration (``stillmotion.diffusion.temporal_windows``), removed on exit."""
+        duration (``stillmotion.diffusion.temporal_windows``), removed on exit. The guidance ramp follows
+        the same windows (see :meth:`guidance_scales`)."""
         from stillmotion.diffusion.temporal_windows import window_fused_temporal_attention
 
-        return window_fused_temporal_attention(self.unet, window, stride)
+        self._guidance_windows = (int(window), int(stride))
+        try:
+            with window_fused_temporal_attention(self.unet, window, stride, chunk_frames) as patched:
+                yield patched
+        finally:
+            self._guidance_windows = None
+
+    def guidance_scales(self, start: int, stop: int) -> torch.Tensor:
+        """Per-frame guidance scales ``[stop - start]`` for a call on frames ``start:stop``.
+
+        SVD's ramp is per clip: the frames of one UNet call are a clip, so they get
+        ``linspace(min, max, f)`` whatever their place in the video (a later Direct clip, a Gen-L-Video
+        window or a phased segment is guided like a stock clip). Under FreeNoise's windowed attention a
+        call spans many windows; each frame then gets the ramp values of the windows it is in, fused with
+        the attention's triangular weights. An explicit per-frame guidance tensor is indexed by frame."""
+        if self.guidance is not None:
+            return self.guidance[start:stop]
+        lo, hi = self.guidance_range
+        f = stop - start
+        win = self._guidance_windows
+        if win is None or f <= win[0]:
+            return torch.linspace(lo, hi, f)
+        from stillmotion.diffusion.temporal_windows import triangular_weights
+        from stillmotion.sampling.segments import sliding_windows
+
+        window, stride = win
+        weights = triangular_weights(window)
+        ramp = torch.linspace(lo, hi, window)
+        total, weight = torch.zeros(f), torch.zeros(f)
+        for a, b in sliding_windows(f, window, stride):
+            total[a:b] += weights[: b - a] * ramp[: b - a]
+            weight[a:b] += weights[: b - a]
+        return total / weight
 
     @property
     def batch_size(self) -> int:
@@ -350,7 +394,7 @@ class MotionDenoiser:
 
         if self.do_cfg:
             v_u, v_c = v.chunk(2)
-            g = self.guidance[start:stop].to(v.device, v.dtype).view(1, f, 1, 1, 1)
+            g = self.guidance_scales(start, stop).to(v.device, v.dtype).view(1, f, 1, 1, 1)
             v = v_u + g * (v_c - v_u)
         if ref is None:
             x0 = v.float() * (-sigma / (sigma**2 + 1) ** 0.5) + (x / (sigma**2 + 1))

@@ -370,8 +370,8 @@ class StillMotionPipeline(DiffusionPipeline):
         pipeline has one (a notice is logged and the field used as is otherwise). ``strength``: the
         global motion strength M_s (eq. 8, px/frame at 512 px); default: M_s of the final field, or
         none without motion (set ``denoiser.strength = None`` to drop the term). ``guidance``: per-frame
-        guidance scales ``[num_frames]``;
-        default SVD's linear rise from min to max over the clip (held at max beyond the clip length).
+        guidance scales ``[num_frames]`` of the whole video; default SVD's linear rise from min to max over
+        every clip (window, segment) the UNet is called on.
 
         The generator draws the image's noise augmentation here, as SVD does before the initial noise.
         The returned denoiser also carries what :meth:`decode` needs (``denoiser.frame_info``).
@@ -414,11 +414,10 @@ class StillMotionPipeline(DiffusionPipeline):
             [[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=embeds.dtype, device=device
         )
 
-        if guidance is None:
-            guidance = rising_guidance(
-                num_frames, self.unet.config.num_frames, min_guidance_scale, max_guidance_scale
-            )
-        guidance = torch.as_tensor(guidance, dtype=torch.float32).to(device)
+        if guidance is None:  # SVD's ramp, per clip the UNet sees (MotionDenoiser.guidance_scales)
+            guidance = (float(min_guidance_scale), float(max_guidance_scale))
+        else:
+            guidance = torch.as_tensor(guidance, dtype=torch.float32).to(device)
 
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         flows = s_tensor = None
@@ -626,15 +625,6 @@ class StillMotionPipeline(DiffusionPipeline):
             frames = np.concatenate(list(self.decode(den, x, decode_chunk_size)), axis=1)
         self.maybe_free_model_hooks()
         return StillMotionPipelineOutput(frames=frames, stats=stats)
-
-
-def rising_guidance(num_frames: int, clip_frames: int, min_scale: float, max_scale: float) -> torch.Tensor:
-    """SVD's per-frame guidance: linear from min to max over the clip (``num_frames <= clip_frames``:
-    exactly ``linspace(min, max, num_frames)``); longer videos rise over the first clip and stay at max."""
-    if num_frames <= clip_frames:
-        return torch.linspace(min_scale, max_scale, num_frames)
-    ramp = torch.linspace(min_scale, max_scale, clip_frames)
-    return torch.cat([ramp, torch.full((num_frames - clip_frames,), float(max_scale))])
 
 
 def _accepts_num_frames(vae) -> bool:
