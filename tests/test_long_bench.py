@@ -15,8 +15,9 @@ from stillmotion.evaluation.long_bench import (
     PeakMemory,
     StreamMetrics,
     add_speedups,
-    join_seams,
+    along_arrow_speed,
     markdown_table,
+    seams_of,
 )
 
 
@@ -61,18 +62,23 @@ def test_a_cross_fade_is_judged_by_its_largest_step():
     assert ratio(fade, [range(13, 17)]) == pytest.approx(17.0)
 
 
-def test_join_seams_follow_the_plans():
-    one = [list(r) for r in join_seams("phased", 125, 25, overlap=1)]
-    assert one == [[25], [49], [73], [97], [121]]
-    # overlap 4: segments start at 21, 42, ...: frame a is the previous segment's, a+1 .. a+3 cross-faded
-    four = [list(r) for r in join_seams("phased", 125, 25, overlap=4)]
-    assert four[:2] == [[22, 23, 24, 25], [43, 44, 45, 46]]
-    assert [list(r) for r in join_seams("phased", 60, 25, overlap=0)] == [[25], [50]]
-    # direct: clips [0,25) [24,49) ...: each starts on the previous clip's last frame
-    assert [list(r) for r in join_seams("direct", 125, 25)] == [[25], [49], [73], [97], [121]]
-    assert [list(r) for r in join_seams("direct", 3, 1)] == [[1], [2]]  # one-frame clips share nothing
-    assert join_seams("freenoise", 125, 25) == [] and join_seams("gen-l-video", 125, 25) == []
-    assert join_seams("phased", 20, 25) == []
+def test_seams_come_from_the_samplers_joins():
+    # the engine records [first frame, steps] of every LatentChunk.join; the metric reads them as ranges
+    assert [list(r) for r in seams_of({"seams": [[22, 4], [43, 4]]})] == [[22, 23, 24, 25], [43, 44, 45, 46]]
+    assert seams_of({}) == []
+
+
+def test_along_arrow_speed_and_thirds():
+    flow = np.zeros((20, 30, 2), np.float32)
+    flow[..., 0] = 2.0  # everything moves 2 px/frame to the right
+    right = np.array([[10.0, 10.0, 1.0, 0.0]])
+    left = np.array([[10.0, 10.0, -1.0, 0.0]])
+    assert along_arrow_speed(flow, right) == pytest.approx(2.0)
+    assert along_arrow_speed(flow, left) == pytest.approx(-2.0)  # against the arrow: backwards
+    m = StreamMetrics(np.zeros((4, 4, 3), np.uint8), None, clip_len=4)
+    m.along = [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.2, 0.2, -0.1]
+    thirds, slowest = m.along_thirds()
+    assert thirds == pytest.approx([1.0, 0.5, 0.1]) and slowest == -0.1
 
 
 def test_table_and_speedups():

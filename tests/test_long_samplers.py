@@ -105,12 +105,19 @@ def test_nfe_formulas_written_out():
     cost = {m: expected_cost(LongOptions(method=m, overlap=1), 125, 25, 25) for m in LONG_METHODS}
     assert cost["phased"].frame_passes == 25 * 25 + (4 * 25 + 5) * 5 == 1150
     assert cost["phased"].denoiser_calls == 25 + 5 * 5
-    # direct: the same cut as phased (clips share their conditioning frame), every clip fully denoised
-    assert cost["direct"].frame_passes == (5 * 25 + 5) * 25 and cost["direct"].denoiser_calls == 6 * 25
+    # overlap 0: the paper's cut, K = 5 segments of 25
+    assert expected_cost(LongOptions(overlap=0), 125, 25, 25).frame_passes == 25 * 25 + 4 * 25 * 5 == 1125
+    # direct: the paper's K = 5 clips of 25 frames, every clip fully denoised
+    assert cost["direct"].frame_passes == 125 * 25 and cost["direct"].denoiser_calls == 5 * 25
     assert cost["freenoise"].frame_passes == 125 * 25 and cost["freenoise"].denoiser_calls == 25
-    # gen-l-video: windows every 12 frames, last aligned to the end: starts 0, 12, ..., 96, 100 -> 10 windows
-    assert sliding_windows(125, 25, 12)[-2:] == [(96, 121), (100, 125)]
-    assert cost["gen-l-video"].frame_passes == 25 * 10 * 25 and cost["gen-l-video"].denoiser_calls == 250
+    # gen-l-video: windows every 6 frames (L // 4), last aligned to the end: 0, 6, ..., 96, 100 -> 18
+    assert LongOptions(method="gen-l-video").window_stride(25) == 6
+    windows = sliding_windows(125, 25, 6)
+    assert windows[-2:] == [(96, 121), (100, 125)] and len(windows) == 18
+    assert cost["gen-l-video"].frame_passes == 25 * 18 * 25 and cost["gen-l-video"].denoiser_calls == 18 * 25
+    # the stride stays in Gen-L-Video's 4..8 and below L // 2
+    strides = [LongOptions(method="gen-l-video").window_stride(n) for n in (4, 14, 16, 40, 64)]
+    assert strides == [2, 4, 4, 8, 8]
 
 
 def test_gamma_one_later_segments_cost_nothing():
@@ -146,7 +153,7 @@ def test_phased_redoes_only_the_last_steps():
     steps = 10
     chunks, den, _ = run("phased", 60, steps=steps, gamma=0.7, overlap=1)  # M = 7, 3 segments
     assert den.calls == steps + 2 * 3
-    assert [c.join for c in chunks] == [False, True, True]
+    assert [c.join for c in chunks] == [0, 1, 1]
     assert [c.start for c in chunks] == [0, 25, 49]
 
 
@@ -170,9 +177,10 @@ def test_phased_anchor_continues_previous_segment():
 
 def test_direct_conditions_on_last_frame():
     chunks, den, _ = run("direct", 60)
-    # clips [0,25) [24,49) [48,60): a later clip's frame 0 is the previous clip's last, not yielded again
-    assert [c.start for c in chunks] == [0, 25, 49] and [c.latents.shape[1] for c in chunks] == [25, 24, 11]
-    assert den.frame_passes == (25 + 25 + 12) * STEPS
+    # clips [0,25) [25,50) [50,60), concatenated; each later one is a join of one step
+    assert [c.start for c in chunks] == [0, 25, 50] and [c.latents.shape[1] for c in chunks] == [25, 25, 10]
+    assert [c.join for c in chunks] == [0, 1, 1]
+    assert den.frame_passes == 60 * STEPS
     # first clip: the denoiser's own image; later clips: condition_on(previous last latent)
     assert all(img is None for img in den.seen_images[:STEPS])
     expected = chunks[0].latents[:, -1] * 0.5
@@ -251,3 +259,145 @@ def test_phased_carries_segment_one_relative_to_each_segments_reference():
     assert torch.allclose(chunks[1].latents, moved[:, 1:], atol=1e-6)
     # without the hook the later segment would be a copy of segment 1 (test_gamma_one_... above)
     assert not torch.allclose(chunks[1].latents, first[:, 1:], atol=1e-3)
+
+
+def test_phased_carry_copy_is_the_papers_plain_copy_even_with_a_reference():
+    den = ResidualToy()
+    options = LongOptions(method="phased", gamma=1.0, overlap=1, carry="copy")
+    chunks = list(sample_long(options, den, FrameNoise(60, LATENT, seed=0), karras(), clip_len=CLIP,
+                              generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(chunks[1].latents, chunks[0].latents[:, 1:])
+
+
+class Recorder(ToyDenoiser):
+    """The toy that keeps every call's input x and window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[tuple[torch.Tensor, float, int]] = []
+
+    def __call__(self, x, sigma, frames=None, image=None):
+        self.inputs.append((x.clone(), float(sigma), frames.start))
+        return super().__call__(x, sigma, frames=frames, image=image)
+
+
+def phased_starts(omega: float, shuffle: bool, n: int = 100, steps: int = 10, m: int = 6):
+    """(segment 1's x at the branch step and its x0 there, each later segment's first input x)."""
+    from stillmotion.sampling.phased import sample_phased
+
+    den = Recorder()
+    list(sample_phased(den, FrameNoise(n, LATENT, seed=2), karras(steps), segment_len=CLIP, branch=m,
+                       omega=omega, overlap=0, carry="copy", shuffle=shuffle,
+                       generator=torch.Generator().manual_seed(5)))  # fmt: skip
+    x_m = den.inputs[m][0]
+    x0_m = ToyDenoiser()(x_m, karras(steps)[m], frames=slice(0, CLIP))
+    later = [x for x, _, start in den.inputs[steps:] if start > 0]
+    starts = later[:: steps - m]  # the first call of each later segment
+    assert len(starts) == len(phased_segments(n, CLIP, 0)) - 1
+    return x_m, x0_m, starts, float(karras(steps)[m])
+
+
+def test_phased_omega_zero_without_shuffle_reproduces_x_m():
+    x_m, _, starts, _ = phased_starts(omega=0.0, shuffle=False)
+    for x in starts:
+        assert torch.allclose(x, x_m, atol=1e-5)
+
+
+def test_phased_omega_alone_adds_scaled_fresh_noise():
+    x_m, _, starts, sigma_m = phased_starts(omega=0.2, shuffle=False)
+    for x in starts:
+        extra = (x - x_m) / (sigma_m * 0.2)  # eps_k, standard normal, different per segment
+        assert 0.8 < float(extra.std()) < 1.2
+    assert not torch.allclose(starts[0], starts[1], atol=1e-3)
+
+
+def test_phased_shuffle_alone_permutes_segment_ones_noise():
+    x_m, x0_m, starts, sigma_m = phased_starts(omega=0.0, shuffle=True)
+    n = (x_m - x0_m) / sigma_m
+    frames_of_n = [n[:, j] for j in range(CLIP)]
+    moved = 0
+    for x in starts:
+        n_tilde = (x - x0_m) / sigma_m
+        for j in range(CLIP):
+            match = [i for i, f in enumerate(frames_of_n) if torch.allclose(n_tilde[:, j], f, atol=1e-4)]
+            assert len(match) == 1  # every frame's noise is one of segment 1's
+            moved += match[0] != j
+    assert moved > 0
+
+
+def test_eq12_shuffles_across_segments():
+    from stillmotion.sampling.phased import _ShuffledNoise
+
+    shared = torch.randn(1, 5, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    noise = _ShuffledNoise(shared, 0.3, 3, torch.Generator().manual_seed(1))
+    seqs = [noise.segment(k, 5) for k in (1, 2, 3)]
+    # entry e stands for n[e % L] + omega * eps(e); the three segments take all 15 entries once
+    entries = noise.perm.tolist()
+    assert sorted(entries) == list(range(15))
+    for k, seq in enumerate(seqs):
+        for j in range(5):
+            e = entries[k * 5 + j]
+            assert torch.allclose(seq[:, j], shared[:, e % 5] + 0.3 * noise.eps.frame(e), atol=1e-6)
+    # the shuffle crosses segments: some segment holds entries of another's sequence
+    assert any(entries[i] // 5 != i // 5 for i in range(15))
+
+
+def test_gen_l_video_several_windows_combine_then_step():
+    # 60 frames, windows of 25 every 6: frames covered by up to 5 windows; the result is exactly an Euler
+    # step per level on the per-frame mean of the windows' estimates (written out independently here)
+    from stillmotion.sampling.base import euler_step
+
+    n, stride = 60, 6
+    chunks, den, _ = run("gen-l-video", n, stride=stride)
+    windows = sliding_windows(n, CLIP, stride)
+    assert len(windows) == 7 and den.calls == 7 * STEPS
+    video = torch.cat([c.latents for c in chunks], 1)
+    sig = karras()
+    ref_den = ToyDenoiser()
+    x = FrameNoise(n, LATENT, seed=0).frames(0, n) * sig[0]
+    for i in range(STEPS):
+        estimates = [[] for _ in range(n)]
+        for a, b in windows:
+            out = ref_den(x[:, a:b], sig[i], frames=slice(a, b))
+            for f in range(a, b):
+                estimates[f].append(out[:, f - a])
+        x0 = torch.stack([torch.stack(e).mean(0) for e in estimates], dim=1)
+        x = euler_step(x, x0, sig[i], sig[i + 1])
+    assert torch.allclose(video, x, atol=1e-5)
+    # windows interact: one window at a time over the same frames gives another video
+    single = run("gen-l-video", n, stride=CLIP)[0]
+    assert not torch.allclose(torch.cat([c.latents for c in single], 1), video, atol=1e-4)
+
+
+def test_branch_by_noise_level():
+    from stillmotion.sampling.segments import branch_step
+
+    sig = karras(10)
+    m = branch_step(sig, 10, 0.8, 1.0)
+    assert sig[m] <= 1.0 < sig[m - 1]
+    assert branch_step(sig, 10, 0.8, None) == 8
+    assert branch_step(sig, 10, 0.8, 1e-9) == 10  # never that low: nothing is redone
+    opts = LongOptions(branch_sigma=1.0)
+    cost = expected_cost(opts, 75, CLIP, 10, sig)
+    den = ToyDenoiser()
+    list(sample_long(opts, den, FrameNoise(75, LATENT, seed=0), sig, clip_len=CLIP))
+    assert (den.calls, den.frame_passes) == (cost.denoiser_calls, cost.frame_passes) == (
+        10 + 3 * (10 - m), 25 * 10 + (25 + 25 + 3) * (10 - m))
+    with pytest.raises(UserInputError, match="branch-sigma"):
+        LongOptions(branch_sigma=0)
+
+
+def test_freenoise_noise_does_not_depend_on_the_length():
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    long = freenoise_noise(FrameNoise(61, (1, 2, 2), seed=1), 16, 4, gen())
+    short = freenoise_noise(FrameNoise(47, (1, 2, 2), seed=1), 16, 4, gen())
+    assert torch.equal(long[:, :47], short)
+
+
+@pytest.mark.parametrize("method", ["phased", "direct"])
+def test_first_clip_of_a_long_video_is_the_short_video(method):
+    # same seed, same noise per frame: the first clip, sampled on its own, does not depend on the length
+    # (the window methods sample jointly; their noise is shared: FrameNoise, freenoise_noise above)
+    short = torch.cat([c.latents for c in run(method, CLIP)[0]], 1)
+    longer = torch.cat([c.latents for c in run(method, CLIP + 30, overlap=1)[0]], 1)
+    assert torch.equal(longer[:, :CLIP], short)

@@ -254,7 +254,8 @@ def render(
         animate_diffusion(scene: Scene, field: np.ndarray | None, *, frames: int, fps: float,
                           strength: float, progress: bool, size=None, model=None, steps=None,
                           seed=0, device="auto", dtype="auto", offload=False, refine=True,
-                          long_method=None, gamma=0.8, omega=0.2, on_step=None)
+                          long_method=None, gamma=0.8, omega=0.2, overlap=None, branch_sigma=None,
+                          carry="motion", stride=None, chunk_frames=None, on_step=None)
             -> tuple[Iterator[np.ndarray], dict]
 
     ``scene`` is the input at its own size; ``size`` is the user's ``--size`` (None: the engine

@@ -160,6 +160,26 @@ _ENGINE_HELP = (
     help="diffusion, phased: frames each segment shares with the previous one, cross-faded "
     "(default 1: one hard anchor frame; 0 = plain cut).",
 )
+@click.option(
+    "--branch-sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="diffusion, phased: later segments branch off at this noise level instead of at --gamma's step.",
+)
+@click.option(
+    "--carry",
+    type=click.Choice(["motion", "copy"]),
+    default="motion",
+    show_default=True,
+    help="diffusion, phased: later segments start from the first moved along the motion, or (copy) from "
+    "the first as it is (the paper's literal variant).",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    default=None,
+    help="diffusion, freenoise / gen-l-video: window stride (default L // 4).",
+)
 def animate(
     image: Path,
     output: str,
@@ -187,6 +207,9 @@ def animate(
     gamma: float,
     omega: float,
     overlap: int | None,
+    branch_sigma: float | None,
+    carry: str,
+    stride: int | None,
 ) -> None:
     """Animate IMAGE along arrows (or a given motion field) and write the video to --output.
 
@@ -201,6 +224,7 @@ def animate(
         engine_options = dict(
             model=model, steps=steps, seed=seed, device=device, dtype=dtype, offload=offload,
             refine=refine, long_method=long_method, gamma=gamma, omega=omega, overlap=overlap,
+            branch_sigma=branch_sigma, carry=carry, stride=stride,
         )  # fmt: skip
     result = animate_to_file(
         image, output, arrow, arrows_file=arrows_file, mask=mask, motion=motion_file, engine=engine,

@@ -50,6 +50,14 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--omega", type=click.FloatRange(min=0), default=0.2, show_default=True, help="phased: omega.")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
               help="phased: frames shared per join, cross-faded (default: the sampler's, 1).")
+@click.option("--branch-sigma", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="phased: branch at this noise level instead of at gamma's step.")
+@click.option("--carry", type=click.Choice(["motion", "copy"]), default="motion", show_default=True,
+              help="phased: later segments start from segment 1 moved along the motion, or the paper's copy.")
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="freenoise / gen-l-video: window stride (default L // 4).")
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=None,
+              help="freenoise: run the per-frame layers on at most this many frames at a time.")
 @click.option(
     "--clip-frames",
     type=click.IntRange(min=2),
@@ -74,6 +82,10 @@ def bench_long(
     gamma: float,
     omega: float,
     overlap: int | None,
+    branch_sigma: float | None,
+    carry: str,
+    stride: int | None,
+    chunk_frames: int | None,
     clip_frames: int,
     device: str,
     fps: float,
@@ -95,8 +107,9 @@ def bench_long(
         rows, label = run_bench_long(
             scene, motion, out_dir=tmp, frames=frames, methods=names, model=model, steps=steps, seed=seed,
             size=parse_size(size_text), gamma=gamma, omega=omega, overlap=overlap, clip_frames=clip_frames,
-            device=device, fps=fps, progress=True,
+            device=device, fps=fps, progress=True, branch_sigma=branch_sigma, carry=carry, stride=stride,
+            chunk_frames=chunk_frames,
         )  # fmt: skip
         table = (tmp / "table.md").read_text()
     click.echo(table)
-    click.echo(f"written to {output}/ (videos, table.md, table.csv, consistency.png, report.json)")
+    click.echo(f"written to {output}/ (videos, table.md, table.csv, consistency.png, strip.png, report.json)")

@@ -131,6 +131,7 @@ class MotionDenoiser:
         noise_aug_strength: float = 0.02,
         image_encoder_fn=None,
         frame_latents: Any = None,
+        motion_frames: Any = None,
         condition_residual: bool = False,
         latent_scale: float = 1.0,
     ):
@@ -154,6 +155,8 @@ class MotionDenoiser:
         # per-frame conditioning latents (warped image conditioning: ``.window(start, stop)`` ->
         # [B, f, C, h, w]), or None: the UNet then gets image_latents for every frame, as in SVD
         self.frame_latents = frame_latents
+        # the same for a model without warped conditioning: only :meth:`reference` reads it
+        self.motion_frames = motion_frames
         self.condition_residual = condition_residual
         self.latent_scale = float(latent_scale)  # VAE scaling_factor: the residual is taken in scaled latents
         self.added_time_ids = added_time_ids  # [B, 3]
@@ -316,12 +319,18 @@ class MotionDenoiser:
         return start, stop
 
     def reference(self, start: int, stop: int) -> torch.Tensor | None:
-        """The latents r the model denoises relative to, for frames ``start:stop`` (``[B, f, C, h, w]``
-        float32, scaled), or None when the model is not a condition-residual one. Samplers may use it to
-        carry a state from one window to another (``sample_phased``)."""
-        if not self.condition_residual:
+        """The motion reference of frames ``start:stop``: latents ``[B, f, C, h, w]`` (float32, scaled) of
+        the input image carried along the motion field, or None without a field. For a condition-residual
+        model these are exactly the latents r it denoises relative to (its conditioning); for any other
+        model the warped frames encoded without noise augmentation (``motion_frames``), which it never
+        sees. Samplers use it to carry a state from one window to another along the motion
+        (``sample_phased``)."""
+        if self.condition_residual:
+            return self._condition_latents(start, stop).float() * self.latent_scale
+        source = self.frame_latents if self.frame_latents is not None else self.motion_frames
+        if source is None:
             return None
-        return self._condition_latents(start, stop).float() * self.latent_scale
+        return source.window(start, stop).to(self.device).float() * self.latent_scale
 
     def _condition_latents(self, start: int, stop: int, image: torch.Tensor | None = None) -> torch.Tensor:
         """The conditional branch's image latents per frame ``[B, f, C, h, w]`` (unscaled): ``image``

@@ -456,10 +456,20 @@ class StillMotionPipeline(DiffusionPipeline):
             still_latents = clean[:, None]
             alpha = still_alpha(mask_fit, self.vae_scale_factor if feather is None else feather)
 
-        frame_latents = None
+        frame_latents = motion_frames = None
         if field is not None and getattr(self.motion_adapter.config, "warped_image_condition", False):
             frame_latents = self._warped_condition(image, field, mask_fit, num_frames, noise_aug_strength,
                                                    generator, embeds.dtype)
+        elif field is not None:
+            # the motion reference long videos carry their segments along (MotionDenoiser.reference);
+            # rendered only when asked, and drawing nothing from ``generator``
+            from stillmotion.diffusion.warp_condition import WarpedCondition
+
+            def encode(px: torch.Tensor) -> torch.Tensor:
+                return self.encode_latents(px.to(device)).to(embeds.dtype)
+
+            motion_frames = WarpedCondition(image, field, num_frames, mask_fit, encode,
+                                            noise_aug_strength=0.0, seed=0)  # fmt: skip
 
         den = MotionDenoiser(
             unet=self.unet,
@@ -480,6 +490,7 @@ class StillMotionPipeline(DiffusionPipeline):
             noise_aug_strength=noise_aug_strength,
             image_encoder_fn=self.encode_image_embeddings,
             frame_latents=frame_latents,
+            motion_frames=motion_frames,
             condition_residual=bool(getattr(self.motion_adapter.config, "condition_residual", False))
             if self.motion_adapter is not None else False,
             latent_scale=float(self.vae.config.scaling_factor),

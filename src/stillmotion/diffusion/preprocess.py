@@ -53,6 +53,12 @@ def fit_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray(out[y0 : y0 + height, x0 : x0 + width])
 
 
+def fit_points(points: np.ndarray, size: tuple[int, int], width: int, height: int) -> np.ndarray:
+    """(n, 2) x, y pixel positions in an image of ``size`` (W, H) -> the same points in the fitted image."""
+    scale, _, _, x0, y0 = _crop_box(size[0], size[1], width, height)
+    return np.asarray(points, np.float64) * scale - np.array([x0, y0])
+
+
 def fit_field(field: np.ndarray, width: int, height: int) -> np.ndarray:
     """float32 (H, W, 2) or (N, H, W, 2) px/frame -> the same at (height, width), vectors rescaled."""
     if field.ndim == 4:

@@ -137,6 +137,10 @@ def animate_diffusion(
     gamma: float = 0.8,
     omega: float = 0.2,
     overlap: int | None = None,
+    branch_sigma: float | None = None,
+    carry: str = "motion",
+    stride: int | None = None,
+    chunk_frames: int | None = None,
     decode_chunk_size: int = 8,
     min_guidance_scale: float | None = None,
     max_guidance_scale: float | None = None,
@@ -161,7 +165,8 @@ def animate_diffusion(
         raise UserInputError(f"strength must be a finite number >= 0, got {strength!r}")
     from stillmotion.sampling.long import LongOptions
 
-    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega,
+    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega, branch_sigma=branch_sigma,
+                          carry=carry, stride=stride, chunk_frames=chunk_frames,
                           **({} if overlap is None else {"overlap": int(overlap)}))  # checked before any work
     pipe = load_pipeline(model, device, dtype, offload)
     # Unset options take the model folder's stillmotion_defaults.json (the bundled model's), else SVD's.
@@ -198,14 +203,20 @@ def animate_diffusion(
         "refined": refined,
         "long_method": None,
         "overlap": options.overlap,  # phased's cross-faded frames per join (when the video is long)
+        "seams": [],  # [first frame, frame steps] of every join between separately sampled segments
     }
 
     def one_clip() -> Iterator[np.ndarray]:
         from stillmotion.progress import progress_bar
         from stillmotion.sampling.base import sample_euler
+        from stillmotion.sampling.frame_noise import FrameNoise
 
         sigmas = den.set_schedule(steps)
-        x = pipe.initial_latents(den, generator=generator)
+        # the long-video samplers' per-frame noise: the same seed gives a frame the same noise whatever
+        # the video's length, so a short video is the first clip of a longer one
+        noise = FrameNoise(den.num_frames, den.latent_shape(1)[2:], seed=int(seed), batch=den.batch_size,
+                           device=den.device, dtype=torch.float32)  # fmt: skip
+        x = noise.frames(0, den.num_frames) * float(den.init_noise_sigma)
         def step_done(i: int, x_, x0) -> None:
             bar.update(1)
             if on_step is not None:
@@ -222,11 +233,15 @@ def animate_diffusion(
         from stillmotion.sampling.long import stream_long_video
 
         stats["long_method"] = options.method
-        for chunk, _join in stream_long_video(
+        done = 0
+        for chunk, join in stream_long_video(
             pipe, den, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
             progress=progress, on_call=on_step,
         ):  # fmt: skip
             stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
+            if join:
+                stats["seams"].append([done, int(join)])
+            done += chunk.shape[1]
             yield from _to_uint8(chunk)
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
         pipe.maybe_free_model_hooks()

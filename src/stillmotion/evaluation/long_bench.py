@@ -13,6 +13,9 @@ per-frame metrics, so nothing here holds the whole video. Per method it records
 - join motion: optical-flow speed of the moving region at the joins / median speed elsewhere (1 = the
   motion goes on through a join; below 1 it slows there, which also lowers the frame difference);
 - motion: the median of that speed over the video (px/frame): whether the method keeps things moving;
+- along-arrow speed per third: the flow at the arrows' tails projected on each arrow's direction
+  (px/frame; the mean over arrows and over the frame steps of each third of the video), and the slowest
+  step (negative: the content moved backwards against the arrows);
 - drift: mean absolute change (grey levels) of the still region (outside the mask, or where the
   motion field is zero) against the input, over the first and over the last clip-length of frames;
 - adjacent-frame consistency: SSIM of frame t-1 and t (the paper's Tem-Cons uses CLIP embeddings,
@@ -119,6 +122,12 @@ class StreamMetrics:
     drift: list[float] = field(default_factory=list)  # still-region change against the input, per frame
     # mean optical-flow speed (px) of the moving region (outside ``still``), t >= 1; empty without one
     speeds: list[float] = field(default_factory=list)
+    # arrows at the output size: (n, 4) rows x, y (tail), ux, uy (unit direction); None: no arrows
+    arrows: np.ndarray | None = None
+    along: list[float] = field(default_factory=list)  # flow along the arrows at their tails, t >= 1
+    strip_every: int = 0  # keep every n-th frame for the comparison strip (0: none)
+    strip: list[np.ndarray] = field(default_factory=list)
+    _count: int = 0
     _prev: np.ndarray | None = None
     _prev_u8: np.ndarray | None = None
     _flow: Any = None
@@ -139,9 +148,21 @@ class StreamMetrics:
                     self._flow = FlowEstimator("dis")
                 flow = self._flow(self._prev_u8, frame)
                 self.speeds.append(float(np.linalg.norm(flow, axis=-1)[~self.still].mean()))
+                if self.arrows is not None and len(self.arrows):
+                    self.along.append(along_arrow_speed(flow, self.arrows))
         if self.still is not None:
             self.drift.append(float(still_region_drift(frame[None], self.image, self.still)[0]))
+        if self.strip_every and self._count % self.strip_every == 0:
+            self.strip.append(frame.copy())
+        self._count += 1
         self._prev, self._prev_u8 = f, frame
+
+    def along_thirds(self) -> tuple[list[float], float]:
+        """(mean along-arrow speed of the frame steps in each third of the video, slowest step); NaNs
+        without arrows."""
+        if len(self.along) < 3:
+            return [math.nan] * 3, math.nan
+        return [float(np.mean(p)) for p in np.array_split(np.array(self.along), 3)], float(min(self.along))
 
     def join_smoothness(self, seams: list[range]) -> float:
         """``stillmotion.evaluation.motion_metrics.seam_ratio`` on the kept differences: a seam is judged
@@ -166,23 +187,36 @@ class StreamMetrics:
         return float(np.mean(self.drift[:n])), float(np.mean(self.drift[-n:]))
 
 
-def join_seams(method: str, num_frames: int, clip_len: int, overlap: int = 1) -> list[range]:
-    """Per seam between separately sampled segments, the frames j whose step j-1 -> j belongs to it."""
-    from stillmotion.sampling.segments import direct_segments, phased_segments
+def along_arrow_speed(flow: np.ndarray, arrows: np.ndarray) -> float:
+    """Mean over arrows of the flow (H, W, 2) around each tail (a box of about 2% of the frame's long
+    side) projected on the arrow's unit direction: px/frame along the arrows, negative = backwards."""
+    h, w = flow.shape[:2]
+    r = max(1, round(0.02 * max(h, w)))
+    out = []
+    for x, y, ux, uy in arrows:
+        cx, cy = int(round(min(max(x, 0), w - 1))), int(round(min(max(y, 0), h - 1)))
+        box = flow[max(cy - r, 0) : cy + r + 1, max(cx - r, 0) : cx + r + 1].reshape(-1, 2).mean(0)
+        out.append(float(box[0] * ux + box[1] * uy))
+    return float(np.mean(out))
 
-    if num_frames <= clip_len:
-        return []
-    overlap = min(overlap, clip_len - 1)  # as sample_long clamps it
-    if method == "phased":
-        # a later segment starts at a = previous end - overlap; frame a is the previous segment's, frames
-        # a+1 .. a+overlap-1 are cross-faded, a+overlap is the segment's own: steps a -> a+overlap
-        return [range(a + min(overlap, 1), a + overlap + 1)
-                for a, _ in phased_segments(num_frames, clip_len, overlap)[1:]]
-    if method == "direct":
-        # a later clip starts on the previous clip's last frame a; its first new frame is a + 1
-        shared = int(clip_len > 1)
-        return [range(a + shared, a + shared + 1) for a, _ in direct_segments(num_frames, clip_len)[1:]]
-    return []
+
+def arrow_rows(arrows: list[Any], size: tuple[int, int], width: int, height: int) -> np.ndarray | None:
+    """Scene arrows -> (n, 4) tails and unit directions at the output size (fit like the image)."""
+    from stillmotion.diffusion.preprocess import fit_points
+
+    rows = []
+    for a in arrows:
+        (x0, y0), (x1, y1) = fit_points(np.array([a.start, a.end]), size, width, height)
+        n = math.hypot(x1 - x0, y1 - y0)
+        if n > 0:
+            rows.append((x0, y0, (x1 - x0) / n, (y1 - y0) / n))
+    return np.array(rows) if rows else None
+
+
+def seams_of(stats: dict[str, Any]) -> list[range]:
+    """The engine's seams (``stats["seams"]``: first frame and frame steps of every join, from the
+    sampler's own ``LatentChunk.join``) as the frames j whose step j-1 -> j belongs to each."""
+    return [range(a, a + n) for a, n in stats.get("seams", [])]
 
 
 # -- the model ----------------------------------------------------------------------------------------------
@@ -234,8 +268,13 @@ def run_method(
     video_path: Path | None,
     fps: float,
     progress: bool,
+    strip_every: int = 0,
+    **long_options: Any,
 ) -> dict[str, Any]:
-    """Run ``method`` through the real engine; stream frames to ``video_path`` and the metrics."""
+    """Run ``method`` through the real engine; stream frames to ``video_path`` and the metrics.
+
+    ``long_options``: further long-video options of ``animate_diffusion`` (branch_sigma, carry, stride,
+    chunk_frames). ``strip_every``: keep every n-th frame in the row's ``strip`` (not in the report)."""
     from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask
     from stillmotion.engines.diffusion import load_pipeline, resolve_device
     from stillmotion.io.video_writer import open_video_writer
@@ -247,7 +286,7 @@ def run_method(
         it, stats = animate_diffusion_for(
             scene, motion, frames=frames, model=model, steps=steps, seed=seed, size=size,
             long_method=method, gamma=gamma, omega=omega, overlap=overlap, device=device, progress=progress,
-            fps=fps,
+            fps=fps, **long_options,
         )  # fmt: skip
         width, height = stats["size"]
         image = fit_image(scene.image, width, height)
@@ -258,7 +297,10 @@ def run_method(
             still = np.linalg.norm(fit_field(motion, width, height), axis=-1) == 0
         if still is not None and not still.any():
             still = None
-        metrics = StreamMetrics(image, still, clip_len)
+        arrows = None
+        if getattr(scene, "arrows", None):
+            arrows = arrow_rows(scene.arrows, (scene.width, scene.height), width, height)
+        metrics = StreamMetrics(image, still, clip_len, arrows=arrows, strip_every=strip_every)
         writer = (
             open_video_writer(video_path, fps=fps) if video_path is not None else contextlib.nullcontext()
         )
@@ -278,7 +320,8 @@ def run_method(
     if count != frames:
         raise RuntimeError(f"{method} produced {count} frames, expected {frames}")
     drift_first, drift_last = metrics.drift_first_last()
-    seams = join_seams(method, frames, clip_len, stats["overlap"])
+    seams = seams_of(stats)
+    thirds, slowest = metrics.along_thirds()
     return {
         "method": method,
         "frames": count,
@@ -289,6 +332,13 @@ def run_method(
         "join_smoothness": metrics.join_smoothness(seams),
         "join_motion": metrics.join_motion(seams),
         "motion": float(np.median(metrics.speeds)) if metrics.speeds else math.nan,
+        "along_thirds": thirds,
+        "along_pace": thirds[1] / thirds[0] if thirds[0] > 0 else math.nan,
+        "along_pace_last": thirds[2] / thirds[0] if thirds[0] > 0 else math.nan,
+        "along_slowest": slowest,
+        "ms_per_frame_eval": 1000 * elapsed / max(stats["frame_evaluations"], 1),
+        "seams": [[r.start, len(r)] for r in seams],
+        "strip": metrics.strip,
         "drift_first": drift_first,
         "drift_last": drift_last,
         "consistency": float(np.mean(metrics.consistency)) if metrics.consistency else math.nan,
@@ -319,10 +369,13 @@ COLUMNS = [
     ("Speed-up of phased", "speedup"),
     ("UNet calls", "unet_calls"),
     ("UNet frame-evals", "frame_evaluations"),
+    ("ms / frame-eval", "ms_per_frame_eval"),
     ("Peak mem (MiB)", "peak_mem_mib"),
     ("Join smoothness", "join_smoothness"),
     ("Join motion", "join_motion"),
     ("Motion (px/frame)", "motion"),
+    ("Along-arrow px/frame by third", "along_thirds"),
+    ("Slowest step", "along_slowest"),
     ("Drift first clip", "drift_first"),
     ("Drift last clip", "drift_last"),
     ("Adjacent SSIM", "consistency"),
@@ -350,6 +403,8 @@ def markdown_table(rows: list[dict[str, Any]], title: str) -> str:
                 cells.append(_fmt(v, 4))
             elif key == "speedup":
                 cells.append(_fmt(v, 2) + "x")
+            elif key == "along_thirds":
+                cells.append(" / ".join(_fmt(t, 2) for t in v) if v else "n/a")
             else:
                 cells.append(_fmt(v, 2))
         lines.append("| " + " | ".join(cells) + " |")
@@ -363,6 +418,35 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w.writerow(keys)
         for r in rows:
             w.writerow([r.get(k) for k in keys])
+
+
+def write_strip(path: Path, rows: list[dict[str, Any]], every: int) -> None:
+    """The comparison strip: one row per method of every ``every``-th frame (frame 0, every, ...), the
+    method and frame numbers written on it, frames enlarged (nearest) to at least 96 px high. PNG."""
+    import cv2
+
+    rows = [r for r in rows if r.get("strip")]
+    if not rows:
+        return
+    h, w = rows[0]["strip"][0].shape[:2]
+    k = max(1, math.ceil(96 / h))
+    label_w, head = 110, 18
+    cols = max(len(r["strip"]) for r in rows)
+    canvas = np.full((head + len(rows) * (h * k + 4), label_w + cols * (w * k + 2), 3), 255, np.uint8)
+    for c in range(cols):
+        cv2.putText(canvas, f"{c * every}", (label_w + c * (w * k + 2) + 2, head - 5),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)  # fmt: skip
+    for i, r in enumerate(rows):
+        y = head + i * (h * k + 4)
+        cv2.putText(canvas, r["method"], (4, y + h * k // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0),
+                    1, cv2.LINE_AA)  # fmt: skip
+        for c, frame in enumerate(r["strip"]):
+            x = label_w + c * (w * k + 2)
+            canvas[y : y + h * k, x : x + w * k] = np.repeat(np.repeat(frame, k, 0), k, 1)
+    ok, png = cv2.imencode(".png", canvas[..., ::-1])
+    if not ok:
+        raise RuntimeError(f"could not encode {path}")
+    path.write_bytes(png.tobytes())
 
 
 def plot_consistency(path: Path, rows: list[dict[str, Any]], title: str) -> None:
@@ -403,9 +487,13 @@ def run_bench_long(
     device: str = "auto",
     fps: float = 8.0,
     progress: bool = False,
+    strip_every: int = 10,
+    **long_options: Any,
 ) -> tuple[list[dict[str, Any]], str]:
     """Every method on the same backbone, input and seed. Writes (when ``out_dir``) one video per method,
-    ``table.md``, ``table.csv``, ``consistency.png`` and ``report.json``; returns (rows, backbone label)."""
+    ``table.md``, ``table.csv``, ``consistency.png``, ``strip.png`` (every ``strip_every``-th frame of
+    each method) and ``report.json``; returns (rows, backbone label). ``long_options``: branch_sigma,
+    carry, stride, chunk_frames (see ``animate_diffusion``)."""
     from stillmotion.sampling.long import LONG_METHODS
 
     for m in methods:
@@ -437,19 +525,27 @@ def run_bench_long(
                     video_path=video,
                     fps=fps,
                     progress=progress,
+                    strip_every=strip_every if out_dir is not None else 0,
+                    **long_options,
                 )  # fmt: skip
             )
     add_speedups(rows)
     if out_dir is not None:
         used_overlap = rows[0]["overlap"] if rows else overlap
+        branch = (f"branch sigma {long_options['branch_sigma']}" if long_options.get("branch_sigma")
+                  else f"gamma {gamma}")  # fmt: skip
+        extra = "".join(f", {k} {v}" for k, v in long_options.items()
+                        if v is not None and k != "branch_sigma")  # fmt: skip
         title = (
             f"Longer animation, {frames} frames, {steps} steps, seed {seed}, backbone: {label}; "
-            f"gamma {gamma}, omega {omega}, overlap {used_overlap}"
+            f"{branch}, omega {omega}, overlap {used_overlap}{extra}"
         )
         (out_dir / "table.md").write_text(markdown_table(rows, f"**{title}**"))
         write_csv(out_dir / "table.csv", rows)
         plot_consistency(out_dir / "consistency.png", rows, title)
+        write_strip(out_dir / "strip.png", rows, strip_every)
         report = {"backbone": label, "frames": frames, "steps": steps, "seed": seed, "gamma": gamma,
-                  "omega": omega, "overlap": used_overlap, "methods": rows}  # fmt: skip
+                  "omega": omega, "overlap": used_overlap, **long_options,
+                  "methods": [{k: v for k, v in r.items() if k != "strip"} for r in rows]}  # fmt: skip
         (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=float))
     return rows, label

@@ -36,8 +36,10 @@ class FrameNoise:
         batch: int = 1,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        scale: float = 1.0,
     ) -> None:
         self.num_frames = num_frames
+        self.scale = float(scale)  # e.g. init_noise_sigma / sigma_0 where a scheduler starts off sigma_0
         self.frame_shape = tuple(frame_shape)
         self.seed = int(seed)
         self.batch = batch
@@ -46,9 +48,9 @@ class FrameNoise:
 
     def frame(self, index: int) -> torch.Tensor:
         gen = torch.Generator(device=self.device).manual_seed((self.seed * _MIX + index) % (2**63 - 1))
-        return torch.randn(
-            (self.batch, *self.frame_shape), generator=gen, device=self.device, dtype=self.dtype
-        )
+        shape = (self.batch, *self.frame_shape)
+        out = torch.randn(shape, generator=gen, device=self.device, dtype=self.dtype)
+        return out if self.scale == 1.0 else out * self.scale
 
     def frames(self, start: int, stop: int) -> torch.Tensor:
         if not 0 <= start <= stop <= self.num_frames:

@@ -23,10 +23,14 @@ def freenoise_noise(
     noise: NoiseSource | torch.Tensor, window: int, stride: int, generator: torch.Generator
 ) -> torch.Tensor:
     """Base noise for the first ``window`` frames; each later block of ``stride`` frames is a random
-    permutation of the block ``window`` frames earlier, so any window holds the same set of noises."""
+    permutation of the block ``window`` frames earlier, so any window holds the same set of noises.
+
+    A block cut short by the video's end takes the first frames of its full block's permutation: frame
+    f's noise is the same whatever the video's length."""
     noise = as_noise_source(noise)
     n = noise.num_frames
     check_length(n, window)
+    stride = min(stride, window)  # a block is a permutation of frames already made
     base = noise.frames(0, min(window, n))
     if n <= window:
         return base
@@ -34,8 +38,8 @@ def freenoise_noise(
     out[:, :window] = base
     for i in range(window, n, stride):
         size = min(stride, n - i)
-        perm = torch.randperm(size, generator=generator).to(base.device)
-        out[:, i : i + size] = out[:, i - window : i - window + size][:, perm]
+        perm = torch.randperm(stride, generator=generator).to(base.device)[:size]
+        out[:, i : i + size] = out[:, i - window : i - window + stride][:, perm]
     return out
 
 
@@ -47,11 +51,13 @@ def sample_freenoise(
     *,
     segment_len: int,
     stride: int | None = None,
+    chunk_frames: int | None = None,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """All frames in one pass per step, FreeNoise-style; ``stride`` defaults to L // 4 (FreeNoise: 16 / 4).
+    ``chunk_frames`` runs the per-frame layers on at most that many frames at a time (memory).
 
     A denoiser with a ``windowed_temporal_attention(window, stride)`` hook (a context manager, see
     ``MotionDenoiser``) has its temporal attention window-fused for the duration of sampling; without
@@ -64,8 +70,8 @@ def sample_freenoise(
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     x = freenoise_noise(noise, segment_len, stride, gen) * sigmas[0]
     hook = getattr(denoiser, "windowed_temporal_attention", None)
-    fusion = hook(segment_len, stride) if hook is not None else contextlib.nullcontext()
+    fusion = hook(segment_len, stride, chunk_frames) if hook is not None else contextlib.nullcontext()
     with fusion:
         x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(0, n), **cond)
     for a in range(0, n, segment_len):
-        yield LatentChunk(a, x[:, a : a + segment_len], False)
+        yield LatentChunk(a, x[:, a : a + segment_len], 0)

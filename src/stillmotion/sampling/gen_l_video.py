@@ -41,7 +41,8 @@ def sample_gen_l_video(
     callback: StepCallback | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
-    """Sample all ``noise.num_frames`` frames jointly with windows of ``segment_len`` (stride L // 2).
+    """Sample all ``noise.num_frames`` frames jointly with windows of ``segment_len`` every ``stride``
+    frames (default L // 4, the 4 to 8 frames of Gen-L-Video's paper; ``LongOptions.window_stride``).
 
     The window estimates are combined *before* the step, so the whole video takes exactly one Euler step
     per noise level (a stateful scheduler's internal index must advance once per level, not per window).
@@ -49,7 +50,7 @@ def sample_gen_l_video(
     """
     noise = as_noise_source(noise)
     n = noise.num_frames
-    windows = sliding_windows(n, segment_len, stride or max(1, segment_len // 2))
+    windows = sliding_windows(n, segment_len, stride or max(1, segment_len // 4))
     x = noise.frames(0, n) * sigmas[0]
     for i in range(len(sigmas) - 1):
         x0 = average_windows(denoiser, x, sigmas[i], windows, **cond)
@@ -57,4 +58,4 @@ def sample_gen_l_video(
         if callback is not None:
             callback(i, x, x0)
     for a in range(0, n, segment_len):
-        yield LatentChunk(a, x[:, a : a + segment_len], False)
+        yield LatentChunk(a, x[:, a : a + segment_len], 0)

@@ -30,15 +30,23 @@ from stillmotion.sampling.segments import LatentChunk
 LONG_METHODS = ("phased", "direct", "freenoise", "gen-l-video")
 
 
+CARRY_MODES = ("motion", "copy")
+
+
 @dataclass(frozen=True)
 class LongOptions:
-    """Knobs of the long-video samplers (CLI: --long-method, --gamma, --omega, --overlap, --stride)."""
+    """Knobs of the long-video samplers (CLI: --long-method, --gamma, --branch-sigma, --omega, --overlap,
+    --carry, --stride, --chunk-frames)."""
 
     method: str = "phased"
-    gamma: float = 0.8  # phased: share of the steps later segments take over from segment 1
+    gamma: float = 0.8  # phased: share of the steps later segments take over from segment 1 (eq. 9)
+    # phased: branch at this noise level instead of at ceil(gamma * T) (None: by gamma)
+    branch_sigma: float | None = None
     omega: float = 0.2  # phased: randomness added to the shared noise (eq. 11)
     overlap: int = 1  # phased: frames each later segment shares with the previous one (cross-faded)
-    stride: int | None = None  # freenoise (default L // 4) and gen-l-video (default L // 2) window stride
+    carry: str = "motion"  # phased: later segments start from segment 1 moved along the motion, or "copy"
+    stride: int | None = None  # freenoise (default L // 4) and gen-l-video (default L // 4 in 4..8)
+    chunk_frames: int | None = None  # freenoise: per-frame layers on at most this many frames at a time
 
     def __post_init__(self) -> None:
         if self.method not in LONG_METHODS:
@@ -47,20 +55,35 @@ class LongOptions:
             )
         if not 0.0 <= self.gamma <= 1.0:
             raise UserInputError(f"--gamma must be in [0, 1], got {self.gamma}")
+        if self.branch_sigma is not None and not self.branch_sigma > 0:
+            raise UserInputError(f"--branch-sigma must be > 0, got {self.branch_sigma}")
         if self.omega < 0:
             raise UserInputError(f"--omega must be >= 0, got {self.omega}")
         if self.overlap < 0:
             raise UserInputError(f"--overlap must be >= 0, got {self.overlap}")
+        if self.carry not in CARRY_MODES:
+            raise UserInputError(f"--carry must be one of {', '.join(CARRY_MODES)}, got {self.carry!r}")
         if self.stride is not None and self.stride < 1:
             raise UserInputError(f"--stride must be >= 1, got {self.stride}")
+        if self.chunk_frames is not None and self.chunk_frames < 1:
+            raise UserInputError(f"--chunk-frames must be >= 1, got {self.chunk_frames}")
 
     def shared_frames(self, clip_len: int) -> int:
         """Phased's overlap as it runs: at most clip_len - 1 frames can be shared."""
         return min(self.overlap, clip_len - 1)
 
     def window_stride(self, clip_len: int) -> int:
-        default = clip_len // 4 if self.method == "freenoise" else clip_len // 2
-        return self.stride or max(1, default)
+        """FreeNoise: L // 4 (its paper: 16-frame windows, stride 4). Gen-L-Video: L // 4 kept within its
+        paper's 4 to 8 frames, and at most L // 2 so windows overlap."""
+        if self.stride:
+            return self.stride
+        if self.method == "freenoise":
+            return max(1, clip_len // 4)
+        return max(1, min(clip_len // 2, max(4, min(8, clip_len // 4))))
+
+    def branch(self, sigmas: torch.Tensor | None, num_steps: int) -> int:
+        """Phased's branch step M for this schedule."""
+        return seg.branch_step(sigmas, num_steps, self.gamma, self.branch_sigma)
 
 
 def sample_long(
@@ -82,8 +105,9 @@ def sample_long(
     m = options.method
     if m == "phased":
         return sample_phased(
-            denoiser, noise, sigmas, segment_len=clip_len, gamma=options.gamma, omega=options.omega,
-            overlap=options.shared_frames(clip_len), generator=generator, **cond,
+            denoiser, noise, sigmas, segment_len=clip_len, branch=options.branch(sigmas, len(sigmas) - 1),
+            omega=options.omega, overlap=options.shared_frames(clip_len), carry=options.carry,
+            generator=generator, **cond,
         )  # fmt: skip
     if m == "direct":
         if condition_on is None:
@@ -92,14 +116,9 @@ def sample_long(
     stride = options.window_stride(clip_len)
     if m == "freenoise":
         return sample_freenoise(
-            denoiser,
-            noise,
-            sigmas,
-            segment_len=clip_len,
-            stride=stride,
-            generator=generator,
-            **cond,
-        )
+            denoiser, noise, sigmas, segment_len=clip_len, stride=stride, chunk_frames=options.chunk_frames,
+            generator=generator, **cond,
+        )  # fmt: skip
     return sample_gen_l_video(denoiser, noise, sigmas, segment_len=clip_len, stride=stride, **cond)
 
 
@@ -111,10 +130,15 @@ class Cost:
     )
 
 
-def expected_cost(options: LongOptions, num_frames: int, clip_len: int, num_steps: int) -> Cost:
+def expected_cost(
+    options: LongOptions, num_frames: int, clip_len: int, num_steps: int, sigmas: torch.Tensor | None = None
+) -> Cost:
+    """Denoiser calls and frame passes ``options`` will make (``sigmas``: the schedule, needed for a
+    branch by noise level)."""
     m = options.method
     if m == "phased":
-        args = (num_frames, clip_len, num_steps, options.gamma, options.shared_frames(clip_len))
+        branch = options.branch(sigmas, num_steps)
+        args = (num_frames, clip_len, num_steps, branch, options.shared_frames(clip_len))
         return Cost(seg.phased_denoiser_calls(*args), seg.phased_frame_evaluations(*args))
     if m == "direct":
         return Cost(
@@ -169,8 +193,9 @@ def stream_long_video(
 ) -> Iterator[tuple[Any, bool]]:
     """Frames of a ``den.num_frames``-long video from a StillMotionPipeline and its prepared denoiser.
 
-    Yields ``(frames, join)`` with frames float32 ``[B, n, H, W, 3]`` in [0, 1] in order (``join``: the
-    first of them starts a separately sampled segment). The starting noise is :class:`FrameNoise` of
+    Yields ``(frames, join)`` with frames float32 ``[B, n, H, W, 3]`` in [0, 1] in order (``join``: 0, or
+    the seam's frame steps when the first of them starts a separately sampled segment, see
+    :class:`LatentChunk`). The starting noise is :class:`FrameNoise` of
     ``seed`` (made per frame, on demand); the samplers' own random choices come from a generator of the
     same seed. ``direct`` decodes each clip's last latent frame and re-encodes it (image latent with SVD's
     noise augmentation, or for a warped-conditioning model the frame warped along the field and encoded
@@ -182,6 +207,8 @@ def stream_long_video(
 
     clip = int(clip_len or den.clip_frames)
     sigmas = den.set_schedule(steps)
+    # the samplers start from noise * sigma_0; SVD's scheduler from noise * init_noise_sigma (a hair more
+    # with "leading" spacing): scaled so that a long video's first clip is the short video of that seed
     noise = FrameNoise(
         den.num_frames,
         den.latent_shape(1)[2:],
@@ -189,6 +216,7 @@ def stream_long_video(
         batch=den.batch_size,
         device=den.device,
         dtype=torch.float32,
+        scale=float(den.init_noise_sigma) / float(sigmas[0]),
     )
     generator = torch.Generator().manual_seed(seed)
     aug_generator = torch.Generator(device=den.device).manual_seed(seed + 1)
@@ -198,11 +226,12 @@ def stream_long_video(
         pixels = torch.from_numpy(frames[:, 0]).permute(0, 3, 1, 2).to(den.device) * 2 - 1
         cond = {"image_embeds": den.encode_condition_embeds(pixels)}
         if getattr(den, "frame_latents", None) is not None:
-            # a warped-conditioning model: the new first frame carried along the field (from frame
-            # ``index`` on, for a per-frame field), as the input was
-            first = (frames[0, 0] * 255 + 0.5).clip(0, 255).astype("uint8")
+            # a warped-conditioning model: the last frame carried on along the field (from frame
+            # ``index`` on, for a per-frame field), as the input was; the next clip starts one step later
+            last_px = (frames[0, 0] * 255 + 0.5).clip(0, 255).astype("uint8")
             seed_k = int(torch.randint(0, 2**62, (1,), generator=aug_generator, device=aug_generator.device))
-            cond["image"] = den.frame_latents.starting_from(first, clip, seed_k, index).window(0, clip)
+            moved = den.frame_latents.starting_from(last_px, clip + 1, seed_k, index)
+            cond["image"] = moved.window(1, clip + 1)
         else:
             cond["image"] = den.encode_condition_image(pixels, aug_generator)
         return cond
@@ -210,7 +239,7 @@ def stream_long_video(
     if options.method == "gen-l-video" and hasattr(den, "keep_windows"):
         # every step visits every window: keep their conditioning instead of remaking it each step
         den.keep_windows(len(seg.sliding_windows(den.num_frames, clip, options.window_stride(clip))))
-    total = expected_cost(options, den.num_frames, clip, steps).denoiser_calls
+    total = expected_cost(options, den.num_frames, clip, steps, sigmas).denoiser_calls
     with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
         chunks = sample_long(
             options,
@@ -225,4 +254,4 @@ def stream_long_video(
             join = chunk.join
             for frames in pipe.decode(den, chunk.latents, decode_chunk_size or clip):
                 yield frames, join
-                join = False
+                join = 0

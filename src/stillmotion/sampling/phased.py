@@ -37,13 +37,14 @@ class _ShuffledNoise:
     """
 
     def __init__(
-        self, shared_n: torch.Tensor, omega: float, num_later: int, generator: torch.Generator
+        self, shared_n: torch.Tensor, omega: float, num_later: int, generator: torch.Generator,
+        shuffle: bool = True,
     ) -> None:
         self.shared_n = shared_n  # [B, L, C, h, w], segment 1's predicted noise at the branch step
         self.omega = omega
         self.length = shared_n.shape[1]
         total = num_later * self.length
-        self.perm = torch.randperm(total, generator=generator)
+        self.perm = torch.randperm(total, generator=generator) if shuffle else torch.arange(total)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         self.eps = FrameNoise(
             total,
@@ -72,16 +73,20 @@ def sample_phased(
     *,
     segment_len: int,
     gamma: float = 0.8,
+    branch: int | None = None,
     omega: float = 0.2,
     overlap: int = 1,
+    carry: str = "motion",
+    shuffle: bool = True,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """Phased inference over ``noise.num_frames`` frames; yields finished latents segment by segment.
 
-    Segment 1 (frames ``[0, L)``) is denoised through all T steps. Its state after M = ceil(gamma*T)
-    steps fixes contours and appearance (paper eq. 9); every later segment starts there and redoes only
+    Segment 1 (frames ``[0, L)``) is denoised through all T steps. Its state after M steps fixes contours
+    and appearance (paper eq. 9; M = ceil(gamma * T), or ``branch`` given by the caller, e.g. the first
+    step at or below a noise level: ``LongOptions.branch``); every later segment starts there and redoes only
     the remaining T - M steps, which form the motion detail. At the branch step, segment 1's predicted
     noise n = (x_M - x0_M) / sigma_M is rescheduled per segment as n~ = n + omega * eps (eq. 11), the
     sequences of all later segments are shuffled frame-wise across segments (eq. 12, keeps long-range
@@ -90,14 +95,13 @@ def sample_phased(
     the deterministic ODE. With gamma = 1 (M = T) later segments cost no denoiser call: they are copies of
     segment 1's result (the paper's "replication of multiple short videos").
 
-    Segment 1's state relative to each segment's conditioning (designed here, not in the paper): when the
-    denoiser has a ``reference(start, stop)`` hook (a condition-residual model: it denoises relative to
-    per-window conditioning latents r), segment k starts from ``r_k + (x0_M - r_1) + sigma_M * n~_k``
-    instead of ``x0_M + sigma_M * n~_k``. Segment 1's contours and appearance are kept, but placed where
-    segment k's own conditioning puts the content; with warped image conditioning this carries the
-    motion on, where a plain copy would restart every segment at segment 1's picture (measured: join
-    ratio 1.62 -> 0.99 with the bundled model). Without the hook (or when it returns None), the paper's
-    plain copy.
+    Carrying segment 1 along the motion (``carry="motion"``, designed here, not in the paper): when the
+    denoiser has a ``reference(start, stop)`` hook (``MotionDenoiser``: the input image carried along the
+    motion field, as latents r; for a condition-residual model exactly the latents it denoises relative
+    to), segment k starts from ``r_k + (x0_M - r_1) + sigma_M * n~_k`` instead of ``x0_M + sigma_M *
+    n~_k``: segment 1's contours and appearance, placed where the motion has taken the content by segment
+    k's frames. A plain copy restarts every segment at segment 1's picture (content jumps back at every
+    join). ``carry="copy"``, no hook or no motion (the hook returns None): the paper's plain copy.
 
     Joins (not specified by the paper; designed here): consecutive segments overlap by ``overlap`` = o
     frames, and the overlap is a soft anchor that dissolves from the previous segment into the new one.
@@ -112,13 +116,17 @@ def sample_phased(
     no frame is duplicated: segment k contributes frames ``[a_k + 1, b_k)`` (less its own hold-back).
     ``overlap = 1`` (the default) is a single hard anchor; ``overlap = 0`` plain concatenation (ablation).
 
+    ``shuffle=False`` skips eq. 12's permutation (segment k takes sequence k; for tests and ablations).
+
     ``noise`` is the video's standard normal noise (only segment 1's frames are read); ``generator``
     draws the shuffle and omega's eps. ``callback(i, x, x0)`` runs after every denoiser call.
     """
     noise = as_noise_source(noise)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     steps = len(sigmas) - 1
-    m = reuse_steps(steps, gamma)
+    m = reuse_steps(steps, gamma) if branch is None else int(branch)
+    if not 0 <= m <= steps:
+        raise ValueError(f"branch step {m} outside 0..{steps}")
     segments = phased_segments(noise.num_frames, segment_len, overlap)
 
     a, b = segments[0]
@@ -135,18 +143,18 @@ def sample_phased(
         shared_x0, shared_n = x, torch.zeros_like(x)
     hold = max(overlap - 1, 0)  # frames of a segment's end that the next segment's overlap blends
     if len(segments) == 1:
-        yield LatentChunk(0, x, False)
+        yield LatentChunk(0, x, 0)
         return
-    yield LatentChunk(0, x[:, : x.shape[1] - hold], False)
+    yield LatentChunk(0, x[:, : x.shape[1] - hold], 0)
 
     # A condition-residual denoiser (``reference``) works relative to per-window latents r; segment 1's
     # state is then carried to segment k as r_k + (x0_M - r_1): its contours and appearance, placed where
     # segment k's conditioning puts the content (for warped conditioning: moved on along the field).
-    reference = getattr(denoiser, "reference", None)
+    reference = getattr(denoiser, "reference", None) if carry == "motion" else None
     ref1 = reference(*segments[0]) if reference is not None else None
     if ref1 is not None:
         shared_x0 = shared_x0 - ref1
-    shuffled = _ShuffledNoise(shared_n, omega, len(segments) - 1, gen)
+    shuffled = _ShuffledNoise(shared_n, omega, len(segments) - 1, gen, shuffle)
     weights = torch.tensor([1 - j / overlap for j in range(overlap)], device=x.device, dtype=x.dtype)
     weights = weights.view(1, overlap, 1, 1, 1)
     prev = x[:, x.shape[1] - overlap :]
@@ -166,5 +174,5 @@ def sample_phased(
                 callback(i, x, x0)
         first = min(overlap, 1)  # position 0 is the previous segment's frame, already written
         last = x.shape[1] if b == noise.num_frames else x.shape[1] - hold
-        yield LatentChunk(a + first, x[:, first:last], True)
+        yield LatentChunk(a + first, x[:, first:last], max(overlap, 1))
         prev = x[:, x.shape[1] - overlap :]

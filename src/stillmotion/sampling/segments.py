@@ -21,13 +21,15 @@ from stillmotion.errors import UserInputError
 class LatentChunk(NamedTuple):
     """Finished latents of frames ``start .. start + latents.shape[1]`` of the video.
 
-    ``join`` is true when frame ``start`` begins a separately sampled segment, i.e. the step from
-    frame ``start - 1`` to ``start`` is a seam the join-smoothness metric should look at.
+    ``join`` is 0 inside a sampled piece; n >= 1 when frame ``start`` begins a separately sampled segment:
+    the n frame steps ``start - 1 -> start``, ..., ``start + n - 2 -> start + n - 1`` are the seam (1 for
+    a cut, the cross-faded frames and the first own frame for phased's overlap). The join metrics read
+    their seams from here.
     """
 
     start: int
     latents: torch.Tensor
-    join: bool
+    join: int
 
 
 def check_length(num_frames: int, clip_len: int) -> None:
@@ -45,10 +47,25 @@ def reuse_steps(num_steps: int, gamma: float) -> int:
     return min(num_steps, math.ceil(gamma * num_steps - 1e-9))
 
 
+def branch_step(sigmas: torch.Tensor | None, num_steps: int, gamma: float, branch_sigma: float | None) -> int:
+    """Phased's branch step M: ``ceil(gamma * T)`` (the paper), or with ``branch_sigma`` the first step
+    whose noise level is at most that (the same point of the trajectory whatever the step count and
+    schedule; T when no level is that low)."""
+    if branch_sigma is None:
+        return reuse_steps(num_steps, gamma)
+    if sigmas is None:
+        raise ValueError("a branch by noise level needs the schedule's sigmas")
+    if not branch_sigma > 0:
+        raise UserInputError(f"--branch-sigma must be > 0, got {branch_sigma}")
+    below = (torch.as_tensor(sigmas[:num_steps]) <= branch_sigma).nonzero()
+    return int(below[0]) if len(below) else num_steps
+
+
 def direct_segments(num_frames: int, clip_len: int) -> list[tuple[int, int]]:
-    """Direct's clips ``[a, b)``: each later clip starts on the previous clip's last frame (the image it
-    is conditioned on, its frame 0), so clips share one frame (none with one-frame clips)."""
-    return phased_segments(num_frames, clip_len, min(1, clip_len - 1))
+    """Direct's clips ``[a, b)``: K = ceil(N / L) clips of L frames one after another (the last may be
+    shorter), the paper's cut (K = 5 for 125 frames of 25); each later clip is conditioned on the
+    previous clip's last frame."""
+    return phased_segments(num_frames, clip_len, 0)
 
 
 def phased_segments(num_frames: int, clip_len: int, overlap: int) -> list[tuple[int, int]]:
@@ -89,34 +106,32 @@ def sliding_windows(num_frames: int, window: int, stride: int) -> list[tuple[int
 # classifier-free guidance, to get UNet frame-evaluations) ---------------------------------------------------
 
 
-def phased_frame_evaluations(
-    num_frames: int, clip_len: int, num_steps: int, gamma: float, overlap: int
-) -> int:
-    """L1 * T + sum over later segments k of L_k * (T - M), with M = ceil(gamma * T)."""
+def phased_frame_evaluations(num_frames: int, clip_len: int, num_steps: int, m: int, overlap: int) -> int:
+    """L1 * T + sum over later segments k of L_k * (T - M), M the branch step (:func:`branch_step`)."""
     segs = phased_segments(num_frames, clip_len, overlap)
-    m = reuse_steps(num_steps, gamma)
     first = (segs[0][1] - segs[0][0]) * num_steps
     return first + sum(b - a for a, b in segs[1:]) * (num_steps - m)
 
 
-def phased_denoiser_calls(num_frames: int, clip_len: int, num_steps: int, gamma: float, overlap: int) -> int:
+def phased_denoiser_calls(num_frames: int, clip_len: int, num_steps: int, m: int, overlap: int) -> int:
     """T + (K - 1) * (T - M)."""
     k = len(phased_segments(num_frames, clip_len, overlap))
-    return num_steps + (k - 1) * (num_steps - reuse_steps(num_steps, gamma))
+    return num_steps + (k - 1) * (num_steps - m)
 
 
 def direct_frame_evaluations(num_frames: int, clip_len: int, num_steps: int) -> int:
-    """T * sum of clip lengths: every clip is denoised fully, its shared first frame included."""
+    """T * N: every clip is denoised fully, the clips tile the video."""
     return num_steps * sum(b - a for a, b in direct_segments(num_frames, clip_len))
 
 
 def direct_denoiser_calls(num_frames: int, clip_len: int, num_steps: int) -> int:
-    """K * T with K = 1 + ceil((N - L) / (L - 1)) clips for N > L."""
+    """K * T with K = ceil(N / L) clips."""
     return len(direct_segments(num_frames, clip_len)) * num_steps
 
 
 def freenoise_frame_evaluations(num_frames: int, clip_len: int, num_steps: int) -> int:
-    """N * T: one pass over all frames per step (only temporal attention is windowed)."""
+    """N * T: one pass over all frames per step (only the temporal attention is windowed, about L / stride
+    times per frame, not counted as frame passes)."""
     check_length(num_frames, clip_len)
     return num_frames * num_steps
 
