@@ -151,3 +151,19 @@ def test_a_flow_sequence_steers_the_diffusion_engine(model_dir):
                                              device="cpu")  # fmt: skip
         assert len(list(it)) == n and stats["refined"] is False  # T refines single arrow fields only
         assert stats["strength_ms"] > 0
+
+
+def test_same_seed_same_first_clip_whatever_the_length(model_dir):
+    # frames draw their noise per frame from the seed and the guidance ramp is per clip: a clip-long
+    # video is the first clip of a longer phased one (bit for bit in one process), and the engine reports
+    # the sampler's seams
+    field = np.zeros((30, 44, 2), np.float32)
+    field[:, :20, 0] = 1.0
+    clip = engine.load_pipeline(str(model_dir), "cpu").unet.config.num_frames
+    kw = dict(steps=2, seed=4, model=str(model_dir), device="cpu", decode_chunk_size=clip)
+    short = list(engine.animate_diffusion(scene(), field, frames=clip, **kw)[0])
+    it, stats = engine.animate_diffusion(scene(), field, frames=clip + 3, overlap=1, **kw)
+    longer = list(it)
+    assert len(longer) == clip + 3
+    assert all(np.array_equal(a, b) for a, b in zip(short, longer[:clip], strict=True))
+    assert stats["seams"] == [[clip, 1]]

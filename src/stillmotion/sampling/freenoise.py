@@ -70,7 +70,12 @@ def sample_freenoise(
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     x = freenoise_noise(noise, segment_len, stride, gen) * sigmas[0]
     hook = getattr(denoiser, "windowed_temporal_attention", None)
-    fusion = hook(segment_len, stride, chunk_frames) if hook is not None else contextlib.nullcontext()
+    if hook is None:
+        fusion = contextlib.nullcontext()
+    elif chunk_frames is None:  # hooks that know no chunking (e.g. Wan's) take (window, stride)
+        fusion = hook(segment_len, stride)
+    else:
+        fusion = hook(segment_len, stride, chunk_frames=chunk_frames)
     with fusion:
         x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(0, n), **cond)
     for a in range(0, n, segment_len):
