@@ -60,18 +60,16 @@ def test_every_method_gives_the_frames_asked_for_at_the_formulas_cost(backbone, 
     options = LongOptions(method=method, gamma=0.6)  # phased: M = ceil(0.6 * 3) = 2, one step redone
     sigmas = den.set_schedule(STEPS)
     noise = FrameNoise(n, den.latent_shape(1)[2:], seed=0, batch=1)
-    hook = den.windowed_temporal_attention if method == "freenoise" else None
     chunks = sample_long(
         options, den, noise, sigmas, clip_len=den.clip_frames, generator=torch.Generator().manual_seed(0),
         condition_on=_condition_on(backbone, den),
     )  # fmt: skip
     stream = backbone.stream_decoder(den)
     got, starts = 0, []
-    context = hook(den.clip_frames, options.window_stride(den.clip_frames)) if hook else _null()
-    with context:
-        for chunk in chunks:
-            starts.append(chunk.start)
-            got += stream.push(chunk.latents).shape[1]
+    # freenoise: the sampler window-fuses the attention through the denoiser's hook
+    for chunk in chunks:
+        starts.append(chunk.start)
+        got += stream.push(chunk.latents).shape[1]
     latent_total = stream.index
     assert latent_total == n  # every latent frame once, in order
     assert starts == sorted(starts)
@@ -80,14 +78,6 @@ def test_every_method_gives_the_frames_asked_for_at_the_formulas_cost(backbone, 
     assert den.unet_calls == cost.denoiser_calls
     assert den.transformer_calls == 2 * cost.denoiser_calls  # guidance: conditional + negative prompt
     assert den.frame_evaluations == 2 * cost.frame_passes
-
-
-class _null:
-    def __enter__(self):
-        return 0
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_windowed_attention_is_block_attention_without_overlap_and_a_no_op_within_a_window():

@@ -215,8 +215,9 @@ def animate_diffusion(
         # the long-video samplers' per-frame noise: the same seed gives a frame the same noise whatever
         # the video's length, so a short video is the first clip of a longer one
         noise = FrameNoise(den.num_frames, den.latent_shape(1)[2:], seed=int(seed), batch=den.batch_size,
-                           device=den.device, dtype=torch.float32)  # fmt: skip
-        x = noise.frames(0, den.num_frames) * float(den.init_noise_sigma)
+                           device=den.device, dtype=torch.float32,
+                           scale=float(den.init_noise_sigma) / float(sigmas[0]))  # fmt: skip
+        x = noise.frames(0, den.num_frames) * sigmas[0]  # as the long-video samplers start
         def step_done(i: int, x_, x0) -> None:
             bar.update(1)
             if on_step is not None:
