@@ -320,13 +320,11 @@ class MotionDenoiser:
 
     def reference(self, start: int, stop: int) -> torch.Tensor | None:
         """The motion reference of frames ``start:stop``: latents ``[B, f, C, h, w]`` (float32, scaled) of
-        the input image carried along the motion field, or None without a field. For a condition-residual
-        model these are exactly the latents r it denoises relative to (its conditioning); for any other
-        model the warped frames encoded without noise augmentation (``motion_frames``), which it never
-        sees. Samplers use it to carry a state from one window to another along the motion
-        (``sample_phased``)."""
-        if self.condition_residual:
-            return self._condition_latents(start, stop).float() * self.latent_scale
+        the input image carried along the motion field, or None without a field. For a warped-conditioning
+        model these are its conditioning latents (for a condition-residual one exactly the r it denoises
+        relative to); for any other model the warped frames encoded without noise augmentation
+        (``motion_frames``), which it never sees. Samplers use it to carry a state from one window to
+        another along the motion (``sample_phased``)."""
         source = self.frame_latents if self.frame_latents is not None else self.motion_frames
         if source is None:
             return None
