@@ -116,8 +116,11 @@ def test_condition_residual_denoises_the_difference_to_the_conditioning():
     res = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw)
     assert res.condition_residual and not den.condition_residual and res.do_cfg
     ref = res.frame_latents.window(0, 6).float() * pipe.vae.config.scaling_factor
-    # the hook the phased sampler uses to carry segment 1 to later windows
-    assert den.reference(0, 6) is None and torch.equal(res.reference(0, 6), ref)
+    # the hook the phased sampler uses to carry segment 1 to later windows: the warped conditioning,
+    # residual or not (the same frames and augmentation: same seed)
+    assert torch.equal(res.reference(0, 6), ref) and torch.equal(den.reference(0, 6), ref)
+    still = pipe.prepare(image(), None, generator=torch.Generator().manual_seed(0), **kw)
+    assert still.reference(0, 6) is None  # no motion field: nothing to carry along
     x = torch.randn(res.latent_shape(6), generator=torch.Generator().manual_seed(1))
     # x0 = r + (the plain preconditioning applied to x - r), both guidance branches sharing r
     for sigma in (0.3, 5.0):
