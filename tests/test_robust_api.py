@@ -219,3 +219,22 @@ def test_large_scene_refused_for_warp_and_shrunk_for_diffusion(monkeypatch):
     assert (scene.width, scene.height) == (16, 12)
     scene, field = api.prepare(IMAGE, [ARROW], max_pixels=200)
     assert scene.width * scene.height <= 200 and field.shape[:2] == (scene.height, scene.width)
+
+
+def test_other_public_functions_check_their_arguments(tmp_path):
+    arrow = stillmotion.Arrow(((1, 1), (10, 2)))
+    field = stillmotion.dense_flow_from_arrows([(1, 1, 10, 2)], 32, 24)  # number tuples accepted
+    np.testing.assert_array_equal(field, stillmotion.dense_flow_from_arrows([arrow], 32, 24))
+    for call, needle in [
+        (lambda: stillmotion.dense_flow_from_arrows(None, 32, 24), "arrows must be a list"),
+        (lambda: stillmotion.dense_flow_from_arrows([arrow], "32", 24), "whole numbers"),
+        (lambda: stillmotion.dense_flow_from_arrows([arrow], 32, 24, mask=[[1]]), "mask must be"),
+        (lambda: stillmotion.motion_strength(None), "real numbers"),
+        (lambda: stillmotion.motion_strength(np.ones((4, 4, 2), complex)), "real numbers"),
+        (lambda: stillmotion.motion_strength(np.ones(3)), "shape"),
+        (lambda: stillmotion.write_video(tmp_path / "v.mp4", None, fps=10), "iterable"),
+        (lambda: stillmotion.write_video(tmp_path / "v.mp4", [IMAGE], fps=True), "fps"),
+    ]:
+        with pytest.raises(UserInputError, match=needle):
+            call()
+    assert stillmotion.write_video(tmp_path / "v.mp4", [IMAGE, IMAGE], fps=np.float32(10)) == 2

@@ -375,11 +375,18 @@ def test_prepare_shard_mb_must_be_positive(work, capsys, value):
     assert not (work / "c").exists()
 
 
-@pytest.mark.parametrize("command", ["animate", "motion"])
+@pytest.mark.parametrize("command", ["animate", "motion", "prepare"])
 def test_empty_size_is_refused(work, capsys, command):
-    extra = ["--frames", "2", "-o", "o.mp4"] if command == "animate" else ["-o", "o.png"]
-    code, err = run(capsys, command, "p.png", *ARROW, "--size", "", *extra)
-    one_error(code, err, "--size ''")
+    if command == "prepare":
+        photo(work / "photos" / "a.png")
+        args = ["prepare", "--synthetic", "photos", "-o", "c", "--size", ""]
+    else:
+        extra = ["--frames", "2", "-o", "o.mp4"] if command == "animate" else ["-o", "o.png"]
+        args = [command, "p.png", *ARROW, "--size", "", *extra]
+    code, err = run(capsys, *args)
+    one_error(code, err, "--size", "''")
+    expected = ["p.png", "q.png"] + (["photos"] if command == "prepare" else [])
+    assert sorted(os.listdir(work)) == sorted(expected)
 
 
 def test_all_black_mask_is_an_error_not_a_still_video(work, capsys):
@@ -455,15 +462,28 @@ def test_train_config_messages(work, capsys):
     assert not (work / "out").exists()
 
 
-def test_train_leaves_no_config_behind_on_a_data_error(work, capsys):
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["diffusion", str(REPO / "configs" / "diffusion_tiny.yaml"), "data=empty", "max_steps=1"],
+        ["refiner", "prepared=empty", "max_steps=1"],
+    ],
+)
+def test_train_leaves_no_config_behind_on_a_data_error(work, capsys, args):
     (work / "empty").mkdir()
-    code, err = run(capsys, "train", "diffusion", str(REPO / "configs" / "diffusion_tiny.yaml"),
-                    "data=empty", "output_dir=out", "max_steps=1")  # fmt: skip
+    code, err = run(capsys, "train", *args, "output_dir=out")
     # (the model libraries may log a line of their own on stderr)
     errors = [ln for ln in err.splitlines() if ln.startswith("Error: ")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
     assert "empty is not a clip cache" in errors[0]
     assert not (work / "out" / "config.yaml").exists()
+
+
+def test_demo_refuses_a_file_as_its_folder(work, capsys):
+    (work / "out").write_text("mine")
+    code, err = run(capsys, "demo", "-o", "out", "--engine", "warp", "--frames", "2")
+    one_error(code, err, "-o out", "existing file")
+    assert (work / "out").read_text() == "mine"
 
 
 def test_eval_writes_its_marker_so_a_rerun_may_replace_it(tmp_path):

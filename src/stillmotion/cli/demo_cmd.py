@@ -47,11 +47,16 @@ def demo(out_dir: Path, frames: int, steps: int | None, engines: tuple[str, ...]
     """
     from stillmotion import api
     from stillmotion.engines.diffusion import DEFAULT_MODEL_DIR
+    from stillmotion.errors import UserInputError
     from stillmotion.io.atomic import atomic_path
+    from stillmotion.io.outputs import check_writable_location
     from stillmotion.motion.viz import field_picture
 
     image = EXAMPLES / "waterfall.jpg"
     arrows = EXAMPLES / "waterfall_arrows.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"-o {out_dir} is an existing file; the demo writes into a folder")
+    check_writable_location(out_dir / "motion_field.png", "-o")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 

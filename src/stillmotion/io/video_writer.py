@@ -285,6 +285,12 @@ def write_video(
     crf: int = DEFAULT_CRF,
 ) -> int:
     """Stream every frame of ``frames`` into ``path``; return the number of frames written."""
+    if isinstance(frames, np.ndarray | str) or not isinstance(frames, Iterable):
+        if not (isinstance(frames, np.ndarray) and frames.ndim == 4):
+            raise UserInputError(
+                f"frames must be an iterable of uint8 (H, W, 3) frames (or an (N, H, W, 3) array), "
+                f"got {type(frames).__name__}"
+            )
     with open_video_writer(path, fps=fps, crf=crf) as writer:
         for frame in progress_iter(frames, total=total, desc="encode", enabled=progress, unit="frame"):
             writer.write(frame)

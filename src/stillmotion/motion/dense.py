@@ -30,13 +30,14 @@ compiled (numba) pass over the pixels: see ``benchmarks/bench_dense.py`` for tim
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 from numba import njit, prange
 
 from stillmotion.errors import UserInputError
-from stillmotion.inputs.arrows import BASE_CLIP_FRAMES, Arrow
+from stillmotion.inputs.arrows import BASE_CLIP_FRAMES, Arrow, arrow_from_any
 
 SIGMA_AT_512 = 170.0
 DEFAULT_THRESHOLD = 0.05
@@ -104,14 +105,28 @@ def dense_flow_from_arrows(
     normalize: bool = True,
     base_frames: int = BASE_CLIP_FRAMES,
 ) -> np.ndarray:
-    """Dense per-frame motion field (H, W, 2) float32 from arrows (eqs. 5-7), zero outside ``mask``."""
+    """Dense per-frame motion field (H, W, 2) float32 from arrows (eqs. 5-7), zero outside ``mask``.
+
+    ``arrows``: :class:`Arrow` objects, ``"X0,Y0,X1,Y1[,S]"`` strings or (x0, y0, x1, y1[, s]) numbers.
+    """
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (width, height)):
+        raise UserInputError(f"image size must be whole numbers of pixels, got {width!r}x{height!r}")
     if width < 1 or height < 1:
         raise UserInputError(f"image size must be positive, got {width}x{height}")
+    if arrows is None or isinstance(arrows, str | Arrow) or not isinstance(arrows, Sequence | np.ndarray):
+        raise UserInputError(f"arrows must be a list of arrows, got {arrows!r:.80}")
+    arrows = [arrow_from_any(a, i) for i, a in enumerate(arrows)]
+    if not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)):
+        raise UserInputError(f"threshold R must be a number in [0, 1), got {threshold!r}")
+    if sigma is not None and (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real)):
+        raise UserInputError(f"sigma must be a positive number, got {sigma!r}")
     sigma = default_sigma(width, height) if sigma is None else float(sigma)
     if not (sigma > 0 and math.isfinite(sigma)):
         raise UserInputError(f"sigma must be a positive number, got {sigma}")
     if not (0 <= threshold < 1):
         raise UserInputError(f"threshold R must be in [0, 1), got {threshold}")
+    if mask is not None and not isinstance(mask, np.ndarray):
+        raise UserInputError(f"mask must be a boolean (H, W) array, got {type(mask).__name__}")
     if mask is not None and mask.shape != (height, width):
         raise UserInputError(f"mask shape {mask.shape} does not match the image ({height}, {width})")
     field = np.zeros((height, width, 2), np.float32)
