@@ -127,11 +127,16 @@ def test_eval_output_equal_to_the_input_folder_keeps_the_videos(work, capsys):
         (["motion", "link.png", *ARROW, "-o", "p.png"], "is also the input"),
         (["animate", "p.png", *ARROW, "--frames", "2", "-o", "fr/", "--save-motion", "fr/field.png"],
          "inside the output folder"),
+        (["animate", "p.png", "--arrows", "a.json", "--frames", "2", "-o", "x.mp4", "--save-motion", "m.png"],
+         "is also the input mask of --arrows a.json"),
+        (["motion", "p.png", "--arrows", "a.json", "-o", "m.png"], "is also the input mask of --arrows"),
     ],
 )  # fmt: skip
 def test_an_output_that_is_an_input_or_another_output_is_refused(work, capsys, args, needle):
     (work / "sub").mkdir()
     (work / "link.png").symlink_to(work / "p.png")
+    Image.fromarray(np.full((48, 64), 255, np.uint8)).save(work / "m.png")
+    (work / "a.json").write_text('{"mask": "m.png", "arrows": [{"points": [[10, 10], [30, 12]]}]}')
     before = snapshot(work)
     code, err = run(capsys, *args)
     one_error(code, err, needle)

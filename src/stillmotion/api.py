@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from stillmotion.errors import MAX_STRENGTH, MAX_WORK_PIXELS, UserInputError
-from stillmotion.inputs.arrows import Arrow
+from stillmotion.inputs.arrows import Arrow, referenced_files
 from stillmotion.inputs.scene import Scene, load_scene
 
 ENGINES = ("warp", "diffusion")
@@ -567,7 +567,8 @@ def animate_to_file(
     check_outputs(
         [("-o", output, "folder" if fmt == "png" else "file"), ("--save-motion", save_motion, "file"),
          ("--report", report, "file")],
-        [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask), ("--motion", motion)],
+        [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask), ("--motion", motion),
+         *referenced_files(arrows_file)],
         overwrite=overwrite,
     )  # fmt: skip
     scene, field = prepare(

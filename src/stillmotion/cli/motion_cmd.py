@@ -94,7 +94,7 @@ def motion(
 
     from stillmotion.api import check_work_size, parse_size, resize_scene
     from stillmotion.errors import MAX_STRENGTH
-    from stillmotion.inputs.arrows import Arrow
+    from stillmotion.inputs.arrows import Arrow, referenced_files
     from stillmotion.io.atomic import atomic_path
     from stillmotion.io.flo import write_flo
     from stillmotion.io.motion_file import check_speed
@@ -115,7 +115,7 @@ def motion(
     size = parse_size(size_text) if size_text is not None else None
     check_outputs(
         [("-o", output, "file"), ("--flo", flo_path, "file")],
-        [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask)],
+        [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask), *referenced_files(arrows_file)],
     )
     if size is None:
         from stillmotion.io.picture import picture_size

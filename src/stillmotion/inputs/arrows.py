@@ -314,6 +314,14 @@ def _read_labelme(doc: dict, path: Path) -> ArrowsFile:
     return ArrowsFile(arrows, None, size, polygons)
 
 
+def referenced_files(arrows_file: str | os.PathLike | None) -> list[tuple[str, Path]]:
+    """Files an arrows file points to (its mask), as (label, path): inputs no output may replace."""
+    if not isinstance(arrows_file, str | os.PathLike):
+        return []
+    doc = load_arrows_file(arrows_file)
+    return [(f"mask of --arrows {os.fspath(arrows_file)}", doc.mask_path)] if doc.mask_path else []
+
+
 def _image_size(w: object, h: object, where: str) -> tuple[int, int]:
     """(W, H) the coordinates refer to: whole pixels from 1 to 2^20 (a zero size would divide by zero)."""
     if not all(_real(v) and math.isfinite(v) and 1 <= v <= 1 << 20 and float(v).is_integer() for v in (w, h)):
