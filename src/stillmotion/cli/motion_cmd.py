@@ -61,8 +61,7 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
     "size_text",
     metavar="WxH",
     default=None,
-    help="Resize the image (and mask, arrows with it) to W x H pixels first; needed for photos above "
-    "40 MP.",
+    help="Resize the image (and mask, arrows with it) to W x H pixels first; needed for photos above 40 MP.",
 )
 @click.option(
     "--layout",
