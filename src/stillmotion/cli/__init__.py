@@ -100,8 +100,11 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    # One readable line per warning, not Python's "file:line: Category: ..." with a source line.
-    click.echo(f"Warning: {message}", err=True)
+    # One readable line per warning, not Python's "file:line: Category: ..." with a source line;
+    # through tqdm, so that it lands on a line of its own above a running progress bar.
+    from tqdm import tqdm
+
+    tqdm.write(f"Warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
