@@ -20,7 +20,8 @@ step, e.g. a real video's optical flow; forward animation, the last field repeat
 
 Engines: ``"warp"`` (:mod:`stillmotion.engines.warp`, no weights) and ``"diffusion"``
 (``stillmotion.engines.diffusion``; its options such as ``model``, ``steps``, ``seed``,
-``device``, ``dtype`` pass through ``**engine_options``; see :func:`render`).
+``device``, ``dtype``, ``control`` ("auto", "trained", "warp-guided", "none"), ``follow`` and
+``freedom`` pass through ``**engine_options``; see :func:`render`).
 """
 
 from __future__ import annotations
@@ -255,14 +256,18 @@ def render(
                           strength: float, progress: bool, size=None, model=None, steps=None,
                           seed=0, device="auto", dtype="auto", offload=False, refine=True,
                           long_method=None, gamma=0.8, omega=0.2, overlap=None, branch_sigma=None,
-                          carry="motion", stride=None, chunk_frames=None, on_step=None)
+                          carry="motion", stride=None, chunk_frames=None, control="auto", follow=None,
+                          freedom=None, loop=False, on_step=None)
             -> tuple[Iterator[np.ndarray], dict]
 
     ``scene`` is the input at its own size; ``size`` is the user's ``--size`` (None: the engine
     fits the scene to a size the model accepts). ``field`` is (H, W, 2) px/frame at the scene's
     size, zero outside the mask, or None when the user gave neither arrows nor a field. The CLI
     passes every option above. ``on_step(done, total)`` is called after every model call (progress
-    before the first frame, e.g. in a web front end).
+    before the first frame, e.g. in a web front end). ``loop`` reaches the diffusion engine too: with
+    ``control="warp-guided"`` (the default for a model without trained motion modules, e.g. stock SVD)
+    the warp engine's animation, a loop or forward, is the motion reference; ``control`` is ``auto``,
+    ``trained``, ``warp-guided`` or ``none``, ``follow`` / ``freedom`` the warp guidance's knobs.
     """
     from stillmotion.io.video_writer import check_fps
 
@@ -337,6 +342,7 @@ def render(
         fps=float(fps),
         strength=float(strength),
         progress=progress,
+        loop=bool(loop),  # warp-guided control: the reference is a seamless loop or forward motion
         **({"size": check_size(size)} if size is not None else {}),
         **engine_options,
     )

@@ -70,7 +70,8 @@ _ENGINE_HELP = (
     "--loop/--no-loop",
     default=True,
     show_default=True,
-    help="warp: symmetric splatting for a seamless loop (frame N equals frame 0), or plain forward motion.",
+    help="warp (and diffusion's warp-guided reference): symmetric splatting for a seamless loop (frame N "
+    "equals frame 0), or plain forward motion.",
 )
 @click.option(
     "--size",
@@ -105,8 +106,32 @@ _ENGINE_HELP = (
     "--model",
     default=None,
     metavar="DIR_OR_ID",
-    help="diffusion: model directory or Hugging Face id (local files or the HF cache only); default: the "
-    "bundled model when present.",
+    help="diffusion: model directory or Hugging Face id (local files or the HF cache only), or 'bundled' "
+    "(the default when present) or 'plain' (the plain tiny image-to-video model, untrained motion modules).",
+)
+@click.option(
+    "--control",
+    type=click.Choice(["auto", "trained", "warp-guided", "none"]),
+    default="auto",
+    show_default=True,
+    help="diffusion: what makes the arrows steer the model. trained: its motion modules; warp-guided: the "
+    "warp engine's animation guides the sampler (any image-to-video model, e.g. stock SVD, no training; "
+    "--loop/--no-loop picks a loop or forward motion); none: plain image-to-video, arrows ignored; auto: "
+    "trained when the model's motion modules are trained, else warp-guided.",
+)
+@click.option(
+    "--follow",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="diffusion, warp-guided: how closely the motion follows the arrows, 0-1: the share of the steps "
+    "the moving region is held to the warp (0: only the start; 1: exactly the warp). Default 0.5.",
+)
+@click.option(
+    "--freedom",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="diffusion, warp-guided: how free the rest of the frame is, 0-1: the share of the denoising run "
+    "(1: from pure noise, the model invents freely; low: stays close to the warp). Default 0.6.",
 )
 @click.option(
     "--steps", type=click.IntRange(min=1), default=None, help="diffusion: denoising steps (default 25)."
@@ -197,6 +222,9 @@ def animate(
     report: Path | None,
     overwrite: bool,
     model: str | None,
+    control: str,
+    follow: float | None,
+    freedom: float | None,
     steps: int | None,
     seed: int,
     device: str,
@@ -225,6 +253,7 @@ def animate(
             model=model, steps=steps, seed=seed, device=device, dtype=dtype, offload=offload,
             refine=refine, long_method=long_method, gamma=gamma, omega=omega, overlap=overlap,
             branch_sigma=branch_sigma, carry=carry, stride=stride,
+            control=control, follow=follow, freedom=freedom,
         )  # fmt: skip
     result = animate_to_file(
         image, output, arrow, arrows_file=arrows_file, mask=mask, motion=motion_file, engine=engine,

@@ -320,6 +320,17 @@ class MotionAdapter(ModelMixin, ConfigMixin):
             raise RuntimeError(f"strength holds {s.numel()} values, the UNet batch is {output.shape[0]}")
         return output + self.strength_embedding(s, output.dtype)
 
+    def is_trained(self) -> bool:
+        """Whether the adapter changes the UNet at all: its zero-initialised parts (every attention's output
+        projection and the strength projection) hold a non-zero value. An untrained adapter (stock SVD via
+        ``from_svd``, a model trained without motion input) adds exactly zero, so callers may skip it and
+        the motion encoder that feeds it."""
+        with torch.no_grad():
+            parts = [self.strength_proj.weight]
+            for attention in self.attentions.values():
+                parts += [attention.to_out.weight, attention.to_out.bias]
+            return any(bool(p.detach().ne(0).any()) for p in parts)
+
     def motion_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters (all of them: attention blocks and strength projection)."""
         return list(self.parameters())

@@ -287,6 +287,12 @@ class StillMotionPipeline(DiffusionPipeline):
         return list(self.motion_encoder.parameters()) + list(self.motion_adapter.parameters())
 
     @property
+    def motion_modules_trained(self) -> bool:
+        """Whether the motion encoder and adapter change the output (False: zero-initialised, e.g. stock
+        SVD or a model trained without motion input; the arrows then steer it only with warp guidance)."""
+        return self.motion_adapter is not None and self.motion_adapter.is_trained()
+
+    @property
     def size_multiple(self) -> int:
         """Width and height must be multiples of this: VAE factor x the UNet's downsampling factor."""
         return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
@@ -420,8 +426,13 @@ class StillMotionPipeline(DiffusionPipeline):
             guidance = torch.as_tensor(guidance, dtype=torch.float32).to(device)
 
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        # Untrained (zero) motion modules add exactly nothing: skip them entirely (no motion encoder, no
+        # hooks in the UNet's forward), as with stock SVD from from_svd.
+        motion_on = self.motion_modules_trained
+        if not motion_on and self.motion_adapter is not None:
+            self.motion_adapter.detach()  # unet_forward attaches it again for a trained adapter
         flows = s_tensor = None
-        if field is not None:
+        if field is not None and motion_on:
             if field.ndim == 3:
                 flows = (
                     torch.from_numpy(field)
@@ -439,11 +450,15 @@ class StillMotionPipeline(DiffusionPipeline):
                 flows = torch.from_numpy(np.ascontiguousarray(field)).permute(0, 3, 1, 2)[None]
             flows = normalize_flows(flows, (height, width), self.motion_encoder.input_size(latent_size))
             flows = flows.to(device=device, dtype=self.motion_encoder.dtype)
-            if strength is None:
-                from stillmotion.motion.strength import motion_strength
+        elif field is not None and field.ndim == 4 and len(field) not in (num_frames, num_frames - 1):
+            raise UserInputError(
+                f"motion holds {len(field)} fields, expected {num_frames} or {num_frames - 1}"
+            )
+        if field is not None and strength is None:
+            from stillmotion.motion.strength import motion_strength
 
-                strength = motion_strength(field)
-        if strength is not None:
+            strength = motion_strength(field)
+        if strength is not None and motion_on:
             s_tensor = torch.tensor([float(strength)], dtype=torch.float32, device=device)
 
         still_mask = still_latents = alpha = None
@@ -479,8 +494,8 @@ class StillMotionPipeline(DiffusionPipeline):
             added_time_ids=ids,
             guidance=guidance,
             num_frames=num_frames,
-            motion_encoder=self.motion_encoder,
-            motion_adapter=self.motion_adapter,
+            motion_encoder=self.motion_encoder if motion_on else None,
+            motion_adapter=self.motion_adapter if motion_on else None,
             flows=flows,
             strength=s_tensor,
             still_mask=still_mask,
@@ -501,7 +516,9 @@ class StillMotionPipeline(DiffusionPipeline):
             "width": width,
             "height": height,
             "field": field,
+            "mask": mask_fit,
             "strength": None if strength is None else float(strength),
+            "motion_trained": motion_on,
         }
         return den
 

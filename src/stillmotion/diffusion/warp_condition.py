@@ -52,13 +52,14 @@ class WarpedCondition:
     def __init__(
         self, image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None,
         encode: Callable[[torch.Tensor], torch.Tensor], *, noise_aug_strength: float, seed: int,
-        keep: int = 64, cache_size: int = 4,
+        keep: int = 64, cache_size: int = 4, loop: bool = False,
     ) -> None:
         self.image = np.ascontiguousarray(image)
         self.field = np.ascontiguousarray(field, dtype=np.float32)
         self.mask, self.num_frames, self.keep = mask, int(frames), max(1, int(keep))
         self.encode, self.noise_aug_strength, self.seed = encode, noise_aug_strength, int(seed)
         self.cache_size = cache_size
+        self.loop = bool(loop)  # the warp engine's seamless loop of period ``frames`` (warp guidance)
         self.restarts = 0  # times the warp went back to frame 0 (a window before the held frames)
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._held: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -74,7 +75,7 @@ class WarpedCondition:
             field = field[min(index, len(field) - 1) :]
         return WarpedCondition(
             image, field, frames, self.mask, self.encode, noise_aug_strength=self.noise_aug_strength,
-            seed=seed, keep=self.keep, cache_size=self.cache_size,
+            seed=seed, keep=self.keep, cache_size=self.cache_size, loop=self.loop,
         )  # fmt: skip
 
     def frames(self, start: int, stop: int) -> np.ndarray:
@@ -83,7 +84,7 @@ class WarpedCondition:
             raise IndexError(f"frames {start}:{stop} outside 0:{self.num_frames}")
         if self._warp is None or (start < self._next and start not in self._held):
             self.restarts += self._warp is not None
-            self._warp = warp_frames(self.image, self.field, frames=self.num_frames, loop=False,
+            self._warp = warp_frames(self.image, self.field, frames=self.num_frames, loop=self.loop,
                                      mask=self.mask)  # fmt: skip
             self._held.clear()
             self._next = 0
@@ -107,9 +108,11 @@ class WarpedCondition:
             self._cache.move_to_end(key)
             return self._cache[key]
         pixels = to_pixels(self.frames(start, stop))
-        noise = torch.stack([_frame_noise(pixels.shape[1:], self.seed + t)
-                             for t in range(start, stop)])
-        latents = self.encode(pixels + self.noise_aug_strength * noise)[None]
+        if self.noise_aug_strength:
+            noise = torch.stack([_frame_noise(pixels.shape[1:], self.seed + t)
+                                 for t in range(start, stop)])
+            pixels = pixels + self.noise_aug_strength * noise
+        latents = self.encode(pixels)[None]
         self._cache[key] = latents
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

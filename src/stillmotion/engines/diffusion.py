@@ -9,6 +9,12 @@ video is one clip sampled with the Euler sampler; longer videos go through the l
 
 ``strength`` is a speed factor as in the warp engine: the field is multiplied by it, and the global
 motion strength M_s (eq. 8) the model is conditioned on is measured on the scaled field.
+
+``control`` says what makes the arrows steer the model (``stillmotion.diffusion.warp_guidance``):
+``trained`` the model's motion modules (and its warped conditioning when it has one), ``warp-guided``
+the warp engine's animation as the dual-clock reference (any image-to-video model, no training),
+``none`` nothing (plain image-to-video, the arrows ignored), ``auto`` ``trained`` for a model whose motion
+modules are trained and ``warp-guided`` otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ logger = logging.getLogger("stillmotion.diffusion")
 
 # The bundled small checkpoint (issue "Embedded default model") lives here once trained.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / "stillmotion-tiny"
+# The plain tiny image-to-video model (no motion modules trained, no warped conditioning: a stand-in for
+# stock SVD), selected with --model plain.
+PLAIN_MODEL_DIR = DEFAULT_MODEL_DIR.with_name("stillmotion-tiny-plain")
+MODEL_NAMES = ("bundled", "plain")
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 _CACHE: dict[tuple, Any] = {}
@@ -69,6 +79,18 @@ def default_model() -> Path:
     )
 
 
+def model_path(model: str | Path | None) -> Path | str:
+    """``--model`` as a folder or hub id: None or ``bundled`` is the bundled model, ``plain`` the plain
+    one (a folder of that name is passed as ``./plain``)."""
+    if model is None or str(model) == "bundled":
+        return default_model()
+    if str(model) == "plain":
+        if not (PLAIN_MODEL_DIR / "model_index.json").is_file():
+            raise UserInputError(f"--model plain: the plain model is not present ({PLAIN_MODEL_DIR})")
+        return PLAIN_MODEL_DIR
+    return model
+
+
 def model_defaults(model: str | Path) -> dict:
     """Inference defaults a model folder ships in stillmotion_defaults.json (steps, guidance), or {}."""
     import json
@@ -83,7 +105,7 @@ def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    where = str(default_model() if model is None else model)
+    where = str(model_path(model))
     index = Path(where) / "model_index.json"
     stamp = index.stat().st_mtime_ns if index.is_file() else None  # a re-saved folder is reloaded
     key = (where, stamp, dev, str(torch_dtype), bool(offload))
@@ -146,6 +168,10 @@ def animate_diffusion(
     max_guidance_scale: float | None = None,
     motion_bucket_id: int = 127,
     noise_aug_strength: float = 0.02,
+    control: str = "auto",
+    follow: float | None = None,
+    freedom: float | None = None,
+    loop: bool = False,
     on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[Iterator[np.ndarray], dict]:
     """Animate ``scene`` along ``field`` (H, W, 2 px/frame at the scene's size; or (F, H, W, 2), one
@@ -154,8 +180,15 @@ def animate_diffusion(
     steps, unet_calls, frame_evaluations, device, size, strength_ms, refined).
 
     ``on_step(done, total)`` is called after every denoiser call (total: the calls the whole video takes),
-    for front ends that show progress while no frame has come out yet."""
+    for front ends that show progress while no frame has come out yet.
+
+    ``control`` (auto, trained, warp-guided, none; see the module docstring); ``follow`` and ``freedom``:
+    warp-guided's knobs (:class:`~stillmotion.diffusion.warp_guidance.WarpGuidance`, default the measured
+    ones); ``loop``: warp-guided's reference is the warp engine's seamless loop of ``frames`` frames
+    (False: forward motion; a flow sequence always animates forward)."""
     import torch
+
+    from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
 
     if steps is not None and int(steps) < 1:
         raise UserInputError(f"--steps must be >= 1, got {steps}")
@@ -168,9 +201,16 @@ def animate_diffusion(
     options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega, branch_sigma=branch_sigma,
                           carry=carry, stride=stride, chunk_frames=chunk_frames,
                           **({} if overlap is None else {"overlap": int(overlap)}))  # checked before any work
+    resolve_control(control, True)  # a bad mode is refused before any loading
     pipe = load_pipeline(model, device, dtype, offload)
     # Unset options take the model folder's stillmotion_defaults.json (the bundled model's), else SVD's.
-    defaults = model_defaults(default_model() if model is None else model)
+    defaults = model_defaults(model_path(model))
+    guidance_knobs = WarpGuidance(
+        follow=float(defaults.get("follow", WarpGuidance.follow) if follow is None else follow),
+        freedom=float(defaults.get("freedom", WarpGuidance.freedom) if freedom is None else freedom),
+    )
+    trained = pipe.motion_modules_trained
+    mode = resolve_control(control, trained)
     steps = int(defaults.get("steps", 25) if steps is None else steps)
     if min_guidance_scale is None:
         min_guidance_scale = float(defaults.get("min_guidance_scale", 1.0))
@@ -185,6 +225,14 @@ def animate_diffusion(
         if len(motion) < steps_needed:
             motion = np.concatenate([motion, np.repeat(motion[-1:], steps_needed - len(motion), 0)])
         refine = False  # T refines single arrow fields
+    if motion is not None and mode == "none":
+        logger.warning("--control none: plain image-to-video, the arrows / motion field are ignored")
+        motion = None
+    elif motion is not None and mode == "trained" and not trained:
+        logger.warning("--control trained: this model's motion modules are untrained (zero), so the arrows "
+                       "do not steer it; use --control warp-guided (or auto) to follow them")  # fmt: skip
+    if mode == "warp-guided":
+        refine = False  # the warp reference follows the field as asked; a refined one would disagree with it
     refined = bool(refine and motion is not None and pipe.refiner is not None)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     den = pipe.prepare(
@@ -192,6 +240,9 @@ def animate_diffusion(
         fps=max(1, int(round(fps))), motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
         min_guidance_scale=min_guidance_scale, max_guidance_scale=max_guidance_scale, generator=generator,
     )  # fmt: skip
+    guided = warp_guided(pipe, den, guidance_knobs, loop=loop) if mode == "warp-guided" else None
+    if guided is not None:
+        den = guided
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -204,26 +255,37 @@ def animate_diffusion(
         "long_method": None,
         "overlap": options.overlap,  # phased's cross-faded frames per join (when the video is long)
         "seams": [],  # [first frame, frame steps] of every join between separately sampled segments
+        "control": mode,
+        "steps_run": steps - (guidance_knobs.start_step(steps) if guided is not None else 0),
+        "motion_modules": "trained" if trained else "untrained (skipped)",
     }
+    if guided is not None:
+        stats.update(follow=guidance_knobs.follow, freedom=guidance_knobs.freedom,
+                     reference="loop" if guided.ref.loop else "forward")  # fmt: skip
 
     def one_clip() -> Iterator[np.ndarray]:
         from stillmotion.progress import progress_bar
         from stillmotion.sampling.base import sample_euler
         from stillmotion.sampling.frame_noise import FrameNoise
 
-        sigmas = den.set_schedule(steps)
+        sigmas = den.set_schedule(steps)  # warp-guided: from its start level on
+        top = float(guided.full_sigmas[0]) if guided is not None else float(sigmas[0])
         # the long-video samplers' per-frame noise: the same seed gives a frame the same noise whatever
         # the video's length, so a short video is the first clip of a longer one
         noise = FrameNoise(den.num_frames, den.latent_shape(1)[2:], seed=int(seed), batch=den.batch_size,
                            device=den.device, dtype=torch.float32,
-                           scale=float(den.init_noise_sigma) / float(sigmas[0]))  # fmt: skip
+                           scale=float(den.init_noise_sigma) / top)  # fmt: skip
+        if guided is not None:  # warp-guided: the reference noised to the start level (SDEdit)
+            noise = guided.start_noise(noise)
         x = noise.frames(0, den.num_frames) * sigmas[0]  # as the long-video samplers start
+        run = len(sigmas) - 1
+
         def step_done(i: int, x_, x0) -> None:
             bar.update(1)
             if on_step is not None:
-                on_step(i + 1, steps)
+                on_step(i + 1, run)
 
-        with progress_bar(total=steps, desc="diffusion", enabled=progress, unit="step") as bar:
+        with progress_bar(total=run, desc="diffusion", enabled=progress, unit="step") as bar:
             x = sample_euler(den, x, sigmas, callback=step_done)
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
         for chunk in pipe.decode(den, x, decode_chunk_size):

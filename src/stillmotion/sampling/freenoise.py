@@ -26,20 +26,27 @@ def freenoise_noise(
     permutation of the block ``window`` frames earlier, so any window holds the same set of noises.
 
     A block cut short by the video's end takes the first frames of its full block's permutation: frame
-    f's noise is the same whatever the video's length."""
+    f's noise is the same whatever the video's length.
+
+    A source with a per-frame ``offset(start, stop)`` over ``pure`` noise (warp-guided sampling's start:
+    the reference latents / sigma) has only its pure noise shuffled; the offset belongs to the frames."""
     noise = as_noise_source(noise)
+    offset = getattr(noise, "offset", None)
+    source = getattr(noise, "pure", noise) if offset is not None else noise
     n = noise.num_frames
     check_length(n, window)
     stride = min(stride, window)  # a block is a permutation of frames already made
-    base = noise.frames(0, min(window, n))
+    base = source.frames(0, min(window, n))
     if n <= window:
-        return base
+        return base if offset is None else base + offset(0, n).to(base.device, base.dtype)
     out = torch.empty((base.shape[0], n, *base.shape[2:]), device=base.device, dtype=base.dtype)
     out[:, :window] = base
     for i in range(window, n, stride):
         size = min(stride, n - i)
         perm = torch.randperm(stride, generator=generator).to(base.device)[:size]
         out[:, i : i + size] = out[:, i - window : i - window + stride][:, perm]
+    if offset is not None:
+        out = out + offset(0, n).to(out.device, out.dtype)
     return out
 
 

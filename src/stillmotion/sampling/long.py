@@ -206,7 +206,8 @@ def stream_long_video(
     from stillmotion.sampling.frame_noise import FrameNoise
 
     clip = int(clip_len or den.clip_frames)
-    sigmas = den.set_schedule(steps)
+    sigmas = den.set_schedule(steps)  # a warp-guided denoiser's starts below the top (SDEdit)
+    top = float(getattr(den, "full_sigmas", sigmas)[0])
     # the samplers start from noise * sigma_0; SVD's scheduler from noise * init_noise_sigma (a hair more
     # with "leading" spacing): scaled so that a long video's first clip is the short video of that seed
     noise = FrameNoise(
@@ -216,8 +217,11 @@ def stream_long_video(
         batch=den.batch_size,
         device=den.device,
         dtype=torch.float32,
-        scale=float(den.init_noise_sigma) / float(sigmas[0]),
+        scale=float(den.init_noise_sigma) / top,
     )
+    start_noise = getattr(den, "start_noise", None)
+    if start_noise is not None:  # warp-guided: the samplers' noise * sigmas[0] is the noised reference
+        noise = start_noise(noise)
     generator = torch.Generator().manual_seed(seed)
     aug_generator = torch.Generator(device=den.device).manual_seed(seed + 1)
 
@@ -239,7 +243,7 @@ def stream_long_video(
     if options.method == "gen-l-video" and hasattr(den, "keep_windows"):
         # every step visits every window: keep their conditioning instead of remaking it each step
         den.keep_windows(len(seg.sliding_windows(den.num_frames, clip, options.window_stride(clip))))
-    total = expected_cost(options, den.num_frames, clip, steps, sigmas).denoiser_calls
+    total = expected_cost(options, den.num_frames, clip, len(sigmas) - 1, sigmas).denoiser_calls
     with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
         chunks = sample_long(
             options,

@@ -39,6 +39,7 @@ class Settings:
     size: int  # longer side of the output, pixels
     loop: bool
     model_dir: Path | None
+    control: str = "auto"  # diffusion: auto, trained, warp-guided or none
 
     @classmethod
     def from_request(cls, body: Any, model_dir: Path | None) -> Settings:
@@ -56,6 +57,7 @@ class Settings:
             body.size,
             body.loop,
             model_dir,
+            getattr(body, "control", "auto"),
         )
         if body.kind == "preview":
             # A quick look: the warp engine, small and short, whatever the full run will use.
@@ -155,6 +157,9 @@ def cli_command(
             f"{body.gamma:g}",
             "--omega",
             f"{body.omega:g}",
+            "--control",
+            getattr(body, "control", "auto"),
+            "--loop" if body.loop else "--no-loop",  # warp-guided control's reference
         ]
     return shlex.join(parts)
 
@@ -199,7 +204,7 @@ def render(
         options = dict(
             model=str(settings.model_dir) if settings.model_dir else None, steps=settings.steps,
             seed=settings.seed, long_method=settings.long_method, gamma=settings.gamma, omega=settings.omega,
-            on_step=on_step,
+            control=settings.control, on_step=on_step,
         )  # fmt: skip
     frames, stats = api.render(
         scene, field, engine=settings.engine, frames=settings.frames, fps=settings.fps,

@@ -109,6 +109,7 @@ class RunIn(ArrowsIn):
     omega: Annotated[float, Field(ge=0, le=1)] = 0.2
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     long_method: Literal["phased", "direct", "freenoise", "gen-l-video"] = "phased"
+    control: Literal["auto", "trained", "warp-guided", "none"] = "auto"
     size: Annotated[int, Field(ge=64, le=2048)] = 512
     loop: bool = True
 

@@ -420,7 +420,7 @@ function settings() {
   return {
     engine: v("engine"), strength: Number(v("strength")), frames: Number(v("frames")), fps: Number(v("fps")),
     size: Number(v("size")), loop: $("loop").checked, steps: Number(v("steps")), seed: Number(v("seed")),
-    gamma: Number(v("gamma")), omega: Number(v("omega")), long_method: v("long_method"),
+    gamma: Number(v("gamma")), omega: Number(v("omega")), long_method: v("long_method"), control: v("control"),
   };
 }
 
