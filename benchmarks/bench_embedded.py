@@ -1,6 +1,7 @@
 """Motion control of the bundled model on photos it never saw: its table in docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bench_embedded.py [--model DIR] [--data ../shared/data] [--steps N]
+        [--plain DIR] [--rows "full model,bundled + warp-guided,plain model alone,plain + warp-guided"]
 
 Inputs (none used in training, see scripts/train_tiny.py): the cinemagraphy3d
 waterfall and seascape painting with their user-drawn LabelMe arrows and masks, and the held-out
@@ -21,10 +22,19 @@ Figures per method (mean over the inputs):
 - still: mean absolute change against the input outside the mask, in 1/255 units (target <= 4);
 - strength: measured speed of the full model at --strength 0.5, 1, 1.5, 2 (must rise monotonically).
 
-Rows: full model, without T (--no-refine), without motion fields (no motion features; the strength
-of the field is still given), without strength (motion features, no strength term), warp engine; for
-a model with warped image conditioning (an addition, stillmotion.diffusion.warp_condition) also the
-full model without it (the paper's conditioning only).
+- warp error: the eval runner's frame-quality figure (Lai et al. 2018: frame t+1 warped back to t by
+  the measured flow, squared RGB difference over consistent pixels, colours in [0, 1]; x 1000 here),
+  lower = steadier frames;
+- s/clip: wall time of one clip (model loading excluded).
+
+Rows: full model (the model's trained control, --control trained), without T (--no-refine), without
+motion fields (no motion features; the strength of the field is still given), without strength
+(motion features, no strength term), warp engine; for a model with warped image conditioning (an
+addition, stillmotion.diffusion.warp_condition) also the full model without it (the paper's
+conditioning only). Control modes through the engine's own path (``animate_diffusion``, forward
+reference): bundled + warp-guided (--control warp-guided), plain model alone (--model plain with its
+untrained motion modules: plain image-to-video) and plain + warp-guided (--model plain, --control
+auto), with --follow / --freedom when given.
 """
 
 from __future__ import annotations
@@ -45,9 +55,6 @@ STRENGTHS = (0.5, 1.0, 1.5, 2.0)
 
 def heldout_inputs(data: Path) -> list[dict]:
     """(name, image, arrows, mask) of the held-out photos."""
-    from stillmotion.inputs.arrows import Arrow
-    from stillmotion.inputs.image import load_image
-    from stillmotion.inputs.mask import load_mask
 
     c3d = data / "images" / "cinemagraphy3d"
     out = []
@@ -61,33 +68,43 @@ def heldout_inputs(data: Path) -> list[dict]:
             }
         )
     for sid in ("0002268", "0000008"):
-        folder = data / "images" / "stylecinegan" / sid
-        image = load_image(folder / f"{sid}.png")
-        mask = load_mask(folder / f"{sid}_mask.png", image.shape[1], image.shape[0])
-        motion = np.load(folder / f"{sid}_motion_fp16.npz")["motion"][0].astype(np.float32)  # (2, 512, 512)
-        speed = np.hypot(motion[0], motion[1])
-        small_mask = load_mask(folder / f"{sid}_mask.png", 512, 512)
-        speed[~small_mask] = 0
-        border = 64  # arrows start inside the photo, with room for their length (fields are 512x512)
-        speed[:border], speed[-border:], speed[:, :border], speed[:, -border:] = 0, 0, 0, 0
-        arrows = []
-        for _ in range(3):  # the fastest point, then the fastest one far from those already taken
-            y, x = np.unravel_index(np.argmax(speed), speed.shape)
-            vx, vy = motion[:, y, x] / max(speed[y, x], 1e-6)
-            s = image.shape[1] / 512
-            length = 0.12 * image.shape[1]
-            x0, y0 = x * s, y * s
-            # shorten the arrow where it would leave the image (the direction is what counts)
-            for lim, p0, v in ((image.shape[1] - 1, x0, vx), (image.shape[0] - 1, y0, vy)):
-                if v * length + p0 > lim:
-                    length = (lim - p0) / v
-                elif v * length + p0 < 0:
-                    length = -p0 / v
-            arrows.append(Arrow(((x0, y0), (x0 + vx * length, y0 + vy * length))))
-            yy, xx = np.mgrid[:512, :512]
-            speed[(yy - y) ** 2 + (xx - x) ** 2 < 120**2] = 0
-        out.append({"name": f"stylecinegan/{sid}", "image": image, "arrows": arrows, "mask": mask})
+        out.append(stylecinegan_input(data, sid))
     return out
+
+
+def stylecinegan_input(data: Path, sid: str) -> dict:
+    """A StyleCineGAN photo with its mask and three arrows read off its real motion field (the fastest
+    masked point, then the fastest one far from those already taken)."""
+    from stillmotion.inputs.arrows import Arrow
+    from stillmotion.inputs.image import load_image
+    from stillmotion.inputs.mask import load_mask
+
+    folder = data / "images" / "stylecinegan" / sid
+    image = load_image(folder / f"{sid}.png")
+    mask = load_mask(folder / f"{sid}_mask.png", image.shape[1], image.shape[0])
+    motion = np.load(folder / f"{sid}_motion_fp16.npz")["motion"][0].astype(np.float32)  # (2, 512, 512)
+    speed = np.hypot(motion[0], motion[1])
+    small_mask = load_mask(folder / f"{sid}_mask.png", 512, 512)
+    speed[~small_mask] = 0
+    border = 64  # arrows start inside the photo, with room for their length (fields are 512x512)
+    speed[:border], speed[-border:], speed[:, :border], speed[:, -border:] = 0, 0, 0, 0
+    arrows = []
+    for _ in range(3):
+        y, x = np.unravel_index(np.argmax(speed), speed.shape)
+        vx, vy = motion[:, y, x] / max(speed[y, x], 1e-6)
+        s = image.shape[1] / 512
+        length = 0.12 * image.shape[1]
+        x0, y0 = x * s, y * s
+        # shorten the arrow where it would leave the image (the direction is what counts)
+        for lim, p0, v in ((image.shape[1] - 1, x0, vx), (image.shape[0] - 1, y0, vy)):
+            if v * length + p0 > lim:
+                length = (lim - p0) / v
+            elif v * length + p0 < 0:
+                length = -p0 / v
+        arrows.append(Arrow(((x0, y0), (x0 + vx * length, y0 + vy * length))))
+        yy, xx = np.mgrid[:512, :512]
+        speed[(yy - y) ** 2 + (xx - x) ** 2 < 120**2] = 0
+    return {"name": f"stylecinegan/{sid}", "image": image, "arrows": arrows, "mask": mask}
 
 
 def measured_flow(frames: np.ndarray) -> np.ndarray:
@@ -103,6 +120,8 @@ def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray,
     flow = measured_flow(frames)
     f, r = flow[region], requested[region]
     cos = (f * r).sum(-1) / (np.linalg.norm(f, axis=-1) * np.linalg.norm(r, axis=-1) + 1e-6)
+    from stillmotion.evaluation.motion_metrics import warp_error_per_frame
+
     still = ~mask
     change = (
         np.abs(frames.astype(np.float32) - image[None].astype(np.float32))[:, still].mean()
@@ -114,7 +133,18 @@ def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray,
         "speed": float(np.linalg.norm(f, axis=-1).mean()),
         "requested_speed": float(np.linalg.norm(r, axis=-1).mean()),
         "still": float(change),
+        "warp_error": float(np.nanmean(warp_error_per_frame(frames))) * 1000,
     }
+
+
+def run_engine(scene, field, *, model, control, frames, steps, seed, follow=None, freedom=None):
+    """One clip through ``animate_diffusion`` (the CLI's path) with a control mode; forward reference."""
+    from stillmotion.engines.diffusion import animate_diffusion
+
+    it, stats = animate_diffusion(scene, field, frames=frames, steps=steps, seed=seed, model=model,
+                                  control=control, follow=follow, freedom=freedom, loop=False)  # fmt: skip
+    video = np.stack(list(it))
+    return video, tuple(stats["size"])
 
 
 def run_diffusion(
@@ -194,6 +224,10 @@ def main() -> None:
     parser.add_argument("--rows", default=None, help="comma-separated row names to run (quick look)")
     parser.add_argument("--no-strength-levels", action="store_true", help="skip the strength levels")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--plain", default=None,
+                        help="the plain model for the plain rows (default: the shipped one, --model plain)")
+    parser.add_argument("--follow", type=float, default=None, help="warp-guided rows: --follow")
+    parser.add_argument("--freedom", type=float, default=None, help="warp-guided rows: --freedom")
     args = parser.parse_args()
     if not (np.isfinite(args.speed) and args.speed > 0):
         parser.error(f"--speed must be a number > 0, got {args.speed}")
@@ -231,6 +265,14 @@ def main() -> None:
         rows["without warped conditioning"] = dict(refine=True, motion=True, strength_term=True, warped=False)
     drawn = "full model, arrows as drawn"
     rows[drawn] = dict(refine=True, motion=True, strength_term=True)
+    from stillmotion.engines.diffusion import PLAIN_MODEL_DIR
+
+    plain = args.plain or (str(PLAIN_MODEL_DIR) if (PLAIN_MODEL_DIR / "model_index.json").is_file() else None)
+    knobs = dict(follow=args.follow, freedom=args.freedom)
+    rows["bundled + warp-guided"] = dict(engine=dict(model=model, control="warp-guided", **knobs))
+    if plain is not None:
+        rows["plain model alone"] = dict(engine=dict(model=plain, control="trained"))
+        rows["plain + warp-guided"] = dict(engine=dict(model=plain, control="auto", **knobs))
     if args.rows:
         wanted = {r.strip() for r in args.rows.split(",")}
         if wanted - set(rows):
@@ -238,6 +280,7 @@ def main() -> None:
                          f"choose from {', '.join(rows)}")
         rows = {k: v for k, v in rows.items() if k in wanted}
     results: dict[str, list[dict]] = {k: [] for k in [*rows, "warp engine"]}
+    seconds: dict[str, list[float]] = {k: [] for k in results}
     levels: list[list[float]] = []
     started = time.perf_counter()
     for item in inputs:
@@ -249,9 +292,17 @@ def main() -> None:
         field = drawn_field * np.float32(args.speed / as_drawn)
         for name, switches in rows.items():
             use = drawn_field if name == drawn else field
-            video, image, (w, h) = run_diffusion(
-                pipe, scene, use, frames=frames, steps=steps, seed=args.seed, guidance=guidance, **switches
-            )
+            t0 = time.perf_counter()
+            if "engine" in switches:
+                video, (w, h) = run_engine(scene, use, frames=frames, steps=steps, seed=args.seed,
+                                           **switches["engine"])  # fmt: skip
+                image = fit_image(scene.image, w, h)
+            else:
+                video, image, (w, h) = run_diffusion(
+                    pipe, scene, use, frames=frames, steps=steps, seed=args.seed, guidance=guidance,
+                    **switches,
+                )
+            seconds[name].append(time.perf_counter() - t0)
             requested = fit_field(use, w, h)
             mask = fit_mask(scene.mask, w, h)
             results[name].append(control_figures(video, requested, mask, image))
@@ -279,22 +330,27 @@ def main() -> None:
             fit_field(field, w, h),
             fit_mask(scene.mask, w, h),
         )
+        t0 = time.perf_counter()
         warp = api.animate(image, motion=requested, mask=mask, engine="warp", frames=frames, loop=False)
+        seconds["warp engine"].append(time.perf_counter() - t0)
         results["warp engine"].append(control_figures(warp, requested, mask, image))
         print(f"  {item['name']}: done ({time.perf_counter() - started:.0f} s)", flush=True)
 
     mean_levels = np.mean(levels, axis=0) if levels else np.full(len(STRENGTHS), np.nan)
     monotone = bool(levels) and bool(np.all(np.diff(mean_levels) > 0))
     print()
-    print("| method | cosine (>= 0.7) | measured speed px/frame (requested) | still change /255 (<= 4) |")
-    print("| --- | --- | --- | --- |")
+    print("| method | cosine (>= 0.7) | measured speed px/frame (requested) | speed ratio "
+          "| still change /255 (<= 4) | warp error x1000 | s/clip |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     summary = {}
     for name, figs in results.items():
         m = {k: float(np.mean([f[k] for f in figs])) for k in figs[0]}
+        m["seconds"] = float(np.mean(seconds[name]))
         summary[name] = m
         print(
             f"| {name} | {m['cosine']:.3f} | {m['speed']:.2f} ({m['requested_speed']:.2f}) "
-            f"| {m['still']:.2f} |"
+            f"| {m['speed'] / m['requested_speed']:.2f} | {m['still']:.2f} | {m['warp_error']:.2f} "
+            f"| {m['seconds']:.1f} |"
         )
     print()
     print("| --strength | " + " | ".join(f"{s:g}" for s in STRENGTHS) + " | monotonic |")

@@ -98,11 +98,13 @@ def test_warp_guided_loop_and_long_videos(model_dir):
     clip = engine.load_pipeline(str(model_dir), "cpu").unet.config.num_frames
     n = 2 * clip + 3
     for method in ("phased", "direct", "freenoise", "gen-l-video"):
+        events: list = []
         it, stats = engine.animate_diffusion(sc, field, frames=n, steps=3, seed=0, model=str(model_dir),
                                              device="cpu", size=(48, 32), long_method=method, loop=True,
-                                             follow=1.0)  # fmt: skip
+                                             follow=1.0, on_step=lambda d, t, e=events: e.append((d, t)))
         video = np.stack(list(it))
         assert len(video) == n and stats["reference"] == "loop" and stats["long_method"] == method
+        assert events[-1] == (stats["unet_calls"], stats["unet_calls"])  # progress counts the calls run
         assert np.array_equal(video[:, :, 32:], np.repeat(sc.image[None, :, 32:], n, 0))
 
 

@@ -34,8 +34,10 @@ def scene() -> Scene:
 def test_engine_one_clip(model_dir):
     field = np.zeros((30, 44, 2), np.float32)
     field[:, :20, 0] = 1.0
+    # the model's own (trained-mode) path: the sampler runs every step (warp-guided starts below the top)
     it, stats = engine.animate_diffusion(scene(), field, frames=5, steps=2, seed=3, model=str(model_dir),
-                                         strength=2.0, device="cpu", dtype="fp32")  # fmt: skip
+                                         strength=2.0, device="cpu", dtype="fp32",
+                                         control="trained")  # fmt: skip
     frames = list(it)
     assert len(frames) == 5 and frames[0].dtype == np.uint8
     w, h = stats["size"]
@@ -44,10 +46,10 @@ def test_engine_one_clip(model_dir):
     assert stats["device"] == "cpu" and stats["refined"] is False
     # strength scales the field, and M_s (eq. 8) is measured on the scaled field
     it2, stats2 = engine.animate_diffusion(scene(), field, frames=5, steps=2, seed=3, model=str(model_dir),
-                                           strength=1.0, device="cpu")  # fmt: skip
+                                           strength=1.0, device="cpu", control="trained")  # fmt: skip
     assert stats["strength_ms"] == pytest.approx(2 * stats2["strength_ms"], rel=1e-4)
     again = list(engine.animate_diffusion(scene(), field, frames=5, steps=2, seed=3, model=str(model_dir),
-                                          strength=2.0, device="cpu")[0])  # fmt: skip
+                                          strength=2.0, device="cpu", control="trained")[0])  # fmt: skip
     assert all(np.array_equal(a, b) for a, b in zip(frames, again, strict=True))
 
 
@@ -101,7 +103,7 @@ def test_on_step_reports_every_model_call_before_frames_come_out(model_dir, long
     # 5 steps with gamma 0.8: segment 1 takes 5 calls, each later segment the last one again.
     it, stats = engine.animate_diffusion(
         scene(), field, frames=2 * clip + 3 if long else 5, steps=5, seed=0, model=str(model_dir),
-        device="cpu", on_step=lambda done, total: events.append((done, total)),
+        device="cpu", on_step=lambda done, total: events.append((done, total)), control="trained",
     )  # fmt: skip
     first = next(it)
     assert first.dtype == np.uint8 and len(events) >= 5  # segment 1's calls were reported before
@@ -120,7 +122,7 @@ def test_overlap_reaches_the_phased_sampler(model_dir):
     n = 3 * clip
     for overlap in (1, 3):
         it, stats = engine.animate_diffusion(scene(), field, frames=n, steps=5, seed=0, model=str(model_dir),
-                                             device="cpu", overlap=overlap)  # fmt: skip
+                                             device="cpu", overlap=overlap, control="trained")  # fmt: skip
         assert len(list(it)) == n and stats["overlap"] == overlap
         cost = expected_cost(LongOptions(overlap=overlap), n, clip, 5)
         assert stats["unet_calls"] == cost.denoiser_calls

@@ -432,6 +432,12 @@ class StillMotionPipeline(DiffusionPipeline):
         if not motion_on and self.motion_adapter is not None:
             self.motion_adapter.detach()  # unet_forward attaches it again for a trained adapter
         flows = s_tensor = None
+        if field is not None and field.ndim == 4:
+            n = field.shape[0]
+            if n == num_frames - 1:
+                field = np.concatenate([field, field[-1:]])
+            elif n != num_frames:
+                raise UserInputError(f"motion holds {n} fields, expected {num_frames} or {num_frames - 1}")
         if field is not None and motion_on:
             if field.ndim == 3:
                 flows = (
@@ -440,20 +446,9 @@ class StillMotionPipeline(DiffusionPipeline):
                     .expand(1, num_frames, 2, height, width)
                 )
             else:
-                n = field.shape[0]
-                if n == num_frames - 1:
-                    field = np.concatenate([field, field[-1:]])
-                elif n != num_frames:
-                    raise UserInputError(
-                        f"motion holds {n} fields, expected {num_frames} or {num_frames - 1}"
-                    )
                 flows = torch.from_numpy(np.ascontiguousarray(field)).permute(0, 3, 1, 2)[None]
             flows = normalize_flows(flows, (height, width), self.motion_encoder.input_size(latent_size))
             flows = flows.to(device=device, dtype=self.motion_encoder.dtype)
-        elif field is not None and field.ndim == 4 and len(field) not in (num_frames, num_frames - 1):
-            raise UserInputError(
-                f"motion holds {len(field)} fields, expected {num_frames} or {num_frames - 1}"
-            )
         if field is not None and strength is None:
             from stillmotion.motion.strength import motion_strength
 
