@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_warp.py                 # speed (125 frames) + memory (125 vs 500)
     .venv/bin/python benchmarks/bench_warp.py --quick         # smaller, for a smoke run
+    .venv/bin/python benchmarks/bench_warp.py --hd --skip-speed --skip-memory   # 1080p and 4K only
 
 Speed: 125 frames at 512x512 of a seamless loop (symmetric splatting: two branches per frame), with
 a smooth field that moves *every* pixel (the worst case; real masks move fewer). Each configuration
@@ -16,6 +17,15 @@ bilinear corner, backward branch stored for all frames). Timing covers frame gen
 Memory: separate processes render a 125-frame and a 500-frame loop at 512x512 and stream them into
 an .mp4 with the project's writer (the real path of ``stillmotion animate``), reporting peak RSS
 and the tracemalloc peak of Python/NumPy allocations; the ratios 500/125 should be <= 1.2.
+
+HD (``--hd``): the real path of ``stillmotion animate`` at export sizes, each in its own process:
+render + stream to .mp4 with the project's writer (its x264 preset for the size), for the
+1920x1080 waterfall (the shared cinemagraphy3d photo upscaled from 1280x720, its five arrows and
+mask; 125-frame loop), the same without a mask (a smooth field moving every pixel), 500 frames of
+the masked loop (memory against 125), and 3840x2160 (the photo upscaled again, masked, 125 frames).
+Printed: wall seconds, process CPU seconds (all threads: renderer and encoder), the encoder's
+share, peak RSS while rendering and encoding (VmHWM reset once the kernels are loaded), and the
+engine's own figures. Also the x264 presets' CPU time on the same 1080p frames.
 """
 
 from __future__ import annotations
@@ -173,6 +183,115 @@ def memory(counts: list[int], size: int) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------------------------------- HD
+def hd_scene(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(image, field, mask) for ``kind``: "mask" (1080p waterfall), "nomask" (1080p, every pixel
+    moving), "4k" (the waterfall at 3840x2160)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_warp_quality import hd_waterfall
+
+    item = hd_waterfall(3840, 2160) if kind == "4k" else hd_waterfall()
+    if item is None:
+        raise SystemExit("the shared data (../shared/data/images/cinemagraphy3d) are needed for --hd")
+    if kind != "nomask":
+        return item["image"], item["field"], item["mask"]
+    h, w = item["image"].shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / h * 2 * np.pi
+    field = np.stack([2.0 + 1.0 * np.sin(2 * yy), 1.0 * np.cos(3 * xx)], -1).astype(np.float32)
+    return item["image"], field, None
+
+
+def hd_child(kind: str, frames: int) -> None:
+    """Render a loop and stream it into an mp4; print figures as JSON (runs in its own process)."""
+    from stillmotion.io.video_writer import open_video_writer, x264_preset
+    from stillmotion.motion.eulerian import EulerianWarp
+
+    image, field, mask = hd_scene(kind)
+    list(EulerianWarp(image[:64, :64], field[:64, :64], frames=3).frames())  # JIT before measuring
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        hwm_reset = True
+    except OSError:
+        hwm_reset = False
+    encode_cpu = 0.0
+    wall, cpu = time.perf_counter(), time.process_time()
+    warp = EulerianWarp(image, field, frames=frames, loop=True, mask=mask)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open_video_writer(os.path.join(tmp, "loop.mp4"), fps=30) as writer:
+            for frame in warp.frames():
+                start = time.thread_time()
+                writer.write(frame)
+                encode_cpu += time.thread_time() - start
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = None
+    if hwm_reset:
+        with open("/proc/self/status") as fh:
+            peak = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    h, w = image.shape[:2]
+    print(json.dumps({"kind": kind, "frames": frames, "size": f"{w}x{h}", "wall_s": wall, "cpu_s": cpu,
+                      "encode_thread_cpu_s": encode_cpu, "peak_mb": peak, "preset": x264_preset(w, h),
+                      "moving_fraction": float(1 - warp.keep.mean()), **warp.stats}))  # fmt: skip
+
+
+def presets(frames: int = 30) -> list[tuple[str, float, float]]:
+    """CPU seconds per frame and MB per frame of x264 presets on 1080p frames of the masked loop."""
+    import av
+
+    from stillmotion.motion.eulerian import EulerianWarp
+
+    image, field, mask = hd_scene("mask")
+    clip = list(EulerianWarp(image, field, frames=frames, loop=True, mask=mask).frames())
+    out = []
+    for preset in ("medium", "faster", "veryfast", "superfast"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "p.mp4")
+            cpu = time.process_time()
+            container = av.open(path, "w")
+            stream = container.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+            stream.options = {"crf": "18", "preset": preset}
+            for frame in clip:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+            container.close()
+            out.append((preset, (time.process_time() - cpu) / frames, os.path.getsize(path) / 2**20 / frames))
+    return out
+
+
+def hd(runs: list[tuple[str, int]]) -> None:
+    print("\n## Export sizes: render + stream to .mp4 (125-frame loops unless said)\n")
+    print("| input | frames | wall s | CPU s (all threads) | writer CPU s (main thread) | peak RSS MB | moving | "
+          "node spacing | Euler steps/node | x264 preset |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    names = {"mask": "1920x1080 waterfall, mask", "nomask": "1920x1080, every pixel moving",
+             "4k": "3840x2160 waterfall, mask"}  # fmt: skip
+    rows = {}
+    for kind, frames in runs:
+        args = [sys.executable, __file__, "--hd-child", kind, "--frames", str(frames)]
+        result = subprocess.run(args, capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(f"HD run {kind} {frames} failed:\n{result.stderr}")
+        r = json.loads(result.stdout.strip().splitlines()[-1])
+        rows[(kind, frames)] = r
+        peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "n/a"
+        print(f"| {names[kind]} | {frames} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+              f"{r['encode_thread_cpu_s']:.2f} | "
+              f"{peak} | {r['moving_fraction']:.0%} | {r['node_spacing']} | {r['euler_steps_per_pixel']} | "
+              f"{r['preset']} |", flush=True)  # fmt: skip
+    if ("mask", 125) in rows and ("mask", 500) in rows and rows[("mask", 125)]["peak_mb"]:
+        ratio = rows[("mask", 500)]["peak_mb"] / rows[("mask", 125)]["peak_mb"]
+        print(f"\npeak RSS, 500 / 125 frames (1080p, mask): {ratio:.3f}")
+    print("(CPU s / 2 is what the wall time would be on two otherwise idle cores if both stayed busy)")
+    print("\n## x264 presets on the same 1080p frames (CRF 18)\n")
+    print("| preset | CPU s per frame | MB per frame |")
+    print("| --- | ---: | ---: |")
+    for preset, cpu, size in presets():
+        print(f"| {preset} | {cpu:.3f} | {size:.3f} |")
+
+
 def print_speed(result: dict, repeats: int) -> None:
     print(
         f"\n## Speed: {result['frames']} frames, {result['size']}x{result['size']}, seamless loop "
@@ -201,11 +320,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64 frames at 256x256, one repeat")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--hd", action="store_true", help="1080p and 4K render + encode (shared data)")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--hd-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
         memory_child(args.memory_child, args.size, args.trace)
+        return
+    if args.hd_child is not None:
+        hd_child(args.hd_child, args.frames)
         return
     if args.quick:
         args.frames, args.size, args.repeats, args.memory_frames = 64, 256, 1, "64,256"
@@ -230,6 +354,8 @@ def main() -> None:
         print(f"\nratio {last['frames']}/{first['frames']} frames: " + ", ".join(ratios))
         print("(process peak: the whole run, imports and JIT included; while rendering: VmHWM, reset through")
         print(" /proc/self/clear_refs once the kernels are loaded, so it covers only rendering and encoding)")
+    if args.hd:
+        hd([("mask", 125), ("nomask", 125), ("mask", 500), ("4k", 125)])
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

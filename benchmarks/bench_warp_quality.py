@@ -49,7 +49,11 @@ from stillmotion.inputs.scene import load_scene  # noqa: E402
 from stillmotion.motion.dense import dense_flow_from_arrows  # noqa: E402
 from stillmotion.motion.eulerian import EulerianWarp  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data" / "images"
+# the shared data sit next to the checkout (../shared/data), or next to the folder of worktrees
+SHARED = next(
+    (p / "shared" / "data" / "images" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()),
+    ROOT.parent / "shared" / "data" / "images",
+)
 EXAMPLES = ROOT / "src" / "stillmotion" / "assets" / "examples"
 BASELINE = "25cc021"  # the splatting engine (bilinear softmax splatting, push-pull holes)
 

@@ -3,7 +3,8 @@
 ====================  ============================================================================
 output                what is written
 ====================  ============================================================================
-``clip.mp4``          H.264 (libx264, yuv420p, CRF 18) via PyAV, ``+faststart`` so browsers start
+``clip.mp4``          H.264 (libx264, yuv420p, CRF 18; preset by frame size, :func:`x264_preset`) via
+                      PyAV, ``+faststart`` so browsers start
                       playing before the whole file has arrived. yuv420p needs even sides: an odd
                       width or height is padded by repeating the last column/row (nothing is cut).
 ``clip.gif``          GIF looping forever; one 256-colour palette taken from the first frame (still
@@ -224,7 +225,7 @@ class VideoWriter:
                 frame.shape[1],
                 frame.shape[0],
                 {"movflags": "+faststart"},
-                {"crf": str(self.crf), "preset": "medium"},
+                {"crf": str(self.crf), "preset": x264_preset(frame.shape[1], frame.shape[0])},
             )
         self._encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
 
@@ -258,6 +259,17 @@ class VideoWriter:
         name = self._tmp / f"frame_{self.frames_written:05d}.png"
         if not cv2.imwrite(str(name), frame[..., ::-1]):
             raise OSError(f"could not write {name}")
+
+
+def x264_preset(width: int, height: int) -> str:
+    """The x264 speed preset for a frame size: encoding keeps pace with rendering at large sizes.
+
+    At the same CRF a slower preset only makes the file smaller; at 1920x1080 "veryfast" costs about
+    half the CPU of "medium" (``benchmarks/bench_warp.py --hd`` prints both). Below about half a
+    megapixel "medium" costs little and keeps files small.
+    """
+    pixels = width * height
+    return "medium" if pixels <= 2**19 else ("faster" if pixels <= 2**20 + 2**19 else "veryfast")
 
 
 def open_video_writer(

@@ -122,12 +122,11 @@ class _Plain:
         ca = wa * (_stretch(*a, float(self.s)) + STRETCH_FLOOR)
         cb = wb * (_stretch(*b, float(self.s)) + STRETCH_FLOOR)
         share = ca / (ca + cb)
-        u = torch.linalg.vector_norm(a[0] - b[0], dim=-1) / self.warp.rho_step
-        k = torch.floor(u).long()
         last = len(self.rho) - 1
+        u = (torch.linalg.vector_norm(a[0] - b[0], dim=-1) / self.warp.rho_step).clamp(max=last)
+        k = torch.floor(u).long().clamp(max=last - 1)
         frac = u - k
-        kk = k.clamp(max=last - 1)
-        r = torch.where(k < last, (1 - frac) * self.rho[kk] + frac * self.rho[kk + 1], torch.zeros_like(u))
+        r = (1 - frac) * self.rho[k] + frac * self.rho[k + 1]
         var = share**2 + (1 - share) ** 2 + 2 * share * (1 - share) * r
         return share, 1 / torch.sqrt(var.clamp(min=0.25))
 

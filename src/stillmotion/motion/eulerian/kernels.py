@@ -60,6 +60,25 @@ def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: f
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def euler_rows(
+    pos: np.ndarray,
+    alive: np.ndarray,
+    field: np.ndarray,
+    sign: float,
+    steps: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    row_start: int,
+    row_stop: int,
+) -> None:
+    """:func:`euler_advance` on a node grid (hc, wc, 2), only nodes lo[i] <= j < hi[i] of rows
+    [row_start, row_stop): the nodes whose traces some frame pixel reads."""
+    for i in range(row_start, row_stop):
+        if hi[i] > lo[i]:
+            euler_advance(pos[i, lo[i] : hi[i]], alive[i, lo[i] : hi[i]], field, sign, steps)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def compose_step(
     pos: np.ndarray,
     alive: np.ndarray,
@@ -128,33 +147,28 @@ def compose_step(
             out_alive[i, j] = inside and alive[i, j] and alive[near_i, near_j]
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _stretch(pos: np.ndarray, alive: np.ndarray, i: int, j: int, spacing: float) -> float:
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _stretch(pos: np.ndarray, alive: np.ndarray, i: int, j: int, inv_x: float, inv_y: float) -> float:
     """How much of the photo's detail a gather map keeps at node (i, j): its Jacobian's determinant
     (source area per output area), clipped to [0, 1] and squared; 0 for a dead trace.
 
     1 where content is carried rigidly or compressed; towards 0 where a small piece of the photo is
     smeared over a large area (behind an arrow, where content left and nothing flowed in).
+    Central differences (one-sided at the grid's edges: ``inv_*`` is 1 / the distance used).
     """
-    if not alive[i, j]:
-        return np.float32(0)
     hc, wc = pos.shape[0], pos.shape[1]
     i0 = max(i - 1, 0)
     i1 = min(i + 1, hc - 1)
     j0 = max(j - 1, 0)
     j1 = min(j + 1, wc - 1)
     one = np.float32(1)
-    dxx, dyx, dxy, dyy = one, np.float32(0), np.float32(0), one
-    if j1 > j0:
-        inv = one / (np.float32(j1 - j0) * spacing)
-        dxx = (pos[i, j1, 0] - pos[i, j0, 0]) * inv
-        dyx = (pos[i, j1, 1] - pos[i, j0, 1]) * inv
-    if i1 > i0:
-        inv = one / (np.float32(i1 - i0) * spacing)
-        dxy = (pos[i1, j, 0] - pos[i0, j, 0]) * inv
-        dyy = (pos[i1, j, 1] - pos[i0, j, 1]) * inv
-    det = min(max(dxx * dyy - dxy * dyx, np.float32(0)), one)
-    return det * det
+    zero = np.float32(0)
+    dxx = (pos[i, j1, 0] - pos[i, j0, 0]) * inv_x if j1 > j0 else one
+    dyx = (pos[i, j1, 1] - pos[i, j0, 1]) * inv_x if j1 > j0 else zero
+    dxy = (pos[i1, j, 0] - pos[i0, j, 0]) * inv_y if i1 > i0 else zero
+    dyy = (pos[i1, j, 1] - pos[i0, j, 1]) * inv_y if i1 > i0 else one
+    det = min(max(dxx * dyy - dxy * dyx, zero), one)
+    return det * det if alive[i, j] else zero
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -170,8 +184,13 @@ def blend_weights(
     rho_step: float,
     floor: float,
     out: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    row_start: int,
+    row_stop: int,
 ) -> None:
-    """Per node: the share of branch a (out[..., 0]) and the detail gain (out[..., 1]).
+    """Nodes lo[i] <= j < hi[i] of rows [row_start, row_stop): the share of branch a (out[..., 0])
+    and the detail gain (out[..., 1]).
 
     The branches' time weights are scaled by how much detail each keeps there (:func:`_stretch`,
     plus ``floor`` so that two equally smeared branches fall back to the time weights). The gain
@@ -184,29 +203,26 @@ def blend_weights(
     wa0 = np.float32(weight_a)
     wb0 = np.float32(weight_b)
     fl = np.float32(floor)
-    step = np.float32(rho_step)
+    inv_step = np.float32(1.0 / rho_step)
     last = rho.shape[0] - 1
     one = np.float32(1)
-    for i in range(hc):
-        for j in range(wc):
-            a = wa0 * (_stretch(pos_a, alive_a, i, j, spacing) + fl)
-            b = wb0 * (_stretch(pos_b, alive_b, i, j, spacing) + fl)
-            total = a + b
-            if total <= np.float32(0):
-                a, b = wa0, wb0
-                total = a + b
-            a = a / total
-            b = one - a
+    central = np.float32(0.5 / spacing)
+    edge = np.float32(1.0 / spacing)
+    for i in range(row_start, row_stop):
+        inv_y = central if 0 < i < hc - 1 else edge
+        for j in range(lo[i], hi[i]):
+            inv_x = central if 0 < j < wc - 1 else edge
+            a = wa0 * (_stretch(pos_a, alive_a, i, j, inv_x, inv_y) + fl)
+            b = wb0 * (_stretch(pos_b, alive_b, i, j, inv_x, inv_y) + fl)
+            share = a / (a + b)
             dx = pos_a[i, j, 0] - pos_b[i, j, 0]
             dy = pos_a[i, j, 1] - pos_b[i, j, 1]
-            u = np.sqrt(dx * dx + dy * dy) / step
-            k = int(u)
-            r = np.float32(0)
-            if k < last:
-                f = u - np.float32(k)
-                r = (one - f) * rho[k] + f * rho[k + 1]
-            var = a * a + b * b + np.float32(2) * a * b * r
-            out[i, j, 0] = a
+            u = min(np.sqrt(dx * dx + dy * dy) * inv_step, np.float32(last))
+            k = min(int(u), last - 1)
+            f = u - np.float32(k)
+            r = (one - f) * rho[k] + f * rho[k + 1]
+            var = share * share + (one - share) * (one - share) + np.float32(2) * share * (one - share) * r
+            out[i, j, 0] = share
             out[i, j, 1] = one / np.sqrt(max(var, np.float32(0.25)))
 
 

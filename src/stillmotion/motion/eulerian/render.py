@@ -65,6 +65,9 @@ LOW_SIGMA = 1.0  # px: the low band is what moves by fractions of a pixel
 TIE_BIAS = 1.0 / 1024
 CHECKPOINT_STATES = 48  # 24 checkpoints x 24 steps: two passes up to 576 frames
 MIN_CHECKPOINT_MB = 64.0
+# The region is rendered in bands of this many rows, each only as wide as its moving pixels: a
+# mask's bounding box holds 2-3 times more pixels than the mask.
+BAND_ROWS = 32
 # Below this many nodes, handing work to a second thread costs more than it saves.
 _MIN_SPLIT = 4096
 
@@ -185,6 +188,7 @@ class EulerianWarp:
         # bilinear interpolation of node values at each pixel of the region: (node index, fraction)
         self._col0, self._colf = _node_table(self.wc * s, s, self.wc)
         self._row0, self._rowf = _node_table(self.hc * s, s, self.hc)
+        self._plan_bands(moving, BAND_ROWS)
 
         self.low, self.high = split_bands(self.image)
         self.rho, self.rho_step = detail_autocorrelation(
@@ -218,19 +222,61 @@ class EulerianWarp:
     def _start(self) -> State:
         return self.nodes.reshape(-1, 2).copy(), np.ones(self.n_nodes, bool)
 
+    def _plan_bands(self, moving: np.ndarray, rows: int) -> None:
+        """Bands (y0, y1, x0, x1) of region pixels that hold moving pixels, and the nodes they need.
+
+        A band reads the nodes under it plus one around (bilinear interpolation between nodes);
+        those need their neighbours' traces too (the Jacobian): per node row, the columns
+        [weights_lo, weights_hi) get weights and [trace_lo, trace_hi) get traces.
+        """
+        s, hc, wc = self.spacing, self.hc, self.wc
+        h, w = moving.shape
+        self.bands: list[tuple[int, int, int, int]] = []
+        weights_lo, weights_hi = np.full(hc, wc, np.int64), np.zeros(hc, np.int64)
+        for y0 in range(0, hc * s, rows):
+            y1 = min(y0 + rows, hc * s)
+            gy0, gy1 = self.top + y0, min(self.top + y1, h)
+            if gy0 >= h:
+                break
+            cols = np.nonzero(moving[gy0:gy1, self.left : min(self.left + wc * s, w)].any(axis=0))[0]
+            if not len(cols):
+                continue
+            x0, x1 = (int(cols[0]) // s) * s, min(-(-(int(cols[-1]) + 1) // s) * s, wc * s)
+            self.bands.append((y0, y1, x0, x1))
+            i0, i1 = max(y0 // s - 1, 0), min(-(-y1 // s) + 1, hc)
+            weights_lo[i0:i1] = np.minimum(weights_lo[i0:i1], max(x0 // s - 1, 0))
+            weights_hi[i0:i1] = np.maximum(weights_hi[i0:i1], min(-(-x1 // s) + 1, wc))
+        self._weights_lo, self._weights_hi = weights_lo, weights_hi
+        trace_lo, trace_hi = weights_lo.copy(), weights_hi.copy()
+        for d in (-1, 1):  # one more node around, rows and columns
+            shifted_lo = np.roll(weights_lo, d)
+            shifted_hi = np.roll(weights_hi, d)
+            if d == 1:
+                shifted_lo[0], shifted_hi[0] = wc, 0
+            else:
+                shifted_lo[-1], shifted_hi[-1] = wc, 0
+            trace_lo, trace_hi = np.minimum(trace_lo, shifted_lo), np.maximum(trace_hi, shifted_hi)
+        active = trace_hi > trace_lo
+        self._trace_lo = np.where(active, np.maximum(trace_lo - 1, 0), 0)
+        self._trace_hi = np.where(active, np.minimum(trace_hi + 1, wc), 0)
+        self.n_traced = int((self._trace_hi - self._trace_lo).sum())
+        counts = np.cumsum(self._trace_hi - self._trace_lo)
+        self._trace_mid = int(np.searchsorted(counts, counts[-1] / 2)) + 1 if len(counts) else 0
+
     def _advance(
         self, state: State, sign: float, steps: int, *, in_place: bool = False, step_index: int = 0
     ) -> State:
         """``steps`` steps of the trace; a field sequence takes one step, with field ``step_index``."""
-        from stillmotion.motion.eulerian.kernels import compose_step, euler_advance
+        from stillmotion.motion.eulerian.kernels import compose_step, euler_rows
 
         pos, alive = state if in_place else (state[0].copy(), state[1].copy())
         if steps <= 0 or not len(pos):
             return pos, alive
         split = self._pool is not None and len(pos) >= _MIN_SPLIT
+        grid, life = pos.reshape(self.hc, self.wc, 2), alive.reshape(self.hc, self.wc)
         if self.field.ndim == 4:  # gather maps composed with this step's field (forward only)
+            # every node: the composition reads the previous map wherever content came from
             field = self.field[min(step_index, len(self.field) - 1)]
-            grid, life = pos.reshape(self.hc, self.wc, 2), alive.reshape(self.hc, self.wc)
             new_pos, new_alive = np.empty_like(grid), np.empty_like(life)
             mid = self.hc // 2 if split else self.hc
             common = (grid, life, self.nodes, field, new_pos, new_alive)
@@ -238,55 +284,70 @@ class EulerianWarp:
             pos[:] = new_pos.reshape(-1, 2)
             alive[:] = new_alive.reshape(-1)
         else:
-            half = len(pos) // 2 if split else len(pos)
-            self._both(
-                (euler_advance, (pos[:half], alive[:half], self.field, sign, steps)),
-                (euler_advance, (pos[half:], alive[half:], self.field, sign, steps)),
-            )
+            mid = self._trace_mid if split else self.hc
+            common = (grid, life, self.field, sign, steps, self._trace_lo, self._trace_hi)
+            self._both((euler_rows, (*common, 0, mid)), (euler_rows, (*common, mid, self.hc)))
         self.euler_steps += steps
         return pos, alive
 
-    def _sample(self, state: State) -> tuple[np.ndarray, np.ndarray]:
-        """The photo's low band (bilinear) and high band (nearest pixel) read along one branch's map."""
+    def _sample(self, state: State, band: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The photo's low band (bilinear) and high band (nearest pixel) read along one branch's
+        map, for the region pixels of ``band``."""
         import cv2
 
-        grid = state[0].reshape(self.hc, self.wc, 2)
+        y0, y1, x0, x1 = band
         s = self.spacing
-        if s > 1:
-            grid = cv2.resize(grid, (self.wc * s, self.hc * s), interpolation=cv2.INTER_LINEAR)
-        maps = grid
+        grid = state[0].reshape(self.hc, self.wc, 2)
+        if s == 1:
+            maps = grid[y0:y1, x0:x1]
+        else:  # the nodes under the band and one around, interpolated to pixels, then cropped
+            i0, j0 = max(y0 // s - 1, 0), max(x0 // s - 1, 0)
+            i1, j1 = min(-(-y1 // s) + 1, self.hc), min(-(-x1 // s) + 1, self.wc)
+            sub = np.ascontiguousarray(grid[i0:i1, j0:j1])
+            up = cv2.resize(sub, ((j1 - j0) * s, (i1 - i0) * s), interpolation=cv2.INTER_LINEAR)
+            maps = up[y0 - i0 * s : y1 - i0 * s, x0 - j0 * s : x1 - j0 * s]
+        maps = np.ascontiguousarray(maps)
         low = cv2.remap(self.low, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         high = cv2.remap(self.high, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         return low, high
 
+    def _render_bands(
+        self, out: np.ndarray, a: State, b: State | None, two: bool, bands: list[tuple[int, int, int, int]]
+    ) -> None:
+        from stillmotion.motion.eulerian.kernels import blend_rows
+
+        for band in bands:
+            y0, y1, x0, x1 = band
+            low_a, high_a = self._sample(a, band)
+            low_b, high_b = self._sample(b, band) if two else (low_a, high_a)
+            blend_rows(
+                low_a, high_a, low_b, high_b, two, self._weights, self._col0[x0:x1], self._colf[x0:x1],
+                self._row0[y0:y1], self._rowf[y0:y1], self.image, self.keep, self.top + y0, self.left + x0,
+                out, 0, y1 - y0,
+            )  # fmt: skip
+
     def _render(self, a: State, weight_a: float, b: State | None, weight_b: float) -> np.ndarray:
         """One frame from one or two branches (time weights summing to 1)."""
-        from stillmotion.motion.eulerian.kernels import blend_rows, blend_weights
+        from stillmotion.motion.eulerian.kernels import blend_weights
 
-        out = np.empty_like(self.image)
-        h, w = out.shape[:2]
-        if self.top or self.left or self.hc * self.spacing < h or self.wc * self.spacing < w:
-            out[:] = self.image  # outside the moving region's box
+        out = self.image.copy()  # all that does not move
         two = b is not None and weight_b > 0 and weight_a > 0
         if not two and b is not None and weight_b > 0:
             a = b
         if two:
-            blend_weights(
+            common = (
                 a[0].reshape(self.hc, self.wc, 2), a[1].reshape(self.hc, self.wc), weight_a,
                 b[0].reshape(self.hc, self.wc, 2), b[1].reshape(self.hc, self.wc), weight_b,
                 float(self.spacing), self.rho, self.rho_step, STRETCH_FLOOR, self._weights,
+                self._weights_lo, self._weights_hi,
             )  # fmt: skip
-            (low_a, high_a), (low_b, high_b) = self._both((self._sample, (a,)), (self._sample, (b,)))
-        else:
-            low_a, high_a = self._sample(a)
-            low_b, high_b = low_a, high_a
-        rows = low_a.shape[0]
-        mid = rows // 2 if self._pool is not None else rows
-        common = (
-            low_a, high_a, low_b, high_b, two, self._weights, self._col0, self._colf, self._row0, self._rowf,
-            self.image, self.keep, self.top, self.left, out,
-        )  # fmt: skip
-        self._both((blend_rows, (*common, 0, mid)), (blend_rows, (*common, mid, rows)))
+            mid = self._trace_mid if self._pool is not None else self.hc
+            self._both((blend_weights, (*common, 0, mid)), (blend_weights, (*common, mid, self.hc)))
+        # bands alternate between the two threads (neighbouring bands cost about the same)
+        self._both(
+            (self._render_bands, (out, a, b, two, self.bands[0::2])),
+            (self._render_bands, (out, a, b, two, self.bands[1::2])),
+        )
         return out
 
     # ----------------------------------------------------------------------------------- frames
@@ -296,7 +357,7 @@ class EulerianWarp:
         last = n if self.include_end else n - 1
         with contextlib.ExitStack() as stack:
             self._pool = None
-            if self.threads > 1 and self.n_nodes >= _MIN_SPLIT:
+            if self.threads > 1 and self.n_traced >= _MIN_SPLIT:
                 self._pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="warp"))
             steps = progress_iter(
                 range(last + 1), total=last + 1, desc="warp", enabled=progress, unit="frame"
