@@ -263,8 +263,8 @@ def presets(frames: int = 30) -> list[tuple[str, float, float]]:
 
 def hd(runs: list[tuple[str, int]]) -> None:
     print("\n## Export sizes: render + stream to .mp4 (125-frame loops unless said)\n")
-    print("| input | frames | wall s | CPU s (all threads) | writer CPU s (main thread) | peak RSS MB | moving | "
-          "node spacing | Euler steps/node | x264 preset |")  # fmt: skip
+    print("| input | frames | wall s | CPU s (all threads) | writer CPU s (main thread) | peak RSS MB | "
+          "moving | node spacing | Euler steps/node | x264 preset |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     names = {"mask": "1920x1080 waterfall, mask", "nomask": "1920x1080, every pixel moving",
              "4k": "3840x2160 waterfall, mask"}  # fmt: skip
