@@ -91,7 +91,7 @@ def critical_path(warp) -> tuple[float, float]:
     return wall, cpu - parallel["main"] + parallel["max"]
 
 
-def speed(frames: int, repeats: int, size: int) -> dict:
+def speed(frames: int, repeats: int, size: int, baseline: str | None = None) -> dict:
     import torch
 
     from stillmotion.engines.warp import EulerianWarp
@@ -116,6 +116,15 @@ def speed(frames: int, repeats: int, size: int) -> dict:
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     configs = {"naive PyTorch, 1 thread": naive, "fast, 1 thread": fast(1), "fast, 2 threads": fast(2)}
+    if baseline:  # the splatting engine of an earlier revision, under the same load, interleaved
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_warp_quality import load_baseline
+
+        old = load_baseline(baseline)
+        list(old(image[:32, :32], field[:32, :32], frames=3).frames())
+        configs[f"splatting engine {baseline}, 2 threads"] = lambda: critical_path(
+            old(image, field, frames=frames, loop=True, threads=2)
+        )
     wall = {name: float("inf") for name in configs}
     cpu = {name: float("inf") for name in configs}
     for _ in range(repeats):
@@ -320,6 +329,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64 frames at 256x256, one repeat")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--baseline", default="25cc021", help="git revision to time alongside, or 'none'")
     parser.add_argument("--hd", action="store_true", help="1080p and 4K render + encode (shared data)")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--hd-child", default=None, help=argparse.SUPPRESS)
@@ -336,7 +346,8 @@ def main() -> None:
 
     print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; higher means other work is competing)")
     if not args.skip_speed:
-        print_speed(speed(args.frames, args.repeats, args.size), args.repeats)
+        baseline = None if args.baseline == "none" else args.baseline
+        print_speed(speed(args.frames, args.repeats, args.size, baseline), args.repeats)
     if not args.skip_memory:
         counts = [int(c) for c in args.memory_frames.split(",")]
         rows = memory(counts, args.size)

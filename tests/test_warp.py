@@ -349,3 +349,20 @@ def test_forward_cycle_is_checked_and_shapes_the_restarts():
     short = list(warp_frames(img, field, frames=8, loop=False, cycle=16))
     for t, frame in enumerate(short):
         assert np.array_equal(frame[:, t:], img[:, : 40 - t])
+
+
+def test_a_long_loop_repeats_a_period_that_keeps_the_detail():
+    from stillmotion.motion.eulerian.render import loop_period
+
+    assert loop_period(125, 96) == 125  # short loops: one period
+    assert loop_period(500, 78) == 125 and loop_period(400, 24) == 40
+    assert loop_period(127, 24) == 127  # nothing divides a prime: one period
+    img = texture(40, 48, seed=8)
+    field = constant_field(40, 48, 0.8, 0.3)
+    warp = EulerianWarp(img, field, frames=120, cycle=24, include_end=True)
+    assert warp.period == 40
+    frames = np.stack(list(warp.frames()))
+    assert np.array_equal(frames[40], img) and np.array_equal(frames[120], img)
+    assert np.array_equal(frames[17], frames[57]) and np.array_equal(frames[17], frames[97])
+    ref = np.stack(list(reference_frames(warp))).astype(np.int16)
+    assert np.abs(frames.astype(np.int16) - ref).max() <= 1

@@ -163,16 +163,19 @@ def reference_frames(warp: EulerianWarp) -> Iterator[np.ndarray]:
     last = n if warp.include_end else n - 1
     yield warp.image.copy()
     if warp.loop:
+        p = warp.period
         ahead = [plain.start()]
-        for k in range(n - 1):
+        for k in range(p - 1):
             ahead.append(plain.step(ahead[-1], 1.0, k))
         back = plain.start()
         for t in range(1, last + 1):
-            if t == n or warp.n_moving == 0:
+            u = t % p
+            if u == 0 or warp.n_moving == 0:
+                back = plain.start()
                 yield warp.image.copy()
                 continue
             back = plain.step(back, -1.0, t - 1)
-            yield plain.render(back, 1.0 - t / n, ahead[n - t], t / n)
+            yield plain.render(back, 1.0 - u / p, ahead[p - u], u / p)
         return
     period, half = warp.cycle, warp.cycle // 2
     first = second = plain.start()

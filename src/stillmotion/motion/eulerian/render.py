@@ -111,8 +111,9 @@ class EulerianWarp:
         mask: bool (H, W), True where things may move; everything outside is copied from ``image``.
         include_end: also yield frame N (equal to frame 0 for a loop); for checks and for players
             that want the closed loop.
-        cycle: forward motion only: frames between two restarts of a phase (even, >= 4). Default:
-            the time the fastest content takes to cross a fifth of the frame, within 24-96 frames.
+        cycle: frames between two restarts of a forward phase (even, >= 4); a loop of more than
+            twice as many frames repeats a shorter period (:func:`loop_period`). Default: the time
+            the fastest content takes to cross a fifth of the frame, within 24-96 frames.
         checkpoint_mb: memory for the loop's checkpoints (fixed, whatever N is). Default: room for
             48 states (at least 64 MB), at most an eighth of the available memory.
         spacing: pixels between trace nodes (default by the moving region's size: 1 up to about
@@ -165,6 +166,7 @@ class EulerianWarp:
             cross = 0.2 * max(h, w) / max(self.max_speed, 1e-6)
             cycle = int(min(96, max(24, 2 * round(cross / 2))))
         self.cycle = int(cycle)
+        self.period = loop_period(self.n_frames, self.cycle) if self.loop else self.n_frames
 
         if self.n_moving:
             ys, xs = np.nonzero(moving)
@@ -368,16 +370,18 @@ class EulerianWarp:
             self._pool = None
 
     def _loop_frames(self, n: int) -> Iterator[np.ndarray]:
-        """Frames 1, 2, ..., N (frame N is the photo again)."""
-        back = self._start()  # reads along -M: the content that has moved forward t steps
-        # reads along +M, N - t steps: the content that will arrive in N - t steps (N-1, ..., 1)
-        ahead = _descending_states(
-            self._start(), 0, n, self.checkpoint_budget, lambda s, k: self._advance(s, 1.0, k)
-        )
-        for t in range(1, n):
-            self._advance(back, -1.0, 1, in_place=True)
-            yield self._render(back, 1.0 - t / n, next(ahead), t / n)
-        yield self.image.copy()
+        """Frames 1, 2, ..., N (frame N is the photo again): the loop of one period, repeated."""
+        period = self.period
+        for _ in range(0, n, period):
+            back = self._start()  # reads along -M: the content that has moved forward u steps
+            # reads along +M, P - u steps: the content that will arrive in P - u steps (P-1, ..., 1)
+            ahead = _descending_states(
+                self._start(), 0, period, self.checkpoint_budget, lambda s, k: self._advance(s, 1.0, k)
+            )
+            for u in range(1, period):
+                self._advance(back, -1.0, 1, in_place=True)
+                yield self._render(back, 1.0 - u / period, next(ahead), u / period)
+            yield self.image.copy()
 
     def _forward_frames(self) -> Iterator[np.ndarray]:
         """Frames 1, 2, ...: two phases restarted from the photo every cycle, half a cycle apart."""
@@ -403,12 +407,23 @@ class EulerianWarp:
     @property
     def stats(self) -> dict:
         return {
+            "loop_period": int(self.period) if self.loop else None,
             "moving_pixels": int(self.n_moving),
             "euler_steps_per_pixel": int(self.euler_steps),
             "checkpoint_budget_states": int(self.checkpoint_budget),
             "node_spacing": int(self.spacing),
             "cycle": int(self.cycle) if not self.loop else None,
         }
+
+
+def loop_period(frames: int, cycle: int) -> int:
+    """The period of an N-frame loop: N, unless N is over twice the cycle and has a divisor between
+    the cycle and twice it (then the largest such): traces of a long loop would otherwise smear the
+    photo over the whole moving region; the loop then repeats its period N / P times."""
+    if frames <= 2 * cycle:
+        return frames
+    fits = [p for p in range(cycle, 2 * cycle + 1) if frames % p == 0]
+    return max(fits) if fits else frames
 
 
 def split_bands(image: np.ndarray, sigma: float = LOW_SIGMA) -> tuple[np.ndarray, np.ndarray]:
