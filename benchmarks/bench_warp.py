@@ -4,15 +4,16 @@
     .venv/bin/python benchmarks/bench_warp.py --quick         # smaller, for a smoke run
     .venv/bin/python benchmarks/bench_warp.py --hd --skip-speed --skip-memory   # 1080p and 4K only
 
-Speed: 125 frames at 512x512 of a seamless loop (symmetric splatting: two branches per frame), with
-a smooth field that moves *every* pixel (the worst case; real masks move fewer). Each configuration
-runs ``--repeats`` times, interleaved, and the best run is reported. Printed for each: wall-clock
-render seconds and frames/s, CPU seconds on the critical path (per-thread CPU clocks: the wall time
-the run would take on an idle machine; the shared machine's wall clock also counts other programs'
-turns on the cores), and the ratios to the plain PyTorch implementation
-(:mod:`stillmotion.engines.warp.reference`: gather-based Euler steps, one ``index_add_`` per
-bilinear corner, backward branch stored for all frames). Timing covers frame generation only
-(no encoding); the JIT compilation is done before timing and reported on its own.
+Speed: 125 frames at 512x512 of a seamless loop (two branches per frame), with a smooth field that
+moves *every* pixel (the worst case; real masks move fewer). Each configuration runs ``--repeats``
+times, interleaved, and the best run is reported. Printed for each: wall-clock render seconds and
+frames/s, CPU seconds on the critical path (per-thread CPU clocks: the wall time the run would take
+on an idle machine; the shared machine's wall clock also counts other programs' turns on the
+cores), and the ratios to the plain PyTorch implementation
+(:mod:`stillmotion.engines.warp.reference`: whole-array Euler steps, Jacobians, sampling and blend,
+forward-reading branch stored for all frames). The splatting engine of ``--baseline`` (an earlier
+revision, loaded by ``git show``) runs in the same interleaved rounds. Timing covers frame
+generation only (no encoding); the JIT compilation is done before timing and reported on its own.
 
 Memory: separate processes render a 125-frame and a 500-frame loop at 512x512 and stream them into
 an .mp4 with the project's writer (the real path of ``stillmotion animate``), reporting peak RSS
