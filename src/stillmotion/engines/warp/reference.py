@@ -38,15 +38,17 @@ def _bilinear(values: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.T
     )
 
 
-def _euler(state: State, field: torch.Tensor, sign: float) -> State:
+def _euler(state: State, field: torch.Tensor, moving: torch.Tensor, sign: float) -> State:
     pos, alive = state[0].clone(), state[1].clone()
     h, w = field.shape[:2]
     x, y = pos[..., 0], pos[..., 1]
     alive &= (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    m = _bilinear(field, x, y)
-    pos = torch.where(alive[..., None], pos + sign * m, pos)
-    x, y = pos[..., 0], pos[..., 1]
-    return pos, alive & (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    new = pos + sign * _bilinear(field, x, y)
+    nx, ny = new[..., 0], new[..., 1]
+    inside = (nx >= 0) & (nx <= w - 1) & (ny >= 0) & (ny <= h - 1)
+    onto = moving[(ny.clamp(0, h - 1) + 0.5).long(), (nx.clamp(0, w - 1) + 0.5).long()]
+    take = alive & inside & onto
+    return torch.where(take[..., None], new, pos), alive & inside
 
 
 def _compose(state: State, field: torch.Tensor, nodes: torch.Tensor) -> State:
@@ -95,6 +97,7 @@ class _Plain:
         self.rho = torch.from_numpy(warp.rho)
         sequence = warp.field if warp.field.ndim == 4 else warp.field[None]
         self.fields = [torch.from_numpy(f) for f in sequence]
+        self.moving = torch.from_numpy(~warp.keep)
 
     def start(self) -> State:
         return self.nodes.clone(), torch.ones(self.hc, self.wc, dtype=torch.bool)
@@ -102,7 +105,7 @@ class _Plain:
     def step(self, state: State, sign: float, index: int) -> State:
         if len(self.fields) > 1 or self.warp.field.ndim == 4:
             return _compose(state, self.fields[min(index, len(self.fields) - 1)], self.nodes)
-        return _euler(state, self.fields[0], sign)
+        return _euler(state, self.fields[0], self.moving, sign)
 
     def sample(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         grid = state[0]
@@ -118,30 +121,35 @@ class _Plain:
         high = self.high[torch.round(y).long().clamp(0, h - 1), torch.round(x).long().clamp(0, w - 1)]
         return low, high
 
-    def weights(self, a: State, wa: float, b: State, wb: float) -> tuple[torch.Tensor, torch.Tensor]:
-        ca = wa * (_stretch(*a, float(self.s)) + STRETCH_FLOOR)
-        cb = wb * (_stretch(*b, float(self.s)) + STRETCH_FLOOR)
+    def weights(self, a: State, wa: float, b: State, wb: float) -> torch.Tensor:
+        sa, sb = _stretch(*a, float(self.s)), _stretch(*b, float(self.s))
+        ca = wa * (sa + STRETCH_FLOOR)
+        cb = wb * (sb + STRETCH_FLOOR)
+        ka = kb = torch.ones_like(sa)  # the fast kernel counts each branch's texture in full
         share = ca / (ca + cb)
         last = len(self.rho) - 1
         u = (torch.linalg.vector_norm(a[0] - b[0], dim=-1) / self.warp.rho_step).clamp(max=last)
         k = torch.floor(u).long().clamp(max=last - 1)
         frac = u - k
         r = (1 - frac) * self.rho[k] + frac * self.rho[k + 1]
-        var = share**2 + (1 - share) ** 2 + 2 * share * (1 - share) * r
-        return share, 1 / torch.sqrt(var.clamp(min=0.25))
+        rest = 1 - share
+        var = share**2 * ka**2 + rest**2 * kb**2 + 2 * share * rest * ka * kb * r
+        target = share * ka**2 + rest * kb**2
+        gain = torch.where(var > 1e-6, torch.sqrt(target / var.clamp(min=1e-6)), torch.zeros_like(var))
+        gain = gain.clamp(max=2)
+        return torch.stack([share, share * ka * gain, rest * kb * gain], 0)
 
     def render(self, a: State, wa: float, b: State | None, wb: float) -> np.ndarray:
         warp = self.warp
         out = torch.from_numpy(warp.image.copy())
         if b is not None and wa > 0 and wb > 0:
-            share, gain = self.weights(a, wa, b, wb)
-            pix = torch.stack([share, gain], 0)[None]
+            pix = self.weights(a, wa, b, wb)[None]
             if self.s > 1:  # node values at every pixel, as the nodes' bilinear interpolation
                 pix = F.interpolate(pix, size=(self.hc * self.s, self.wc * self.s), mode="bilinear",
                                     align_corners=False)  # fmt: skip
-            share, gain = pix[0, 0][..., None], pix[0, 1][..., None]
+            share, ga, gb = (pix[0, k][..., None] for k in range(3))
             (la, ha), (lb, hb) = self.sample(a), self.sample(b)
-            value = share * la + (1 - share) * lb + gain * (share * ha + (1 - share) * hb - 128)
+            value = share * la + (1 - share) * lb + ga * (ha - 128) + gb * (hb - 128)
         else:
             la, ha = self.sample(b if (b is not None and wb > 0) else a)
             value = la + ha - 128

@@ -18,10 +18,15 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: float, steps: int) -> None:
+def euler_advance(
+    pos: np.ndarray, alive: np.ndarray, field: np.ndarray, moving: np.ndarray, sign: float, steps: int
+) -> None:
     """``steps`` Euler steps in place: x <- x + sign * M(x), M sampled bilinearly at x.
 
-    A position that leaves [0, W-1] x [0, H-1] is marked dead and keeps its last position.
+    A position that leaves [0, W-1] x [0, H-1] is marked dead and keeps its last position. A step
+    that would end on a pixel that does not move (``moving`` False: outside the mask) is not taken:
+    the trace stays inside the moving region, so no still texture (rock beside a waterfall) is read
+    into the moving one; the branch that smears there gives way to the other (its Jacobian).
     The body has no branches (selects instead), which lets the compiler vectorise it: about 1.5x
     faster than the obvious loop with ``continue``/``break``.
     """
@@ -30,6 +35,7 @@ def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: f
     ymax = np.float32(h - 1)
     zero = np.float32(0)
     one = np.float32(1)
+    half = np.float32(0.5)
     s = np.float32(sign)
     for _ in range(steps):
         for i in range(pos.shape[0]):
@@ -54,9 +60,13 @@ def euler_advance(pos: np.ndarray, alive: np.ndarray, field: np.ndarray, sign: f
             my = a * field[y0, x0, 1] + b * field[y0, x1, 1] + c * field[y1, x0, 1] + d * field[y1, x1, 1]
             nx = x + s * mx
             ny = y + s * my
-            pos[i, 0] = nx if ok else x
-            pos[i, 1] = ny if ok else y
-            alive[i] = ok and nx >= zero and nx <= xmax and ny >= zero and ny <= ymax
+            inside = nx >= zero and nx <= xmax and ny >= zero and ny <= ymax
+            xn = int(min(max(nx, zero), xmax) + half)
+            yn = int(min(max(ny, zero), ymax) + half)
+            take = ok and inside and moving[yn, xn]
+            pos[i, 0] = nx if take else x
+            pos[i, 1] = ny if take else y
+            alive[i] = ok and inside
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -64,6 +74,7 @@ def euler_rows(
     pos: np.ndarray,
     alive: np.ndarray,
     field: np.ndarray,
+    moving: np.ndarray,
     sign: float,
     steps: int,
     lo: np.ndarray,
@@ -75,7 +86,7 @@ def euler_rows(
     [row_start, row_stop): the nodes whose traces some frame pixel reads."""
     for i in range(row_start, row_stop):
         if hi[i] > lo[i]:
-            euler_advance(pos[i, lo[i] : hi[i]], alive[i, lo[i] : hi[i]], field, sign, steps)
+            euler_advance(pos[i, lo[i] : hi[i]], alive[i, lo[i] : hi[i]], field, moving, sign, steps)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -190,14 +201,16 @@ def blend_weights(
     row_stop: int,
 ) -> None:
     """Nodes lo[i] <= j < hi[i] of rows [row_start, row_stop): the share of branch a (out[..., 0])
-    and the detail gain (out[..., 1]).
+    and the weights of the two branches' texture bands (out[..., 1], out[..., 2]).
 
     The branches' time weights are scaled by how much detail each keeps there (:func:`_stretch`,
     plus ``floor`` so that two equally smeared branches fall back to the time weights). The gain
-    keeps the detail band's variance when two branches are averaged (Heitz and Neyret 2018):
-    Var(a*A + b*B) = a^2 + b^2 + 2ab*rho for unit-variance bands with correlation rho, and rho is
-    the photo's own detail autocorrelation at the distance between the two branches' source points
-    (``rho`` sampled every ``rho_step`` px), so nothing is boosted where the branches agree.
+    keeps the texture band's variance when two branches are averaged (Heitz and Neyret 2018):
+    each branch's texture, scaled by what it keeps (ka, kb), gives Var(a ka A + b kb B) =
+    a^2 ka^2 + b^2 kb^2 + 2ab ka kb rho for unit-variance bands with correlation rho, rescaled to
+    a ka^2 + b kb^2; rho is the photo's own texture autocorrelation at the distance between the
+    two branches' source points (``rho`` sampled every ``rho_step`` px), so nothing is boosted
+    where the branches agree.
     """
     hc, wc = pos_a.shape[0], pos_a.shape[1]
     wa0 = np.float32(weight_a)
@@ -212,8 +225,14 @@ def blend_weights(
         inv_y = central if 0 < i < hc - 1 else edge
         for j in range(lo[i], hi[i]):
             inv_x = central if 0 < j < wc - 1 else edge
-            a = wa0 * (_stretch(pos_a, alive_a, i, j, inv_x, inv_y) + fl)
-            b = wb0 * (_stretch(pos_b, alive_b, i, j, inv_x, inv_y) + fl)
+            sa = _stretch(pos_a, alive_a, i, j, inv_x, inv_y)
+            sb = _stretch(pos_b, alive_b, i, j, inv_x, inv_y)
+            a = wa0 * (sa + fl)
+            b = wb0 * (sb + fl)
+            # Each branch's texture counts in full: scaling it by what the branch keeps (its
+            # Jacobian) was measured to lose detail without removing the patterns of smeared areas.
+            ka = one
+            kb = one
             share = a / (a + b)
             dx = pos_a[i, j, 0] - pos_b[i, j, 0]
             dy = pos_a[i, j, 1] - pos_b[i, j, 1]
@@ -221,9 +240,14 @@ def blend_weights(
             k = min(int(u), last - 1)
             f = u - np.float32(k)
             r = (one - f) * rho[k] + f * rho[k + 1]
-            var = share * share + (one - share) * (one - share) + np.float32(2) * share * (one - share) * r
+            rest = one - share
+            var = share * share * ka * ka + rest * rest * kb * kb + np.float32(2) * share * rest * ka * kb * r
+            target = share * ka * ka + rest * kb * kb
+            gain = np.sqrt(target / var) if var > np.float32(1e-6) else np.float32(0)
+            gain = min(gain, np.float32(2))
             out[i, j, 0] = share
-            out[i, j, 1] = one / np.sqrt(max(var, np.float32(0.25)))
+            out[i, j, 1] = share * ka * gain
+            out[i, j, 2] = rest * kb * gain
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -246,10 +270,10 @@ def blend_rows(
     row_start: int,
     row_stop: int,
 ) -> None:
-    """Rows [row_start, row_stop) of the region: out = a*low_a + b*low_b + g*(a*high_a + b*high_b).
+    """Rows [row_start, row_stop) of the region: out = a*low_a + (1-a)*low_b + ga*high_a + gb*high_b.
 
     low_* and high_* (hr, wr, 3) uint8 are the photo's two bands sampled by each branch (the high
-    band stored + 128); (a, g) come from the node grid ``weights``, interpolated with the row/column
+    band stored + 128); (a, ga, gb) come from the node grid ``weights``, interpolated with the row/column
     tables (node index, fraction). With one branch (``two`` False) this is low_a + high_a, the
     photo's own pixels wherever the map is the identity. Pixels where ``keep`` is set get ``image``.
     """
@@ -283,13 +307,16 @@ def blend_rows(
                 s = fx * fy
                 a = p * weights[i0, j0, 0] + q * weights[i0, j1, 0]
                 a += r * weights[i1, j0, 0] + s * weights[i1, j1, 0]
-                g = p * weights[i0, j0, 1] + q * weights[i0, j1, 1]
-                g += r * weights[i1, j0, 1] + s * weights[i1, j1, 1]
+                ga = p * weights[i0, j0, 1] + q * weights[i0, j1, 1]
+                ga += r * weights[i1, j0, 1] + s * weights[i1, j1, 1]
+                gb = p * weights[i0, j0, 2] + q * weights[i0, j1, 2]
+                gb += r * weights[i1, j0, 2] + s * weights[i1, j1, 2]
                 b = one - a
+                c = np.float32(128)
                 for k in range(3):
                     low = a * np.float32(low_a[y, x, k]) + b * np.float32(low_b[y, x, k])
-                    high = a * np.float32(high_a[y, x, k]) + b * np.float32(high_b[y, x, k]) - np.float32(128)
-                    v = low + g * high + half
+                    high = ga * (np.float32(high_a[y, x, k]) - c) + gb * (np.float32(high_b[y, x, k]) - c)
+                    v = low + high + half
                     out[gy, gx, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
             else:
                 for k in range(3):

@@ -9,8 +9,9 @@ The method, as implemented here:
   reading the original photo where the trace ends. Each frame is one resampling of the photo by
   the integrated displacement; no frame is ever made from another frame. Traces advance one step
   per frame and are never stored for all frames. A trace that leaves the frame keeps its last
-  position inside it. A sequence of fields (one per frame step, e.g. a real video's flows) is
-  followed by composing gather maps instead: P_t(q) = P_{t-1}(q - M_{t-1}(q)).
+  position inside it; a trace never steps onto a pixel that does not move (outside the mask). A
+  sequence of fields (one per frame step, e.g. a real video's flows) is followed by composing
+  gather maps instead: P_t(q) = P_{t-1}(q - M_{t-1}(q)).
 - **Resampling that keeps the detail.** The photo is split once into a low band (Gaussian blur,
   sigma 1 px) and the rest (high band, the pixel-scale texture). The low band is sampled
   bilinearly, so shapes move smoothly by fractions of a pixel; the high band is sampled at the
@@ -35,10 +36,9 @@ The method, as implemented here:
 - **Blending that keeps the detail.** Averaging two different textures halves the detail's
   variance. The branches' weights are scaled by how much of the photo's detail each one keeps at
   a pixel (its map's Jacobian: a smeared trace, behind an arrow or at the frame's edge, gives way
-  to the other), and the high band of the blend is rescaled to keep its variance (Heitz and Neyret
-  2018, histogram-preserving blending), with the photo's own detail autocorrelation telling how
-  alike the two branches are (no boost where they read nearby pixels). The low band is blended
-  linearly.
+  to the other), and the high band of the blend is rescaled to keep its variance (Heitz and
+  Neyret 2018, histogram-preserving blending), with the photo's own detail autocorrelation telling
+  how alike the two branches are (no boost where they read nearby pixels). The low band is blended linearly.
 - **Strength** scales the speed (the field). **Mask:** the field is zero outside it. Every pixel
   whose motion is zero (all of them outside the mask) is copied from the photo, bit for bit.
 """
@@ -159,6 +159,7 @@ class EulerianWarp:
         sequence = motion if motion.ndim == 4 else motion[None]
         moving = (sequence != 0).any(axis=(0, 3))
         self.keep = ~moving  # copied from the photo, bit for bit
+        self._moving = np.ascontiguousarray(moving)
         self.n_moving = int(moving.sum())
         speed = np.hypot(sequence[..., 0], sequence[..., 1])
         self.max_speed = float(speed.max()) if self.n_moving else 0.0
@@ -207,7 +208,7 @@ class EulerianWarp:
         self.euler_steps = 0  # steps taken per node (both branches, recomputation included)
         self.threads = min(2, os.cpu_count() or 1) if threads is None else max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
-        self._weights = np.empty((self.hc, self.wc, 2), np.float32)
+        self._weights = np.empty((self.hc, self.wc, 3), np.float32)
 
     # ------------------------------------------------------------------------------------ steps
     def _both(self, first: tuple[Callable, tuple], second: tuple[Callable, tuple]) -> tuple:
@@ -287,7 +288,7 @@ class EulerianWarp:
             alive[:] = new_alive.reshape(-1)
         else:
             mid = self._trace_mid if split else self.hc
-            common = (grid, life, self.field, sign, steps, self._trace_lo, self._trace_hi)
+            common = (grid, life, self.field, self._moving, sign, steps, self._trace_lo, self._trace_hi)
             self._both((euler_rows, (*common, 0, mid)), (euler_rows, (*common, mid, self.hc)))
         self.euler_steps += steps
         return pos, alive
