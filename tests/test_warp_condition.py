@@ -163,14 +163,15 @@ def test_direct_conditions_a_warped_model_on_the_last_frame_carried_along_the_fi
     den.frame_latents.starting_from = record
     rec = Recorder(den)
     out = [f for f, _ in stream_long_video(pipe, rec, LongOptions("direct"), steps=2, seed=0)]
-    assert sum(f.shape[1] for f in out) == 10  # clips [0,4) [3,7) [6,10): 4 + 3 + 3 new frames
+    assert sum(f.shape[1] for f in out) == 10  # the paper's cut: stock clips [0,4) [4,8) [8,10)
     assert rec.images[:2] == [None, None]  # the first clip: the input's own warped frames
     later = rec.images[2:]
     assert len(later) == 4 and len(made) == 2 and all(img.ndim == 5 and img.shape[1] == 4 for img in later)
-    # each later clip: its first frame (the previous clip's last, decoded) carried along the field
+    # each later clip: the previous clip's last frame (decoded) carried along the field; the clip starts
+    # one frame after it, so its conditioning is that frame moved 1..L steps
     assert made[0][0].dtype == np.uint8 and made[0][0].shape == (H, W, 3)
-    assert torch.equal(later[0], made[0][1].window(0, 4)) and torch.equal(later[2], made[1][1].window(0, 4))
-    assert np.array_equal(made[0][1].frames(0, 4), warped_image_frames(made[0][0], made[0][1].field, 4))
+    assert torch.equal(later[0], made[0][1].window(1, 5)) and torch.equal(later[2], made[1][1].window(1, 5))
+    assert np.array_equal(made[0][1].frames(0, 5), warped_image_frames(made[0][0], made[0][1].field, 5))
 
 
 def test_per_frame_flows_are_warped_step_by_step_and_picked_up_where_a_clip_starts():
