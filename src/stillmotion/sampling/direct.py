@@ -14,6 +14,7 @@ import torch
 
 from stillmotion.sampling.base import Denoiser, sample_euler
 from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
+from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, direct_segments
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -45,7 +46,7 @@ def sample_direct(
     noise = as_noise_source(noise)
     image_cond: dict[str, Any] = {}
     for a, b in direct_segments(noise.num_frames, segment_len):
-        x = noise.frames(a, b) * sigmas[0]
+        x = parameterization_of(denoiser).prior(noise.frames(a, b), sigmas[0])
         x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(a, b), **image_cond, **cond)
         yield LatentChunk(a, x, int(a > 0))
         if b < noise.num_frames:

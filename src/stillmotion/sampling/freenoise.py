@@ -14,6 +14,7 @@ import torch
 
 from stillmotion.sampling.base import Denoiser, sample_euler
 from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
+from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, check_length
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -75,7 +76,7 @@ def sample_freenoise(
     n = noise.num_frames
     stride = stride or max(1, segment_len // 4)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    x = freenoise_noise(noise, segment_len, stride, gen) * sigmas[0]
+    x = parameterization_of(denoiser).prior(freenoise_noise(noise, segment_len, stride, gen), sigmas[0])
     hook = getattr(denoiser, "windowed_temporal_attention", None)
     if hook is None:
         fusion = contextlib.nullcontext()

@@ -13,6 +13,7 @@ import torch
 
 from stillmotion.sampling.base import Denoiser, euler_step
 from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
+from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, sliding_windows
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -51,7 +52,7 @@ def sample_gen_l_video(
     noise = as_noise_source(noise)
     n = noise.num_frames
     windows = sliding_windows(n, segment_len, stride or max(1, segment_len // 4))
-    x = noise.frames(0, n) * sigmas[0]
+    x = parameterization_of(denoiser).prior(noise.frames(0, n), sigmas[0])
     for i in range(len(sigmas) - 1):
         x0 = average_windows(denoiser, x, sigmas[i], windows, **cond)
         x = euler_step(x, x0, sigmas[i], sigmas[i + 1])

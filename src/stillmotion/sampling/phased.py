@@ -22,6 +22,7 @@ import torch
 
 from stillmotion.sampling.base import Denoiser, euler_step
 from stillmotion.sampling.frame_noise import FrameNoise, NoiseSource, as_noise_source
+from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, phased_segments, reuse_steps
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -118,10 +119,15 @@ def sample_phased(
 
     ``shuffle=False`` skips eq. 12's permutation (segment k takes sequence k; for tests and ablations).
 
+    The formulas above are written in the EDM form (``x = x0 + sigma * n``); the sampler re-noises, reads the
+    noise out and starts through the denoiser's parameterisation (``sampling.parameterization``), so a
+    flow-matching backbone gets ``(1 - t) x0 + t n`` in the same places.
+
     ``noise`` is the video's standard normal noise (only segment 1's frames are read); ``generator``
     draws the shuffle and omega's eps. ``callback(i, x, x0)`` runs after every denoiser call.
     """
     noise = as_noise_source(noise)
+    param = parameterization_of(denoiser)  # re-noising and noise read-out: the backbone's formulas
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     steps = len(sigmas) - 1
     m = reuse_steps(steps, gamma) if branch is None else int(branch)
@@ -130,12 +136,12 @@ def sample_phased(
     segments = phased_segments(noise.num_frames, segment_len, overlap)
 
     a, b = segments[0]
-    x = noise.frames(a, b) * sigmas[0]
+    x = param.prior(noise.frames(a, b), sigmas[0])
     shared_x0 = shared_n = None
     for i in range(steps):
         x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
         if i == m:
-            shared_x0, shared_n = x0, (x - x0) / sigmas[i]
+            shared_x0, shared_n = x0, param.noise_of(x, x0, sigmas[i])
         x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
         if callback is not None:
             callback(i, x, x0)
@@ -161,14 +167,15 @@ def sample_phased(
     del x
     for k, (a, b) in enumerate(segments[1:], start=1):
         n_tilde = shuffled.segment(k, b - a)
-        x = shared_x0[:, : b - a] + sigmas[m] * n_tilde
+        x = param.noised(shared_x0[:, : b - a], n_tilde, sigmas[m])
         if ref1 is not None:
-            x = x + reference(a, b)
-        x[:, :overlap] = weights * (prev + sigmas[m] * n_tilde[:, :overlap]) + (1 - weights) * x[:, :overlap]
+            x = x + param.signal(reference(a, b), sigmas[m])
+        start = param.noised(prev, n_tilde[:, :overlap], sigmas[m])
+        x[:, :overlap] = weights * start + (1 - weights) * x[:, :overlap]
         for i in range(m, steps):
             x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
             x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
-            anchor = prev + sigmas[i + 1] * n_tilde[:, :overlap]
+            anchor = param.noised(prev, n_tilde[:, :overlap], sigmas[i + 1])
             x[:, :overlap] = weights * anchor + (1 - weights) * x[:, :overlap]
             if callback is not None:
                 callback(i, x, x0)
