@@ -200,7 +200,8 @@ def stream_long_video(
     same seed. ``direct`` decodes each clip's last latent frame and re-encodes it (image latent with SVD's
     noise augmentation, or for a warped-conditioning model the frame warped along the field and encoded
     per frame, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
-    the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call.
+    the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call. A pipeline
+    with ``stream_decoder(den)`` (Wan's causal video VAE) decodes all chunks through one decoder state.
     """
     from stillmotion.progress import progress_bar
     from stillmotion.sampling.frame_noise import FrameNoise
@@ -254,8 +255,19 @@ def stream_long_video(
             generator=generator,
             condition_on=condition_on,
         )
+        # A causal video VAE (Wan's: 4 video frames per latent frame) decodes the chunks as one stream, its
+        # state carried from chunk to chunk; a per-frame VAE (SVD's) decodes each chunk on its own.
+        stream = pipe.stream_decoder(den) if hasattr(pipe, "stream_decoder") else None
+        step = decode_chunk_size or clip
         for chunk in chunks:
             join = chunk.join
-            for frames in pipe.decode(den, chunk.latents, decode_chunk_size or clip):
+            if stream is None:
+                parts = pipe.decode(den, chunk.latents, step)
+            else:
+                n = chunk.latents.shape[1]
+                parts = (stream.push(chunk.latents[:, i : i + step]) for i in range(0, n, step))
+            for frames in parts:
+                if frames.shape[1] == 0:
+                    continue
                 yield frames, join
                 join = 0
