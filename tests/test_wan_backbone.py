@@ -131,7 +131,8 @@ def test_folder_in_diffusers_layout_loads_and_missing_parts_are_named(tmp_path, 
     b, _ = _ours(loaded, image, 5, 2, seed=0, prompt="waves", guidance_scale=3.0)
     assert np.abs(a - b).max() <= TOL
     # resolution buckets: 480P area for the A14B / 2.1 folders, multiples of 16
-    assert loaded.default_size(1920, 1080) == (848, 480) and loaded.size_multiple == 16
+    assert loaded.default_size(1920, 1080) == (832, 464)
+    assert loaded.default_size(832, 480) == (832, 480) and loaded.size_multiple == 16
 
     broken = tmp_path / "broken"
     shutil.copytree(folder, broken)

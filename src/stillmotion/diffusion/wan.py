@@ -124,6 +124,21 @@ def read_model_index(folder: str | os.PathLike) -> dict:
         raise MissingWeightsError(f"model {folder}: model_index.json cannot be read ({exc})") from exc
 
 
+def wan_model_dir(model: str | os.PathLike | None) -> Path | None:
+    """The folder of a Wan model (a local folder or a hub id in the Hugging Face cache) when ``model`` is
+    one (model_index.json names a Wan pipeline), else None (SVD / StillMotion models, unknown names)."""
+    from stillmotion.diffusion.pipeline import _resolve_dir
+
+    if model is None:
+        return None
+    try:
+        root = Path(_resolve_dir(model))
+        index = json.loads((root / "model_index.json").read_text())
+    except (MissingWeightsError, OSError, ValueError):
+        return None
+    return root if isinstance(index, dict) and is_wan_index(index) else None
+
+
 def _present(index: dict, name: str) -> bool:
     entry = index.get(name)
     return isinstance(entry, list) and len(entry) == 2 and entry[0] is not None and entry[1] is not None
@@ -257,12 +272,13 @@ class WanBackbone(DiffusionPipeline):
         return self.vae_scale_factor_spatial * int(max(patch[1], patch[2]))
 
     def default_size(self, width: int, height: int) -> tuple[int, int]:
-        """The model's resolution bucket for this aspect ratio: about ``bucket_area`` pixels, multiples of
-        :attr:`size_multiple` (480P: 832 x 480 for 16:9)."""
+        """The model's resolution bucket for this aspect ratio: at most ``bucket_area`` pixels, sides
+        rounded down to multiples of :attr:`size_multiple` (Wan's and diffusers' rule; 480P: 832 x 464 for
+        16:9, 832 x 480 for 832 x 480)."""
         m = self.size_multiple
-        scale = math.sqrt(self.bucket_area / (width * height))
-        w = max(m, int(round(width * scale / m)) * m)
-        h = max(m, int(round(height * scale / m)) * m)
+        aspect = height / width
+        h = max(m, int(round(math.sqrt(self.bucket_area * aspect))) // m * m)
+        w = max(m, int(round(math.sqrt(self.bucket_area / aspect))) // m * m)
         return w, h
 
     @property

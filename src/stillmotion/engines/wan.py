@@ -1,0 +1,185 @@
+"""The diffusion engine on a Wan 2.1 / 2.2 image-to-video model (``stillmotion.diffusion.wan``).
+
+``animate_wan`` is what ``animate_diffusion`` runs when ``--model`` is a Wan folder (recognised from its
+model_index.json): it loads the backbone (cached), fits the scene to the model's resolution bucket (or
+``--size``), prepares the flow-matching denoiser with the prompt and guidance, and returns a lazy iterator
+of uint8 frames plus a stats dict complete once the iterator is exhausted. Up to one clip (81 video frames,
+21 latent frames) the video is sampled with the Euler sampler, as diffusers' pipeline does; longer videos go
+through the long-video samplers, in latent frames, decoded as one causal stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stillmotion.errors import UserInputError
+from stillmotion.inputs.scene import Scene
+
+logger = logging.getLogger("stillmotion.diffusion")
+
+_CACHE: dict[tuple, Any] = {}
+# Wan's own sampling settings (its repositories' image-to-video defaults)
+DEFAULT_STEPS = 40
+DEFAULT_GUIDANCE = {"wan2.1-i2v": 5.0, "wan2.2-i2v-a14b": 3.5, "wan2.2-ti2v-5b": 5.0}
+
+
+def load_wan(
+    model: str | Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    offload: bool = False,
+    vae_tiling: bool = False,
+):
+    """Load (and cache the last) Wan backbone. ``dtype`` auto: bf16 on CUDA (Wan's weights are bf16),
+    fp32 on the CPU; the VAE stays fp32. ``offload``: model CPU offload on CUDA; ``vae_tiling``: decode in
+    tiles."""
+    import torch
+
+    from stillmotion.diffusion.wan import WanBackbone
+    from stillmotion.engines.diffusion import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    torch_dtype = (
+        torch.bfloat16 if dtype in (None, "auto") and dev.startswith("cuda") else resolve_dtype(dtype, dev)
+    )
+    key = (str(model), dev, str(torch_dtype), bool(offload), bool(vae_tiling))
+    if key in _CACHE:
+        return _CACHE[key]
+    _CACHE.clear()
+    pipe = WanBackbone.from_pretrained(model, torch_dtype=torch_dtype)
+    if offload and dev.startswith("cuda"):
+        pipe.enable_model_cpu_offload(device=dev)
+    else:
+        if offload:
+            logger.warning("--offload has no effect on the CPU; ignoring it")
+        pipe.to(dev)
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)
+    _CACHE[key] = pipe
+    return pipe
+
+
+def _to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
+    for frame in frames[0]:
+        yield (frame * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def animate_wan(
+    scene: Scene,
+    field: np.ndarray | None,
+    *,
+    model: str | Path,
+    frames: int,
+    progress: bool = False,
+    steps: int | None = None,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    offload: bool = False,
+    long_method: str | None = None,
+    gamma: float = 0.8,
+    omega: float = 0.2,
+    overlap: int | None = None,
+    decode_chunk_size: int = 8,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    guidance: float | None = None,
+    guidance_2: float | None = None,
+    flow_shift: float | None = None,
+    vae_tiling: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+) -> tuple[Iterator[np.ndarray], dict]:
+    """Animate ``scene`` with a Wan image-to-video model (module docstring). ``field`` is not used yet
+    (``--control none``): the model animates the photo from the prompt. Stats: steps, unet_calls (denoiser
+    calls), transformer_calls, frame_evaluations (latent frames through the transformer), latent_frames,
+    device, dtype, size, backbone, long_method."""
+    import torch
+
+    from stillmotion.sampling.long import LongOptions
+
+    if steps is not None and int(steps) < 1:
+        raise UserInputError(f"--steps must be >= 1, got {steps}")
+    if frames < 1:
+        raise UserInputError(f"--frames must be >= 1, got {frames}")
+    for name, value in (("--guidance", guidance), ("--guidance-2", guidance_2)):
+        if value is not None and not (np.isfinite(value) and value >= 0):
+            raise UserInputError(f"{name} must be a number >= 0, got {value!r}")
+    if flow_shift is not None and not (np.isfinite(flow_shift) and flow_shift > 0):
+        raise UserInputError(f"--flow-shift must be a number > 0, got {flow_shift!r}")
+    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega,
+                          **({} if overlap is None else {"overlap": int(overlap)}))  # fmt: skip
+    pipe = load_wan(model, device, dtype, offload, vae_tiling)
+    variant = pipe.variant.name
+    steps = int(DEFAULT_STEPS if steps is None else steps)
+    scale = float(DEFAULT_GUIDANCE[variant] if guidance is None else guidance)
+    width, height = size if size is not None else pipe.default_size(scene.width, scene.height)
+    if field is not None:
+        logger.warning("Wan runs with --control none: the arrows / motion field are not used")
+    den = pipe.prepare(
+        scene.image, num_frames=frames, width=width, height=height, prompt=prompt,
+        negative_prompt=negative_prompt, guidance_scale=scale, guidance_scale_2=guidance_2,
+        flow_shift=flow_shift,
+    )  # fmt: skip
+    stats: dict[str, Any] = {
+        "steps": steps,
+        "unet_calls": 0,
+        "transformer_calls": 0,
+        "frame_evaluations": 0,
+        "latent_frames": den.num_frames,
+        "device": str(pipe._execution_device),
+        "dtype": str(pipe.main_transformer.dtype).replace("torch.", ""),
+        "size": [width, height],
+        "backbone": variant,
+        "control": "none",
+        "strength_ms": None,
+        "refined": False,
+        "long_method": None,
+        "overlap": options.overlap,
+    }
+
+    def count() -> None:
+        stats.update(unet_calls=den.unet_calls, transformer_calls=den.transformer_calls,
+                     frame_evaluations=den.frame_evaluations)  # fmt: skip
+
+    def one_clip() -> Iterator[np.ndarray]:
+        from stillmotion.progress import progress_bar
+        from stillmotion.sampling.base import sample_euler
+
+        sigmas = den.set_schedule(steps)
+        x = pipe.initial_latents(den, generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+
+        def step_done(i: int, x_, x0) -> None:
+            bar.update(1)
+            if on_step is not None:
+                on_step(i + 1, steps)
+
+        with progress_bar(total=steps, desc="wan", enabled=progress, unit="step") as bar:
+            x = sample_euler(den, x, sigmas, callback=step_done)
+        count()
+        for chunk in pipe.decode(den, x, decode_chunk_size):
+            yield from _to_uint8(chunk)
+        pipe.maybe_free_model_hooks()
+
+    def long_video() -> Iterator[np.ndarray]:
+        from stillmotion.sampling.long import stream_long_video
+
+        stats["long_method"] = options.method
+        for chunk, _join in stream_long_video(
+            pipe, den, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
+            progress=progress, on_call=on_step,
+        ):  # fmt: skip
+            count()
+            yield from _to_uint8(chunk)
+        count()
+        pipe.maybe_free_model_hooks()
+
+    if den.num_frames <= den.clip_frames:
+        return one_clip(), stats
+    return long_video(), stats

@@ -1,0 +1,72 @@
+"""The diffusion engine on a Wan folder (tiny components saved in diffusers' layout): one clip, a long video
+with exactly the frames asked for, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stillmotion.errors import UserInputError
+from stillmotion.inputs.scene import Scene
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def wan_folder(tmp_path_factory):
+    from diffusers import WanImageToVideoPipeline
+
+    from stillmotion.diffusion.wan_tiny import tiny_wan_components
+
+    folder = tmp_path_factory.mktemp("models") / "Wan2.1-I2V-14B-480P-Diffusers"
+    with torch.random.fork_rng(devices=[]):
+        WanImageToVideoPipeline(**tiny_wan_components("wan2.1")).save_pretrained(folder)
+    return folder
+
+
+def _scene(w: int = 40, h: int = 24) -> Scene:
+    rng = np.random.default_rng(2)
+    return Scene(image=(rng.random((h, w, 3)) * 255).astype(np.uint8), arrows=[])
+
+
+def test_one_clip_and_a_long_video(wan_folder):
+    from stillmotion.diffusion.wan import latent_frames, wan_model_dir
+    from stillmotion.engines.wan import animate_wan
+    from stillmotion.sampling.long import LongOptions, expected_cost
+
+    assert wan_model_dir(wan_folder) == wan_folder and wan_model_dir(wan_folder.parent) is None
+    it, stats = animate_wan(_scene(), None, model=wan_folder, frames=9, steps=2, size=(32, 16),
+                            prompt="waves", guidance=3.0)  # fmt: skip
+    frames = list(it)
+    assert len(frames) == 9 and frames[0].shape == (16, 32, 3) and frames[0].dtype == np.uint8
+    assert stats["backbone"] == "wan2.1-i2v" and stats["long_method"] is None
+    assert (stats["unet_calls"], stats["transformer_calls"], stats["latent_frames"]) == (2, 4, 3)
+
+    it, stats = animate_wan(_scene(), None, model=wan_folder, frames=90, steps=3, size=(32, 16),
+                            long_method="phased", gamma=0.6)  # fmt: skip
+    frames = list(it)
+    assert len(frames) == 90 and stats["long_method"] == "phased"
+    cost = expected_cost(LongOptions(method="phased", gamma=0.6), latent_frames(90), 21, 3)
+    assert stats["unet_calls"] == cost.denoiser_calls and stats["latent_frames"] == 24
+    # the default size is the model's 480P bucket for the scene's aspect ratio
+    from stillmotion.engines.wan import load_wan
+
+    assert load_wan(wan_folder).default_size(40, 24) == (816, 480)
+
+
+def test_bad_options_are_named(wan_folder):
+    from stillmotion.engines.wan import animate_wan
+
+    with pytest.raises(UserInputError, match="--flow-shift"):
+        animate_wan(_scene(), None, model=wan_folder, frames=5, flow_shift=0.0)
+    with pytest.raises(UserInputError, match="--guidance"):
+        animate_wan(_scene(), None, model=wan_folder, frames=5, guidance=-1.0)
+    with pytest.raises(UserInputError, match="multiples of 16"):
+        list(animate_wan(_scene(), None, model=wan_folder, frames=5, size=(40, 24))[0])
