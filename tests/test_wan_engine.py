@@ -70,3 +70,49 @@ def test_bad_options_are_named(wan_folder):
         animate_wan(_scene(), None, model=wan_folder, frames=5, guidance=-1.0)
     with pytest.raises(UserInputError, match="multiples of 16"):
         list(animate_wan(_scene(), None, model=wan_folder, frames=5, size=(40, 24))[0])
+
+
+def test_cli_and_python_api_run_a_wan_folder(wan_folder, tmp_path, capsys):
+    import av
+
+    import stillmotion
+    from stillmotion.cli import main
+
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(_scene(64, 32).image).save(image)
+    out, report = tmp_path / "wan.mp4", tmp_path / "r.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["animate", str(image), "--engine", "diffusion", "--model", str(wan_folder), "--frames", "9",
+              "--steps", "2", "--size", "32x16", "--prompt", "waves", "--guidance", "3", "--flow-shift", "3",
+              "-o", str(out), "--report", str(report)])  # fmt: skip
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 9
+    import json
+
+    doc = json.loads(report.read_text())
+    assert doc["frames"] == 9 and doc["backbone"] == "wan2.1-i2v"
+    video = stillmotion.animate(str(image), engine="diffusion", model=str(wan_folder), frames=5, steps=1,
+                                size=(32, 16), prompt="clouds drift")  # fmt: skip
+    assert video.shape == (5, 16, 32, 3)
+    # a bad value is one clear line, exit code 2, nothing written
+    bad = tmp_path / "bad.mp4"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["animate", str(image), "--engine", "diffusion", "--model", str(wan_folder), "--size", "40x24",
+              "-o", str(bad)])  # fmt: skip
+    assert exit_info.value.code == 2 and "multiples of 16" in capsys.readouterr().err and not bad.exists()
+
+
+def test_help_says_which_options_apply_to_which_backbone(capsys):
+    from stillmotion.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["animate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    wan_options = ("--prompt", "--negative-prompt", "--guidance", "--guidance-2", "--flow-shift",
+                   "--vae-tiling")
+    for option in wan_options:
+        assert option in text, option
+    assert "wan: text prompt" in text and "svd: refine" in text and "Wan2.2-I2V-A14B-Diffusers" in text

@@ -10,7 +10,10 @@ from stillmotion.cli.options import finite, scene_options
 
 _ENGINE_HELP = (
     "warp: Eulerian animation with softmax splatting (Holynski et al. 2021), no weights, fast on a CPU, "
-    "seamless loops. diffusion: the motion-conditioned video diffusion model (--model, or the bundled one)."
+    "seamless loops. diffusion: a video diffusion model: the motion-conditioned SVD model (--model, or the "
+    "bundled one) or a Wan 2.1 / 2.2 image-to-video folder in diffusers' layout (--model; text prompt, "
+    "no motion control yet). Options below say which backbone they apply to: 'diffusion' both, 'svd' or "
+    "'wan' one."
 )
 
 
@@ -106,7 +109,9 @@ _ENGINE_HELP = (
     "--model",
     default=None,
     metavar="DIR_OR_ID",
-    help="diffusion: model directory or Hugging Face id (local files or the HF cache only), or 'bundled' "
+    help="diffusion: model directory or Hugging Face id (local files or the HF cache only): a StillMotion or "
+    "SVD img2vid folder, or a Wan image-to-video one (Wan2.1-I2V-14B-480P/720P-Diffusers, "
+    "Wan2.2-I2V-A14B-Diffusers, Wan2.2-TI2V-5B-Diffusers; recognised from model_index.json); or 'bundled' "
     "(the default when present) or 'plain' (the plain tiny image-to-video model, untrained motion modules).",
 )
 @click.option(
@@ -134,7 +139,10 @@ _ENGINE_HELP = (
     "(1: from pure noise, the model invents freely; low: stays close to the warp). Default 0.6.",
 )
 @click.option(
-    "--steps", type=click.IntRange(min=1), default=None, help="diffusion: denoising steps (default 25)."
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="diffusion: denoising steps (default: svd 25, wan 40).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="diffusion: random seed.")
 @click.option(
@@ -149,14 +157,15 @@ _ENGINE_HELP = (
     type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
     default="auto",
     show_default=True,
-    help="diffusion: number format (auto: fp16 on CUDA, fp32 on CPU).",
+    help="diffusion: number format (auto: on CUDA fp16 for svd, bf16 for wan; fp32 on CPU; wan's VAE "
+    "always fp32).",
 )
 @click.option("--offload", is_flag=True, default=False, help="diffusion: model CPU offload for small GPUs.")
 @click.option(
     "--refine/--no-refine",
     default=True,
     show_default=True,
-    help="diffusion: refine the arrow field with the refinement model T when its weights exist.",
+    help="svd: refine the arrow field with the refinement model T when its weights exist.",
 )
 @click.option(
     "--long-method",
@@ -205,6 +214,35 @@ _ENGINE_HELP = (
     default=None,
     help="diffusion, freenoise / gen-l-video: window stride (default L // 4).",
 )
+@click.option(
+    "--prompt",
+    default=None,
+    help="wan: text prompt (default: a prompt asking for natural motion and a still camera).",
+)
+@click.option(
+    "--negative-prompt", default=None, help="wan: negative prompt (default: static, flicker, blur, ...)."
+)
+@click.option(
+    "--guidance",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="wan: classifier-free guidance scale (default 5; Wan 2.2 A14B 3.5; <= 1: no guidance).",
+)
+@click.option(
+    "--guidance-2",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="wan 2.2 A14B: guidance of the low-noise expert (default: --guidance).",
+)
+@click.option(
+    "--flow-shift",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="wan: flow-matching time shift (default: the model's scheduler config).",
+)
+@click.option(
+    "--vae-tiling", is_flag=True, default=False, help="wan: decode in spatial tiles (less GPU memory)."
+)
 def animate(
     image: Path,
     output: str,
@@ -238,6 +276,12 @@ def animate(
     branch_sigma: float | None,
     carry: str,
     stride: int | None,
+    prompt: str | None,
+    negative_prompt: str | None,
+    guidance: float | None,
+    guidance_2: float | None,
+    flow_shift: float | None,
+    vae_tiling: bool,
 ) -> None:
     """Animate IMAGE along arrows (or a given motion field) and write the video to --output.
 
@@ -255,6 +299,9 @@ def animate(
             branch_sigma=branch_sigma, carry=carry, stride=stride,
             control=control, follow=follow, freedom=freedom,
         )  # fmt: skip
+        wan = dict(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, guidance_2=guidance_2,
+                   flow_shift=flow_shift, vae_tiling=vae_tiling or None)  # fmt: skip
+        engine_options.update({k: v for k, v in wan.items() if v is not None})
     result = animate_to_file(
         image, output, arrow, arrows_file=arrows_file, mask=mask, motion=motion_file, engine=engine,
         frames=frames, fps=fps, strength=strength, loop=loop, size=size, save_motion=save_motion,

@@ -173,6 +173,12 @@ def animate_diffusion(
     freedom: float | None = None,
     loop: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    guidance: float | None = None,
+    guidance_2: float | None = None,
+    flow_shift: float | None = None,
+    vae_tiling: bool = False,
 ) -> tuple[Iterator[np.ndarray], dict]:
     """Animate ``scene`` along ``field`` (H, W, 2 px/frame at the scene's size; or (F, H, W, 2), one
     field per frame step, cut or extended by its last field to the video; or None for no motion
@@ -185,10 +191,34 @@ def animate_diffusion(
     ``control`` (auto, trained, warp-guided, none; see the module docstring); ``follow`` and ``freedom``:
     warp-guided's knobs (:class:`~stillmotion.diffusion.warp_guidance.WarpGuidance`, default the measured
     ones); ``loop``: warp-guided's reference is the warp engine's seamless loop of ``frames`` frames
-    (False: forward motion; a flow sequence always animates forward)."""
+    (False: forward motion; a flow sequence always animates forward).
+
+    A Wan 2.1 / 2.2 image-to-video ``model`` (model_index.json names a Wan pipeline) runs
+    :func:`stillmotion.engines.wan.animate_wan` with ``prompt``, ``negative_prompt``, ``guidance``,
+    ``guidance_2``, ``flow_shift`` and ``vae_tiling``, which the SVD models do not use (and the SVD-only
+    options refine, min/max_guidance_scale, motion_bucket_id, noise_aug_strength are not Wan's)."""
     import torch
 
+    from stillmotion.diffusion.wan import wan_model_dir
     from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
+
+    wan = wan_model_dir(model)
+    if wan is not None:
+        from stillmotion.engines.wan import animate_wan
+
+        return animate_wan(
+            scene, field, model=wan, frames=frames, progress=progress, steps=steps, seed=seed, size=size,
+            device=device, dtype=dtype, offload=offload, long_method=long_method, gamma=gamma, omega=omega,
+            overlap=overlap, decode_chunk_size=decode_chunk_size, prompt=prompt,
+            negative_prompt=negative_prompt, guidance=guidance, guidance_2=guidance_2, flow_shift=flow_shift,
+            vae_tiling=vae_tiling, on_step=on_step,
+        )  # fmt: skip
+    wan_only = {"--prompt": prompt, "--negative-prompt": negative_prompt, "--guidance": guidance,
+                "--guidance-2": guidance_2, "--flow-shift": flow_shift, "--vae-tiling": vae_tiling or None}
+    given = [name for name, value in wan_only.items() if value is not None]
+    if given:
+        logger.warning("%s: Wan models only; this model is a Stable Video Diffusion one, ignored",
+                       ", ".join(given))  # fmt: skip
 
     if steps is not None and int(steps) < 1:
         raise UserInputError(f"--steps must be >= 1, got {steps}")
