@@ -10,6 +10,11 @@ are real, the pictures are not), saved in diffusers' folder layout and loaded as
 in a fresh process: the frames produced, the latent frames, denoiser and transformer calls, the time and the
 peak rise of resident memory while the video is sampled and decoded (after a warm-up run that allocates the
 one-off buffers). Target: 500 frames <= 1.3x the memory of 125 frames.
+
+The child processes run with ``MALLOC_MMAP_THRESHOLD_=65536``: glibc then gives blocks of 64 KiB and more
+back to the system when they are freed, so the resident set follows the memory that is alive. With glibc's
+default heap the freed blocks stay resident in a pattern that depends on the order of allocations, and the
+peak rises with the number of segments although nothing is held (``--glibc-default`` measures that way).
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--size", default="128x128", help="WxH, multiples of 16")
     ap.add_argument("--methods", default="phased,direct,freenoise,gen-l-video")
+    ap.add_argument("--glibc-default", action="store_true", help="children keep glibc's default heap")
     ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -99,7 +105,10 @@ def main() -> None:
             for n in (args.frames, args.long_frames):
                 cmd = [sys.executable, __file__, "--child", str(folder), method, str(n), "--steps",
                        str(args.steps), "--size", args.size]  # fmt: skip
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                env = dict(os.environ)
+                if not args.glibc_default:
+                    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                 rows[n] = r = json.loads(out.strip().splitlines()[-1])
                 print(f"{method}, {n} frames: {r['frames']} frames out ({r['latent_frames']} latent), "
                       f"{r['unet_calls']} denoiser calls, {r['transformer_calls']} transformer calls, "

@@ -120,7 +120,7 @@ def test_folder_in_diffusers_layout_loads_and_missing_parts_are_named(tmp_path, 
     from stillmotion.diffusion.wan import WanBackbone, is_wan_index, read_model_index
     from stillmotion.diffusion.wan_tiny import tiny_wan_components
 
-    parts = tiny_wan_components("wan2.2")
+    parts = tiny_wan_components("wan2.2", rope_max_seq_len=1024)  # the real models' table: 480P buckets fit
     folder = tmp_path / "Wan2.2-I2V-A14B-Diffusers"
     WanImageToVideoPipeline(**parts).save_pretrained(folder)
     assert is_wan_index(read_model_index(folder))

@@ -58,7 +58,9 @@ def test_one_clip_and_a_long_video(wan_folder):
     # the default size is the model's 480P bucket for the scene's aspect ratio
     from stillmotion.engines.wan import load_wan
 
-    assert load_wan(wan_folder).default_size(40, 24) == (816, 480)
+    backbone = load_wan(wan_folder)
+    assert backbone.default_size(40, 24) == (512, 304)  # the bucket, shrunk to the tiny model's 512 px
+    assert backbone.max_side == 512  # rope_max_seq_len 32 x patch 2 x VAE 8
 
 
 def test_bad_options_are_named(wan_folder):
@@ -116,3 +118,54 @@ def test_help_says_which_options_apply_to_which_backbone(capsys):
     for option in wan_options:
         assert option in text, option
     assert "wan: text prompt" in text and "svd: refine" in text and "Wan2.2-I2V-A14B-Diffusers" in text
+
+
+def test_web_ui_offers_a_prompt_for_a_wan_folder_and_its_command_replays(wan_folder, tmp_path, monkeypatch):
+    import io
+    import shlex
+    import time
+
+    pytest.importorskip("fastapi")
+    av = pytest.importorskip("av")
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from stillmotion.cli import main
+    from stillmotion.ui.server import create_app
+
+    buf = io.BytesIO()
+    Image.fromarray(_scene(48, 32).image).save(buf, "PNG")
+    photo = buf.getvalue()
+    app = create_app(model_dir=wan_folder, work_root=tmp_path)
+    with TestClient(app, headers={"X-Stillmotion": "1"}) as client:
+        info = client.get("/api/info").json()["engines"]["diffusion"]
+        assert info["available"] and info["backbone"] == "wan"
+        sid = client.post("/api/session").json()["session"]
+        r = client.post(f"/api/s/{sid}/image", files={"file": ("p.png", photo, "application/octet-stream")})
+        assert r.status_code == 200
+        arrows = [{"points": [[10, 10], [30, 12]]}]
+        body = {"kind": "full", "engine": "diffusion", "frames": 2, "fps": 8, "steps": 1, "seed": 3,
+                "size": 64, "prompt": "clouds drift", "arrows": arrows}  # fmt: skip
+        r = client.post(f"/api/s/{sid}/jobs", json=body)
+        assert r.status_code == 200, r.text
+        jid, command = r.json()["id"], r.json()["command"]
+        end = time.monotonic() + 600
+        while (status := client.get(f"/api/s/{sid}/jobs/{jid}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() < end, "job did not finish"
+            time.sleep(0.1)
+        assert status["state"] == "done", status
+        assert status["report"]["backbone"] == "wan2.1-i2v"
+        assert "--prompt 'clouds drift'" in command
+        mp4 = client.get(status["files"]["mp4"]).content
+        drawing = client.post(f"/api/s/{sid}/arrows/export", json=body).content
+    with av.open(io.BytesIO(mp4)) as container:
+        page = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.png").write_bytes(photo)
+    (tmp_path / "drawing.json").write_bytes(drawing)
+    with pytest.raises(SystemExit) as done:
+        main(shlex.split(command)[1:])
+    assert done.value.code == 0
+    with av.open(str(tmp_path / "animation.mp4")) as container:
+        cli = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert page.shape[0] == 2 and np.array_equal(page, cli)

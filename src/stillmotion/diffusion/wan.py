@@ -277,9 +277,16 @@ class WanBackbone(DiffusionPipeline):
         16:9, 832 x 480 for 832 x 480)."""
         m = self.size_multiple
         aspect = height / width
-        h = max(m, int(round(math.sqrt(self.bucket_area * aspect))) // m * m)
-        w = max(m, int(round(math.sqrt(self.bucket_area / aspect))) // m * m)
-        return w, h
+        h = int(round(math.sqrt(self.bucket_area * aspect)))
+        w = int(round(math.sqrt(self.bucket_area / aspect)))
+        shrink = min(1.0, self.max_side / max(w, h))
+        return max(m, int(w * shrink) // m * m), max(m, int(h * shrink) // m * m)
+
+    @property
+    def max_side(self) -> int:
+        """The longest side the transformer's rotary position table covers (pixels)."""
+        tr = self.main_transformer
+        return int(tr.config.rope_max_seq_len) * self.size_multiple
 
     @property
     def clip_latent_frames(self) -> int:
@@ -383,6 +390,11 @@ class WanBackbone(DiffusionPipeline):
             dw, dh = self.default_size(image.shape[1], image.shape[0])
             width, height = width or dw, height or dh
         check_size(width, height, self.size_multiple)
+        if max(width, height) > self.max_side:
+            raise UserInputError(
+                f"size {width}x{height} is too large for this model: its position table covers sides up to "
+                f"{self.max_side} pixels"
+            )
         if guidance_scale < 0 or (guidance_scale_2 is not None and guidance_scale_2 < 0):
             raise UserInputError(f"--guidance must be >= 0, got {guidance_scale}")
         image = fit_image(image, width, height)

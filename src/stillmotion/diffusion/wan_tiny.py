@@ -45,22 +45,26 @@ def tiny_text_encoder(seed: int = 0, vocab_size: int | None = None):
     return UMT5EncoderModel(config).eval()
 
 
-def _transformer(seed: int, in_channels: int, out_channels: int, image_dim: int | None):
+def _transformer(seed: int, in_channels: int, out_channels: int, image_dim: int | None, rope: int = 32):
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
     return WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=in_channels,
         out_channels=out_channels, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, image_dim=image_dim,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=rope, image_dim=image_dim,
     ).eval()  # fmt: skip
 
 
-def tiny_wan_components(variant: str = "wan2.1", seed: int = 0, shift: float = 5.0) -> dict[str, Any]:
+def tiny_wan_components(
+    variant: str = "wan2.1", seed: int = 0, shift: float = 5.0, rope_max_seq_len: int = 32
+) -> dict[str, Any]:
     """Components of a tiny Wan image-to-video pipeline, as keyword arguments for ``WanBackbone`` (or
     diffusers' ``WanImageToVideoPipeline``). ``variant``: ``wan2.1`` (one transformer, CLIP image
     embeddings), ``wan2.2`` (two experts, boundary 0.875, no image encoder) or ``ti2v`` (Wan 2.2 TI2V-5B's
-    layout: 48-channel VAE with patch 2, first-frame latent replaced, ``expand_timesteps``)."""
+    layout: 48-channel VAE with patch 2, first-frame latent replaced, ``expand_timesteps``).
+    ``rope_max_seq_len``: the rotary table's length (32 in diffusers' tests: sides up to 512 px; the real
+    models' 1024)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 
     if variant not in ("wan2.1", "wan2.2", "ti2v"):
@@ -91,7 +95,7 @@ def tiny_wan_components(variant: str = "wan2.1", seed: int = 0, shift: float = 5
     if variant == "wan2.1":
         from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-        parts["transformer"] = _transformer(seed, 36, 16, image_dim=4)
+        parts["transformer"] = _transformer(seed, 36, 16, image_dim=4, rope=rope_max_seq_len)
         torch.manual_seed(seed)
         parts["image_encoder"] = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
@@ -99,10 +103,10 @@ def tiny_wan_components(variant: str = "wan2.1", seed: int = 0, shift: float = 5
         )).eval()  # fmt: skip
         parts["image_processor"] = CLIPImageProcessor(crop_size=32, size=32)
     elif variant == "wan2.2":
-        parts["transformer"] = _transformer(seed, 36, 16, image_dim=None)
-        parts["transformer_2"] = _transformer(seed + 1, 36, 16, image_dim=None)
+        parts["transformer"] = _transformer(seed, 36, 16, image_dim=None, rope=rope_max_seq_len)
+        parts["transformer_2"] = _transformer(seed + 1, 36, 16, image_dim=None, rope=rope_max_seq_len)
         parts["boundary_ratio"] = 0.875
     else:
-        parts["transformer"] = _transformer(seed, 48, 48, image_dim=None)
+        parts["transformer"] = _transformer(seed, 48, 48, image_dim=None, rope=rope_max_seq_len)
         parts["expand_timesteps"] = True
     return parts

@@ -40,6 +40,7 @@ class Settings:
     loop: bool
     model_dir: Path | None
     control: str = "auto"  # diffusion: auto, trained, warp-guided or none
+    prompt: str = ""  # Wan models: the text prompt ("": the engine's default)
 
     @classmethod
     def from_request(cls, body: Any, model_dir: Path | None) -> Settings:
@@ -58,6 +59,7 @@ class Settings:
             body.loop,
             model_dir,
             getattr(body, "control", "auto"),
+            getattr(body, "prompt", "") or "",
         )
         if body.kind == "preview":
             # A quick look: the warp engine, small and short, whatever the full run will use.
@@ -112,7 +114,16 @@ def engine_status(model_dir: Path | None) -> dict[str, dict[str, Any]]:
     else:
         diffusion["available"] = True
         diffusion["model"] = str(model_dir or _default_model())
+        diffusion["backbone"] = "wan" if _is_wan(model_dir) else "svd"  # the page offers a prompt for Wan
     return {"warp": warp, "diffusion": diffusion}
+
+
+def _is_wan(model_dir: Path | None) -> bool:
+    if model_dir is None:
+        return False
+    from stillmotion.diffusion.wan import wan_model_dir
+
+    return wan_model_dir(model_dir) is not None
 
 
 def _default_model() -> Path | None:
@@ -150,6 +161,8 @@ def cli_command(
         if model_dir is not None:
             parts += ["--model", str(model_dir)]
         parts += ["--steps", str(body.steps), "--seed", str(body.seed)]
+        if getattr(body, "prompt", "") and _is_wan(model_dir):
+            parts += ["--prompt", body.prompt]
         parts += [
             "--long-method",
             body.long_method,
@@ -206,6 +219,8 @@ def render(
             seed=settings.seed, long_method=settings.long_method, gamma=settings.gamma, omega=settings.omega,
             control=settings.control, on_step=on_step,
         )  # fmt: skip
+        if settings.prompt and _is_wan(settings.model_dir):
+            options["prompt"] = settings.prompt
     frames, stats = api.render(
         scene, field, engine=settings.engine, frames=settings.frames, fps=settings.fps,
         strength=settings.strength, loop=settings.loop, **options,

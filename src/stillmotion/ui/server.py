@@ -112,6 +112,7 @@ class RunIn(ArrowsIn):
     control: Literal["auto", "trained", "warp-guided", "none"] = "auto"
     size: Annotated[int, Field(ge=64, le=2048)] = 512
     loop: bool = True
+    prompt: Annotated[str, Field(max_length=1000)] = ""  # Wan models only
 
 
 # ---------------------------------------------------------------- upload size limit, enforced while reading

@@ -421,6 +421,7 @@ function settings() {
     engine: v("engine"), strength: Number(v("strength")), frames: Number(v("frames")), fps: Number(v("fps")),
     size: Number(v("size")), loop: $("loop").checked, steps: Number(v("steps")), seed: Number(v("seed")),
     gamma: Number(v("gamma")), omega: Number(v("omega")), long_method: v("long_method"), control: v("control"),
+    prompt: v("prompt"),
   };
 }
 
@@ -659,6 +660,7 @@ async function start() {
     if (opt && !st.available) { opt.disabled = true; opt.textContent += " — unavailable"; }
   }
   const d = state.info.engines.diffusion;
+  $("prompt-label").hidden = d.backbone !== "wan";  // a text prompt is a Wan model's input
   $("engine-note").textContent = d.available ? "" : `Diffusion unavailable: ${d.reason}.`;
   if (!state.info.engines.warp.available) $("engine-note").textContent += ` Warp unavailable: ${state.info.engines.warp.reason}.`;
 }
