@@ -364,7 +364,9 @@ class WanBackbone(DiffusionPipeline):
     def prepare(
         self,
         image: np.ndarray | Any,
+        motion: np.ndarray | None = None,
         *,
+        mask: np.ndarray | None = None,
         num_frames: int = CLIP_VIDEO_FRAMES,
         width: int | None = None,
         height: int | None = None,
@@ -381,9 +383,15 @@ class WanBackbone(DiffusionPipeline):
         The image is resized and center-cropped to ``width`` x ``height`` (default: the model's bucket,
         :meth:`default_size`). ``prompt`` defaults to :data:`DEFAULT_PROMPT`, ``negative_prompt`` to
         :data:`DEFAULT_NEGATIVE_PROMPT`; ``guidance_scale_2`` is the low-noise expert's (default: the same);
-        ``flow_shift`` defaults to the scheduler's. ``clip_frames``: video frames of one window (81)."""
+        ``flow_shift`` defaults to the scheduler's. ``clip_frames``: video frames of one window (81).
+
+        ``motion`` (H, W, 2) px per video frame, or (N, H, W, 2) per frame step, and ``mask`` (bool (H, W),
+        True where motion is allowed) are fitted with the image and kept in ``frame_info`` for warp-guided
+        control (:meth:`warp_reference`). Where the mask says still, the denoised estimate is held to the
+        photo's own latents (a still clip of it, encoded) and the photo's pixels are pasted after decoding,
+        as the SVD pipeline does."""
         from stillmotion.diffusion.pipeline import _as_uint8_rgb, _to_pil
-        from stillmotion.diffusion.preprocess import check_size, fit_image
+        from stillmotion.diffusion.preprocess import check_size, fit_field, fit_image, fit_mask, still_alpha
 
         image = _as_uint8_rgb(image)
         if width is None or height is None:
@@ -398,6 +406,15 @@ class WanBackbone(DiffusionPipeline):
         if guidance_scale < 0 or (guidance_scale_2 is not None and guidance_scale_2 < 0):
             raise UserInputError(f"--guidance must be >= 0, got {guidance_scale}")
         image = fit_image(image, width, height)
+        mask_fit = None if mask is None else fit_mask(np.asarray(mask), width, height)
+        field = None
+        if motion is not None:
+            motion = np.asarray(motion, np.float32)
+            if not np.all(np.isfinite(motion)):
+                raise UserInputError("the motion field holds non-finite values")
+            field = fit_field(motion, width, height)
+            if mask_fit is not None:
+                field = field * mask_fit[..., None]
         pil = _to_pil(image)
         t = self.vae_scale_factor_temporal
         n_latent = latent_frames(int(num_frames), t)
@@ -424,13 +441,49 @@ class WanBackbone(DiffusionPipeline):
             clip_frames=clip_latent,
             flow_shift=flow_shift,
         )
+        alpha = None
+        if mask_fit is not None and not mask_fit.all():
+            import torch.nn.functional as F
+
+            move = torch.from_numpy(mask_fit.astype(np.float32))[None, None]
+            den.still_mask = (1.0 - F.interpolate(move, size=den.latent_size, mode="area"))[None]
+            den.still_mask = den.still_mask.to(self._execution_device)
+            den.still = _StillLatents(self, pixels, clip_latent)
+            alpha = still_alpha(mask_fit, self.vae_scale_factor_spatial)
         den.frame_info = {
             "image": image,
             "size": (width, height),
+            "width": width,
+            "height": height,
             "video_frames": int(num_frames),
+            "field": field,
+            "mask": mask_fit,
+            "alpha": alpha,
             "strength": None,
         }
         return den
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Video ``[B, 3, T, H, W]`` in [-1, 1] -> normalised latents in the samplers' layout
+        ``[B, (T - 1) // 4 + 1, C, h, w]`` float32 (VAE mode)."""
+        from diffusers.utils.torch_utils import get_module_execution_device
+
+        video = video.to(device=get_module_execution_device(self.vae), dtype=self.vae.dtype)
+        latent = self.vae.encode(video).latent_dist.mode().to(self._execution_device, torch.float32)
+        mean, inv_std = self._latent_norm(latent.device, torch.float32)
+        return ((latent - mean) * inv_std).permute(0, 2, 1, 3, 4)
+
+    def warp_reference(self, den: WanDenoiser, *, loop: bool, cache_size: int = 4) -> WanReferenceLatents:
+        """Warp-guided control's reference for this denoiser: the photo animated along its field by the warp
+        engine, as Wan latents per window (:class:`WanReferenceLatents`)."""
+        info = den.frame_info
+        if info.get("field") is None:
+            raise ValueError("the denoiser was prepared without a motion field")
+        return WanReferenceLatents(
+            self, info["image"], info["field"], den.num_frames, info.get("mask"), loop=loop,
+            batch=den.batch_size, cache_size=cache_size,
+        )  # fmt: skip
 
     def initial_latents(
         self, den: WanDenoiser, generator: torch.Generator | None = None, latents: torch.Tensor | None = None
@@ -450,7 +503,7 @@ class WanBackbone(DiffusionPipeline):
 
     def stream_decoder(self, den: WanDenoiser) -> WanStreamDecoder:
         """A causal decoder that takes the video's latent frames in order, any number at a time."""
-        return WanStreamDecoder(self, den.frame_info.get("video_frames"))
+        return WanStreamDecoder(self, den.frame_info.get("video_frames"), paste=den.frame_info)
 
     @torch.no_grad()
     def decode(
@@ -575,6 +628,8 @@ class WanDenoiser:
         self.sigmas: torch.Tensor | None = None
         self.init_noise_sigma: float | None = None
         self.frame_info: dict[str, Any] = {}
+        self.still_mask: torch.Tensor | None = None  # [1, 1, 1, h, w], 1 where the photo stays still
+        self.still: _StillLatents | None = None
         self.unet_calls = 0
         self.transformer_calls = 0
         self.frame_evaluations = 0
@@ -739,7 +794,85 @@ class WanDenoiser:
         x0 = param.denoised(xw, v.float(), sigma.to(self.device))
         if self.backbone.config.expand_timesteps:
             x0[:, :, 0] = cond[:, :, 0].float()
-        return x0.permute(0, 2, 1, 3, 4)
+        x0 = x0.permute(0, 2, 1, 3, 4)
+        if self.still_mask is not None:
+            # still regions: an Euler step toward the photo's latents keeps them on the noised photo's path
+            m = self.still_mask.to(x0.device)
+            x0 = x0 * (1 - m) + self.still.window(f).to(x0.device) * m
+        return x0
+
+
+def _window_video(frames: np.ndarray, device) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> [1, 3, T, H, W] in [-1, 1]."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(3, 0, 1, 2)[None]
+    return video.float() / 127.5 - 1
+
+
+class _StillLatents:
+    """Latents of the photo held still, per window length: a clip of ``4 (f - 1) + 1`` copies of it, encoded
+    (a still clip's latent frames are not all equal: the first one holds one frame, the others four)."""
+
+    def __init__(self, backbone: WanBackbone, pixels: torch.Tensor, clip: int) -> None:
+        self.backbone, self.pixels, self.clip = backbone, pixels, int(clip)
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def window(self, f: int) -> torch.Tensor:
+        n = min(f, self.clip)
+        if n not in self._cache:
+            video = self.pixels.unsqueeze(2).expand(-1, -1, decoded_frames(n), -1, -1)
+            self._cache[n] = self.backbone.encode_video(video)
+        z = self._cache[n]
+        return z if f <= n else torch.cat([z, z[:, -1:].expand(-1, f - n, -1, -1, -1)], dim=1)
+
+
+class WanReferenceLatents:
+    """Warp-guided control's reference on Wan: the warp engine's animation of the photo along the field, as
+    the latents a clip of it would have, for any window of latent frames, made on demand.
+
+    Latent window ``[a, b)`` is the encoding of the animation's video frames ``[4 a, 4 (b - 1) + 1)``: a
+    window is a clip to the transformer, so its first latent frame holds one video frame (the last of
+    latent frame a's four in the whole video) and each later one four, which are the whole video's. The warp
+    runs forward as windows ask for frames, the last windows' latents are kept (``cache_size``), so memory is
+    flat in the video's length. Frames are encoded without noise augmentation."""
+
+    def __init__(
+        self, backbone: WanBackbone, image: np.ndarray, field: np.ndarray, latent_count: int,
+        mask: np.ndarray | None, *, loop: bool, batch: int = 1, cache_size: int = 4,
+    ) -> None:  # fmt: skip
+        from collections import OrderedDict
+
+        from stillmotion.diffusion.warp_condition import WarpedCondition
+
+        loop = bool(loop) and field.ndim == 3  # a flow sequence animates forward only
+        self.loop = loop
+        self.backbone = backbone
+        self.batch = int(batch)
+        self.num_frames = int(latent_count)
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self.frames_source = WarpedCondition(
+            image, field, decoded_frames(latent_count), mask, lambda px: px, noise_aug_strength=0.0, seed=0,
+            loop=loop,
+        )  # fmt: skip
+
+    @staticmethod
+    def video_frames(start: int, stop: int) -> tuple[int, int]:
+        """The animation's video frames a latent window ``[start, stop)`` is made of."""
+        return (0 if start == 0 else 4 * start), 4 * (stop - 1) + 1
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        key = (start, stop)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        v0, v1 = self.video_frames(start, stop)
+        video = _window_video(self.frames_source.frames(v0, v1), self.backbone._execution_device)
+        z = self.backbone.encode_video(video)
+        z = z.expand(self.batch, *z.shape[1:]) if z.shape[0] != self.batch else z
+        self._cache[key] = z
+        while len(self._cache) > max(1, self.cache_size):
+            self._cache.popitem(last=False)
+        return z
 
 
 def _triangular(length: int, device, dtype) -> torch.Tensor:
@@ -833,10 +966,12 @@ class WanStreamDecoder:
     video decoded chunk by chunk equals one decode of all its latents. With the VAE's tiling on, one
     cache per tile, blended as ``tiled_decode`` blends. ``limit`` cuts the output at that many frames."""
 
-    def __init__(self, backbone: WanBackbone, limit: int | None = None) -> None:
+    def __init__(self, backbone: WanBackbone, limit: int | None = None, paste: dict | None = None) -> None:
         self.backbone = backbone
         self.vae = backbone.vae
         self.limit = limit
+        # {"image": uint8 (H, W, 3), "alpha": (H, W)}: the photo's pixels pasted where it is still
+        self.paste = paste if paste and paste.get("alpha") is not None else None
         self.emitted = 0
         self.index = 0  # latent frames pushed so far
         self.caches: dict[tuple[int, int], list] = {}
@@ -911,5 +1046,9 @@ class WanStreamDecoder:
         frames = (video / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).cpu().numpy()
         if self.limit is not None:
             frames = frames[:, : max(0, self.limit - self.emitted)]
+        if self.paste is not None:
+            ref = self.paste["image"].astype(np.float32) / 255.0
+            a = self.paste["alpha"][..., None]
+            frames = frames * (1 - a) + ref * a
         self.emitted += frames.shape[1]
         return frames
