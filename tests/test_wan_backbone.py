@@ -195,3 +195,22 @@ def test_stream_decoder_equals_one_decode_plain_and_tiled():
         parts = [stream.push(z[:, :2]), stream.push(z[:, 2:3]), stream.push(z[:, 3:])]
         assert [p.shape[1] for p in parts] == [5, 4, 6]  # 1 + 4, 4, then 8 cut to the limit of 15
         assert np.abs(np.concatenate(parts, 1) - whole[:, :15]).max() <= 1e-6
+
+
+def test_still_regions_end_on_the_photo_and_its_pixels():
+    from stillmotion.diffusion.wan import WanBackbone
+    from stillmotion.diffusion.wan_tiny import tiny_wan_components
+
+    backbone = WanBackbone(**tiny_wan_components("wan2.2"))
+    image = _image()
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[:, : SIZE // 2] = True  # the left half may move
+    den = backbone.prepare(image, mask=mask, num_frames=9, width=SIZE, height=SIZE, max_sequence_length=16)
+    sigmas = den.set_schedule(3)
+    x = sample_euler(den, backbone.initial_latents(den, generator=torch.Generator().manual_seed(0)), sigmas)
+    still = den.still_mask.expand_as(x) >= 0.999
+    assert still.any() and not still.all()
+    assert torch.allclose(x[still], den.still.window(x.shape[1])[still], atol=1e-5)
+    frames = np.concatenate(list(backbone.decode(den, x, 2)), axis=1)[0]
+    right = (frames[:, :, SIZE // 2 + 8 :] * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(right, np.broadcast_to(image[:, SIZE // 2 + 8 :], right.shape))
