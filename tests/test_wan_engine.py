@@ -137,7 +137,7 @@ def test_web_ui_offers_a_prompt_for_a_wan_folder_and_its_command_replays(wan_fol
     Image.fromarray(_scene(48, 32).image).save(buf, "PNG")
     photo = buf.getvalue()
     app = create_app(model_dir=wan_folder, work_root=tmp_path)
-    with TestClient(app, headers={"X-Stillmotion": "1"}) as client:
+    with TestClient(app, headers={"X-Stillmotion": "1"}, base_url="http://127.0.0.1:7860") as client:
         info = client.get("/api/info").json()["engines"]["diffusion"]
         assert info["available"] and info["backbone"] == "wan"
         sid = client.post("/api/session").json()["session"]

@@ -209,7 +209,8 @@ def animate_diffusion(
         return animate_wan(
             scene, field, model=wan, frames=frames, progress=progress, steps=steps, seed=seed, size=size,
             device=device, dtype=dtype, offload=offload, long_method=long_method, gamma=gamma, omega=omega,
-            overlap=overlap, decode_chunk_size=decode_chunk_size, prompt=prompt,
+            overlap=overlap, branch_sigma=branch_sigma, carry=carry, stride=stride,
+            decode_chunk_size=decode_chunk_size, prompt=prompt,
             negative_prompt=negative_prompt, guidance=guidance, guidance_2=guidance_2, flow_shift=flow_shift,
             vae_tiling=vae_tiling, on_step=on_step,
         )  # fmt: skip

@@ -87,6 +87,9 @@ def animate_wan(
     gamma: float = 0.8,
     omega: float = 0.2,
     overlap: int | None = None,
+    branch_sigma: float | None = None,
+    carry: str = "motion",
+    stride: int | None = None,
     decode_chunk_size: int = 8,
     prompt: str | None = None,
     negative_prompt: str | None = None,
@@ -113,7 +116,8 @@ def animate_wan(
             raise UserInputError(f"{name} must be a number >= 0, got {value!r}")
     if flow_shift is not None and not (np.isfinite(flow_shift) and flow_shift > 0):
         raise UserInputError(f"--flow-shift must be a number > 0, got {flow_shift!r}")
-    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega,
+    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega, branch_sigma=branch_sigma,
+                          carry=carry, stride=stride,
                           **({} if overlap is None else {"overlap": int(overlap)}))  # fmt: skip
     pipe = load_wan(model, device, dtype, offload, vae_tiling)
     variant = pipe.variant.name
