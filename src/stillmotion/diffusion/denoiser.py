@@ -23,6 +23,8 @@ is the scheduler's c_noise (0.25*log(sigma) for SVD's continuous v-prediction co
 ``v = v_u + g_frame * (v_c - v_u)`` per frame; v-prediction x0 = v * (-sigma/sqrt(sigma^2+1)) +
 x/(sigma^2+1). With ``sample_euler`` over :attr:`sigmas` starting from noise * :attr:`init_noise_sigma`
 this reproduces the scheduler's steps operation for operation.
+The formulas are ``sampling.parameterization.VPredictionEDM``'s (``denoiser.parameterization``), the same
+object the trainer and the samplers use.
 
 Motion: the flows of the whole video are held (a static field as an expanded view, so 500 frames
 cost no more than one); the motion encoder runs on the window's flows, its features are cached per
@@ -55,6 +57,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+
+from stillmotion.sampling.parameterization import VPredictionEDM
 
 
 def c_noise(scheduler, sigma: torch.Tensor) -> torch.Tensor:
@@ -178,6 +182,8 @@ class MotionDenoiser:
         self.unet_calls = 0
         self.frame_evaluations = 0
         self.sigmas: torch.Tensor | None = None
+        # SVD's v-prediction EDM form, with the scheduler's timestep (sampling.parameterization)
+        self.parameterization = VPredictionEDM(timestep_fn=lambda s: c_noise(self.scheduler, s))
         # set by StillMotionPipeline.prepare: fitted image, paste weights, size, final field, M_s
         self.frame_info: dict[str, Any] = {}
         self.init_noise_sigma: torch.Tensor | float | None = None
@@ -391,9 +397,9 @@ class MotionDenoiser:
             strength = None if strength is None else torch.cat([strength, strength])
             if feats is not None:
                 feats = [t.unsqueeze(0).expand(2, *t.shape).flatten(0, 1) for t in feats]
-        latent_in = latent_in / ((sigma**2 + 1) ** 0.5)
+        latent_in = self.parameterization.model_input(latent_in, sigma)
         model_in = torch.cat([latent_in.to(self.dtype), img], dim=2)
-        t = c_noise(self.scheduler, sigma).to(self.device)
+        t = self.parameterization.timestep(sigma).to(self.device)
 
         v = unet_forward(self.unet, self.motion_adapter, model_in, t, emb, ids, feats, strength)
         self.unet_calls += 1
@@ -404,9 +410,9 @@ class MotionDenoiser:
             g = self.guidance_scales(start, stop).to(v.device, v.dtype).view(1, f, 1, 1, 1)
             v = v_u + g * (v_c - v_u)
         if ref is None:
-            x0 = v.float() * (-sigma / (sigma**2 + 1) ** 0.5) + (x / (sigma**2 + 1))
+            x0 = self.parameterization.denoised(x, v.float(), sigma)
         else:
-            x0 = ref + v.float() * (-sigma / (sigma**2 + 1) ** 0.5) + ((x - ref) / (sigma**2 + 1))
+            x0 = ref + self.parameterization.denoised(x - ref, v.float(), sigma)
         if self.still_mask is not None:
             m = self.still_mask.to(x0.device)
             x0 = x0 * (1 - m) + self.still_latents.to(x0.device, x0.dtype) * m
