@@ -169,3 +169,19 @@ def test_web_ui_offers_a_prompt_for_a_wan_folder_and_its_command_replays(wan_fol
     with av.open(str(tmp_path / "animation.mp4")) as container:
         cli = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert page.shape[0] == 2 and np.array_equal(page, cli)
+
+
+def test_arrows_steer_wan_through_warp_guided_control(wan_folder):
+    from stillmotion.engines.wan import animate_wan
+
+    field = np.zeros((16, 32, 2), np.float32)
+    field[4:12, 8:24, 0] = 1.0
+    it, stats = animate_wan(_scene(32, 16), field, model=wan_folder, frames=9, steps=4, size=(32, 16),
+                            follow=0.5, freedom=0.5)  # fmt: skip
+    assert len(list(it)) == 9
+    assert stats["control"] == "warp-guided" and stats["steps_run"] == 2 and stats["unet_calls"] == 2
+    it, stats = animate_wan(_scene(32, 16), field, model=wan_folder, frames=9, steps=2, size=(32, 16),
+                            control="none")  # fmt: skip
+    assert len(list(it)) == 9 and stats["control"] == "none"
+    with pytest.raises(UserInputError, match="SVD-only"):
+        animate_wan(_scene(32, 16), field, model=wan_folder, frames=9, control="trained")

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from stillmotion.errors import UserInputError
+from stillmotion.sampling.parameterization import EDM, parameterization_of
 
 logger = logging.getLogger("stillmotion.diffusion")
 
@@ -168,8 +169,12 @@ class ReferenceStart:
     ``pure`` and ``offset`` let a sampler that reshuffles its noise (FreeNoise) shuffle the noise alone and
     add the reference after."""
 
-    def __init__(self, noise: Any, reference: ReferenceLatents, sigma: float, weight: torch.Tensor | float):
+    def __init__(
+        self, noise: Any, reference: Any, sigma: float, weight: torch.Tensor | float,
+        parameterization: Any = EDM,
+    ) -> None:  # fmt: skip
         self.pure = noise
+        self.parameterization = parameterization
         self.num_frames = noise.num_frames
         self.reference = reference
         self.sigma = float(sigma)
@@ -178,7 +183,8 @@ class ReferenceStart:
     def offset(self, start: int, stop: int) -> torch.Tensor:
         r = self.reference.window(start, stop)
         w = self.weight.to(r.device) if isinstance(self.weight, torch.Tensor) else self.weight
-        return w * r / self.sigma
+        # the clean part of the start state over sigma: r / sigma (EDM), (1 - t) r / t (flow matching)
+        return w * self.parameterization.signal(r, self.sigma) / self.sigma
 
     def frames(self, start: int, stop: int) -> torch.Tensor:
         n = self.pure.frames(start, stop)
@@ -240,7 +246,8 @@ class WarpGuidedDenoiser:
         weight = self._start_weight()
         if isinstance(weight, float) and weight == 0.0:
             return noise
-        return ReferenceStart(noise, self.ref, float(self.full_sigmas[self.start]), weight)
+        return ReferenceStart(noise, self.ref, float(self.full_sigmas[self.start]), weight,
+                              parameterization_of(self.denoiser))
 
     def start_latents(self, x: torch.Tensor, frames: slice | None = None) -> torch.Tensor:
         """A clip's plain start ``unit noise * init_noise_sigma`` -> the warp-guided start: the reference
@@ -254,7 +261,7 @@ class WarpGuidedDenoiser:
         a = 0 if frames is None or frames.start is None else int(frames.start)
         r = self.ref.window(a, a + x.shape[1]).to(x.device, x.dtype)
         unit = x / float(self.denoiser.init_noise_sigma)
-        guided = r + float(self.full_sigmas[self.start]) * unit
+        guided = parameterization_of(self.denoiser).noised(r, unit, float(self.full_sigmas[self.start]))
         w = w.to(x.device, x.dtype) if isinstance(w, torch.Tensor) else w
         return w * guided + (1 - w) * x
 
@@ -291,6 +298,10 @@ def warp_guided(pipe: Any, den: Any, guidance: WarpGuidance, *, loop: bool) -> W
     if field is None:
         return None
     region = hold_region(field, info.get("mask"))
+    make_reference = getattr(pipe, "warp_reference", None)
+    if make_reference is not None:  # a backbone with its own latents (Wan: a video VAE, latent frames)
+        hold = latent_mask(region, den.latent_size, den.device)
+        return WarpGuidedDenoiser(den, make_reference(den, loop=loop), hold, guidance)
     scale = float(pipe.vae.config.scaling_factor)
     device = den.device
 

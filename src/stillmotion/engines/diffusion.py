@@ -207,12 +207,13 @@ def animate_diffusion(
         from stillmotion.engines.wan import animate_wan
 
         return animate_wan(
-            scene, field, model=wan, frames=frames, progress=progress, steps=steps, seed=seed, size=size,
-            device=device, dtype=dtype, offload=offload, long_method=long_method, gamma=gamma, omega=omega,
-            overlap=overlap, branch_sigma=branch_sigma, carry=carry, stride=stride,
+            scene, field, model=wan, frames=frames, strength=strength, progress=progress, steps=steps,
+            seed=seed, size=size, device=device, dtype=dtype, offload=offload, long_method=long_method,
+            gamma=gamma, omega=omega, overlap=overlap, branch_sigma=branch_sigma, carry=carry, stride=stride,
             decode_chunk_size=decode_chunk_size, prompt=prompt,
             negative_prompt=negative_prompt, guidance=guidance, guidance_2=guidance_2, flow_shift=flow_shift,
-            vae_tiling=vae_tiling, on_step=on_step,
+            vae_tiling=vae_tiling, control=control, follow=follow, freedom=freedom, loop=loop,
+            on_step=on_step,
         )  # fmt: skip
     wan_only = {"--prompt": prompt, "--negative-prompt": negative_prompt, "--guidance": guidance,
                 "--guidance-2": guidance_2, "--flow-shift": flow_shift, "--vae-tiling": vae_tiling or None}

@@ -76,6 +76,7 @@ def animate_wan(
     *,
     model: str | Path,
     frames: int,
+    strength: float = 1.0,
     progress: bool = False,
     steps: int | None = None,
     seed: int = 0,
@@ -97,14 +98,21 @@ def animate_wan(
     guidance_2: float | None = None,
     flow_shift: float | None = None,
     vae_tiling: bool = False,
+    control: str = "auto",
+    follow: float | None = None,
+    freedom: float | None = None,
+    loop: bool = False,
     on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[Iterator[np.ndarray], dict]:
-    """Animate ``scene`` with a Wan image-to-video model (module docstring). ``field`` is not used yet
-    (``--control none``): the model animates the photo from the prompt. Stats: steps, unet_calls (denoiser
-    calls), transformer_calls, frame_evaluations (latent frames through the transformer), latent_frames,
-    device, dtype, size, backbone, long_method."""
+    """Animate ``scene`` with a Wan image-to-video model (module docstring). ``control``: ``warp-guided``
+    (``auto`` with a field: the arrows steer the model through the warp engine's reference, ``follow`` and
+    ``freedom`` its knobs, ``loop`` the reference's seamless loop) or ``none`` (the prompt alone; ``auto``
+    without a field); ``trained`` is SVD's (the paper's motion modules) and refused. Stats: steps, unet_calls
+    (denoiser calls), transformer_calls, frame_evaluations (latent frames through the transformer),
+    latent_frames, device, dtype, size, backbone, control, long_method."""
     import torch
 
+    from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
     from stillmotion.sampling.long import LongOptions
 
     if steps is not None and int(steps) < 1:
@@ -119,18 +127,42 @@ def animate_wan(
     options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega, branch_sigma=branch_sigma,
                           carry=carry, stride=stride,
                           **({} if overlap is None else {"overlap": int(overlap)}))  # fmt: skip
+    mode = resolve_control(control, False)  # Wan has no trained motion modules: auto is warp-guided
+    if mode == "trained":
+        raise UserInputError(
+            "--control trained: the paper's motion modules are SVD-only; a Wan model takes --control "
+            "warp-guided (the arrows steer it) or none"
+        )
+    if field is None:
+        mode = "none"
+    knobs = WarpGuidance(
+        **{k: float(v) for k, v in (("follow", follow), ("freedom", freedom)) if v is not None}
+    )
     pipe = load_wan(model, device, dtype, offload, vae_tiling)
     variant = pipe.variant.name
     steps = int(DEFAULT_STEPS if steps is None else steps)
     scale = float(DEFAULT_GUIDANCE[variant] if guidance is None else guidance)
     width, height = size if size is not None else pipe.default_size(scene.width, scene.height)
-    if field is not None:
-        logger.warning("Wan runs with --control none: the arrows / motion field are not used")
+    motion = None if field is None else np.asarray(field, np.float32) * np.float32(strength)
+    if motion is not None and mode == "none":
+        logger.warning(
+            "--control none: plain image-to-video from the prompt, the arrows / motion field are ignored"
+        )
+        motion = None
+    if motion is not None and motion.ndim == 4:  # a sequence: one field per video frame step
+        need = max(1, frames - 1)
+        motion = motion[:need]
+        if len(motion) < need:
+            motion = np.concatenate([motion, np.repeat(motion[-1:], need - len(motion), 0)])
     den = pipe.prepare(
-        scene.image, num_frames=frames, width=width, height=height, prompt=prompt,
+        scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, prompt=prompt,
         negative_prompt=negative_prompt, guidance_scale=scale, guidance_scale_2=guidance_2,
         flow_shift=flow_shift,
     )  # fmt: skip
+    guided = warp_guided(pipe, den, knobs, loop=loop) if mode == "warp-guided" else None
+    plain = den
+    if guided is not None:
+        den = guided
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -141,12 +173,18 @@ def animate_wan(
         "dtype": str(pipe.main_transformer.dtype).replace("torch.", ""),
         "size": [width, height],
         "backbone": variant,
-        "control": "none",
+        "control": mode,
+        "steps_run": steps - (knobs.start_step(steps) if guided is not None else 0),
         "strength_ms": None,
         "refined": False,
         "long_method": None,
         "overlap": options.overlap,
     }
+
+    if guided is not None:
+        stats.update(
+            follow=knobs.follow, freedom=knobs.freedom, reference="loop" if guided.ref.loop else "forward"
+        )
 
     def count() -> None:
         stats.update(unet_calls=den.unet_calls, transformer_calls=den.transformer_calls,
@@ -156,15 +194,18 @@ def animate_wan(
         from stillmotion.progress import progress_bar
         from stillmotion.sampling.base import sample_euler
 
-        sigmas = den.set_schedule(steps)
-        x = pipe.initial_latents(den, generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+        sigmas = den.set_schedule(steps)  # warp-guided: from its start level on
+        x = pipe.initial_latents(plain, generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+        if guided is not None:
+            x = guided.start_latents(x)
+        run = len(sigmas) - 1
 
         def step_done(i: int, x_, x0) -> None:
             bar.update(1)
             if on_step is not None:
-                on_step(i + 1, steps)
+                on_step(i + 1, run)
 
-        with progress_bar(total=steps, desc="wan", enabled=progress, unit="step") as bar:
+        with progress_bar(total=run, desc="wan", enabled=progress, unit="step") as bar:
             x = sample_euler(den, x, sigmas, callback=step_done)
         count()
         for chunk in pipe.decode(den, x, decode_chunk_size):
@@ -184,6 +225,6 @@ def animate_wan(
         count()
         pipe.maybe_free_model_hooks()
 
-    if den.num_frames <= den.clip_frames:
+    if plain.num_frames <= plain.clip_frames:
         return one_clip(), stats
     return long_video(), stats
