@@ -2,11 +2,13 @@
 
 Starts the server on a free loopback port, uploads the bundled photo, draws an arrow with the
 mouse, checks the single-click message, runs the warp engine and waits for a playable video.
-Saves screenshots under out/ui/ (docs/ui.png, the web app page's picture, comes from there).
+Saves its screenshot under the test's temporary folder, or under $STILLMOTION_UI_SHOTS when set
+(docs/ui.png, the web app page's picture, comes from `STILLMOTION_UI_SHOTS=out/ui pytest ...`).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -20,7 +22,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "src" / "stillmotion" / "assets" / "examples" / "waterfall.jpg"
 EXAMPLE_MASK = EXAMPLE.with_name("waterfall_mask.png")
-SHOTS = REPO / "out" / "ui"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -110,9 +111,10 @@ def _canvas_point(page, fx: float, fy: float) -> tuple[float, float]:
     return box["x"] + fx * box["width"], box["y"] + fy * box["height"]
 
 
-def test_draw_an_arrow_and_animate_in_the_browser(server, page):
+def test_draw_an_arrow_and_animate_in_the_browser(server, page, tmp_path):
     base, app = server
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = Path(os.environ.get("STILLMOTION_UI_SHOTS") or tmp_path)  # tests write nowhere else by default
+    shots.mkdir(parents=True, exist_ok=True)
     page.goto(base + "/")
     wait_until(page, "document.querySelectorAll('#engines .badge').length === 2")
     assert "warp: ready" in page.locator("#engines").inner_text()
@@ -213,7 +215,7 @@ def test_draw_an_arrow_and_animate_in_the_browser(server, page):
         timeout=120_000,
     )
     page.wait_for_timeout(800)  # let the videos show a moving frame before the picture
-    page.screenshot(path=str(SHOTS / "ui.png"), full_page=True)
+    page.screenshot(path=str(shots / "ui.png"), full_page=True)
 
     assert page.outside == [], f"the page tried to reach the internet: {page.outside}"
     assert page.errors == [], f"JavaScript errors: {page.errors}"
