@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stillmotion.sampling.long import LONG_METHODS, LongOptions, expected_cost, stream_long_video
+from stillmotion.engines.long_video import stream_long_video
+from stillmotion.sampling.long import LONG_METHODS, LongOptions, expected_cost
 
 pytest.importorskip("diffusers")
 

@@ -135,7 +135,8 @@ def test_condition_residual_denoises_the_difference_to_the_conditioning():
 
 
 def test_direct_conditions_a_warped_model_on_the_last_frame_carried_along_the_field():
-    from stillmotion.sampling.long import LongOptions, stream_long_video
+    from stillmotion.engines.long_video import stream_long_video
+    from stillmotion.sampling.long import LongOptions
 
     pipe = StillMotionPipeline(**tiny_components(0, num_frames=4))
     pipe.motion_adapter.register_to_config(warped_image_condition=True)

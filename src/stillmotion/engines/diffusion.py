@@ -325,7 +325,7 @@ def animate_diffusion(
         pipe.maybe_free_model_hooks()  # with --offload: everything back to the CPU
 
     def long_video() -> Iterator[np.ndarray]:
-        from stillmotion.sampling.long import stream_long_video
+        from stillmotion.engines.long_video import stream_long_video
 
         stats["long_method"] = options.method
         done = 0

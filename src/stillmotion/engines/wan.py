@@ -213,7 +213,7 @@ def animate_wan(
         pipe.maybe_free_model_hooks()
 
     def long_video() -> Iterator[np.ndarray]:
-        from stillmotion.sampling.long import stream_long_video
+        from stillmotion.engines.long_video import stream_long_video
 
         stats["long_method"] = options.method
         for chunk, _join in stream_long_video(

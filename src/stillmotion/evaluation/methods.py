@@ -20,7 +20,7 @@ Rows, as in the paper's tables:
 - ``svd``: stock Stable Video Diffusion from ``--svd DIR`` (the pipeline's zero-initialised motion
   modules and no motion input reproduce it exactly).
 - ``phased``, ``direct``, ``freenoise``, ``gen-l-video``: the long-video samplers (Table 2) on the
-  diffusion model, through ``stillmotion.sampling.long.stream_long_video`` (what the diffusion engine
+  diffusion model, through ``stillmotion.engines.long_video.stream_long_video`` (what the diffusion engine
   streams for long videos; it also marks where separately sampled segments join).
 
 The short rows call the pipeline's ``prepare`` / sampler / ``decode`` directly, as the diffusion engine
@@ -230,7 +230,8 @@ def _short_diffusion(name: str, models: DiffusionModels) -> Method:
 
 def _long_diffusion(name: str, models: DiffusionModels) -> Method:
     try:
-        from stillmotion.sampling.long import LongOptions, stream_long_video
+        from stillmotion.engines.long_video import stream_long_video
+        from stillmotion.sampling.long import LongOptions
     except ImportError as exc:
         return Method(name, None, f"long-video samplers not installed ({exc})", long_only=True)
     pipe = models.pipeline("model")

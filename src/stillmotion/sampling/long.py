@@ -1,12 +1,11 @@
-"""One entry point for the long-video samplers, what each costs, and the streaming decode around them.
+"""One entry point for the long-video samplers, and what each costs.
 
 ``sample_long(method, ...)`` dispatches to ``sample_phased`` (the paper; the default), ``sample_direct``,
 ``sample_freenoise`` or ``sample_gen_l_video`` with the options each understands, and
 ``expected_cost(method, ...)`` gives the denoiser calls and frame passes it will make (the formulas in
 each sampler's docstring), which the engine uses for its progress bar and the tests check against the
-denoiser's counters. ``stream_long_video(pipe, den, ...)`` runs a sampler on a prepared
-StillMotionPipeline denoiser and decodes the finished chunks as they come, so only one segment's latents
-and one decode chunk of frames are alive at a time.
+denoiser's counters. Running one on a pipeline and decoding its chunks as they come is the engines'
+work (``stillmotion.engines.long_video.stream_long_video``): this module knows only denoisers and tensors.
 """
 
 from __future__ import annotations
@@ -152,122 +151,3 @@ def expected_cost(
         seg.gen_l_video_denoiser_calls(num_frames, clip_len, num_steps, stride),
         seg.gen_l_video_frame_evaluations(num_frames, clip_len, num_steps, stride),
     )
-
-
-class _CountingProgress:
-    """Wraps a denoiser; advances a progress bar by one per call (the unit every method shares) and
-    tells ``on_call(done, total)`` when given."""
-
-    def __init__(
-        self, denoiser: Denoiser, bar: Any, total: int, on_call: Callable[[int, int], None] | None = None
-    ) -> None:
-        self.denoiser, self.bar, self.total, self.on_call = denoiser, bar, total, on_call
-        self.done = 0
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
-        out = self.denoiser(x, sigma, **cond)
-        self.done += 1
-        self.bar.update(1)
-        if self.on_call is not None:
-            self.on_call(self.done, self.total)
-        return out
-
-    def __getattr__(self, name: str) -> Any:
-        # Optional hooks of the wrapped denoiser (e.g. ``reference`` for sample_phased) stay visible.
-        if name == "denoiser":  # not set yet (e.g. while copying): no recursion
-            raise AttributeError(name)
-        return getattr(self.denoiser, name)
-
-
-def stream_long_video(
-    pipe: Any,
-    den: Any,
-    options: LongOptions,
-    *,
-    steps: int,
-    seed: int,
-    clip_len: int | None = None,
-    decode_chunk_size: int | None = None,
-    progress: bool = False,
-    on_call: Callable[[int, int], None] | None = None,
-) -> Iterator[tuple[Any, bool]]:
-    """Frames of a ``den.num_frames``-long video from a StillMotionPipeline and its prepared denoiser.
-
-    Yields ``(frames, join)`` with frames float32 ``[B, n, H, W, 3]`` in [0, 1] in order (``join``: 0, or
-    the seam's frame steps when the first of them starts a separately sampled segment, see
-    :class:`LatentChunk`). The starting noise is :class:`FrameNoise` of
-    ``seed`` (made per frame, on demand); the samplers' own random choices come from a generator of the
-    same seed. ``direct`` decodes each clip's last latent frame and re-encodes it (image latent with SVD's
-    noise augmentation, or for a warped-conditioning model the frame warped along the field and encoded
-    per frame, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
-    the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call. A pipeline
-    with ``stream_decoder(den)`` (Wan's causal video VAE) decodes all chunks through one decoder state.
-    """
-    from stillmotion.progress import progress_bar
-    from stillmotion.sampling.frame_noise import FrameNoise
-
-    clip = int(clip_len or den.clip_frames)
-    sigmas = den.set_schedule(steps)  # a warp-guided denoiser's starts below the top (SDEdit)
-    top = float(getattr(den, "full_sigmas", sigmas)[0])
-    # the samplers start from noise * sigma_0; SVD's scheduler from noise * init_noise_sigma (a hair more
-    # with "leading" spacing): scaled so that a long video's first clip is the short video of that seed
-    noise = FrameNoise(
-        den.num_frames,
-        den.latent_shape(1)[2:],
-        seed=seed,
-        batch=den.batch_size,
-        device=den.device,
-        dtype=torch.float32,
-        scale=float(den.init_noise_sigma) / top,
-    )
-    start_noise = getattr(den, "start_noise", None)
-    if start_noise is not None:  # warp-guided: the samplers' noise * sigmas[0] is the noised reference
-        noise = start_noise(noise)
-    generator = torch.Generator().manual_seed(seed)
-    aug_generator = torch.Generator(device=den.device).manual_seed(seed + 1)
-
-    def condition_on(last: torch.Tensor, index: int) -> dict[str, Any]:
-        frames = next(pipe.decode(den, last[:, None], 1))  # [B, 1, H, W, 3] in [0, 1], still pixels pasted
-        pixels = torch.from_numpy(frames[:, 0]).permute(0, 3, 1, 2).to(den.device) * 2 - 1
-        cond = {"image_embeds": den.encode_condition_embeds(pixels)}
-        if getattr(den, "frame_latents", None) is not None:
-            # a warped-conditioning model: the last frame carried on along the field (from frame
-            # ``index`` on, for a per-frame field), as the input was; the next clip starts one step later
-            last_px = (frames[0, 0] * 255 + 0.5).clip(0, 255).astype("uint8")
-            seed_k = int(torch.randint(0, 2**62, (1,), generator=aug_generator, device=aug_generator.device))
-            moved = den.frame_latents.starting_from(last_px, clip + 1, seed_k, index)
-            cond["image"] = moved.window(1, clip + 1)
-        else:
-            cond["image"] = den.encode_condition_image(pixels, aug_generator)
-        return cond
-
-    if options.method == "gen-l-video" and hasattr(den, "keep_windows"):
-        # every step visits every window: keep their conditioning instead of remaking it each step
-        den.keep_windows(len(seg.sliding_windows(den.num_frames, clip, options.window_stride(clip))))
-    total = expected_cost(options, den.num_frames, clip, len(sigmas) - 1, sigmas).denoiser_calls
-    with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
-        chunks = sample_long(
-            options,
-            _CountingProgress(den, bar, total, on_call),
-            noise,
-            sigmas,
-            clip_len=clip,
-            generator=generator,
-            condition_on=condition_on,
-        )
-        # A causal video VAE (Wan's: 4 video frames per latent frame) decodes the chunks as one stream, its
-        # state carried from chunk to chunk; a per-frame VAE (SVD's) decodes each chunk on its own.
-        stream = pipe.stream_decoder(den) if hasattr(pipe, "stream_decoder") else None
-        step = decode_chunk_size or clip
-        for chunk in chunks:
-            join = chunk.join
-            if stream is None:
-                parts = pipe.decode(den, chunk.latents, step)
-            else:
-                n = chunk.latents.shape[1]
-                parts = (stream.push(chunk.latents[:, i : i + step]) for i in range(0, n, step))
-            for frames in parts:
-                if frames.shape[1] == 0:
-                    continue
-                yield frames, join
-                join = 0
