@@ -42,9 +42,7 @@ from stillmotion.diffusion.motion_encoder import normalize_flows
 from stillmotion.diffusion.preprocess import (
     check_size,
     default_size,
-    fit_field,
-    fit_image,
-    fit_mask,
+    fit_inputs,
     still_alpha,
 )
 from stillmotion.errors import MissingWeightsError, UserInputError
@@ -390,18 +388,9 @@ class StillMotionPipeline(DiffusionPipeline):
             dw, dh = self.default_size(image.shape[1], image.shape[0])
             width, height = width or dw, height or dh
         check_size(width, height, self.size_multiple)
-        image = fit_image(image, width, height)
-        mask_fit = None if mask is None else fit_mask(np.asarray(mask), width, height)
-        field = None
-        if motion is not None:
-            motion = np.asarray(motion, np.float32)
-            if not np.all(np.isfinite(motion)):
-                raise UserInputError("the motion field holds non-finite values")
-            field = fit_field(motion, width, height)
-            if mask_fit is not None:
-                field = field * mask_fit[..., None]
-            if refine:
-                field = self._refine(field, image, mask_fit)
+        image, mask_fit, field = fit_inputs(image, mask, motion, width, height)
+        if field is not None and refine:
+            field = self._refine(field, image, mask_fit)
         device = self._execution_device
 
         # Conditioning exactly as SVD: CLIP embedding, then the noise-augmented image latent.

@@ -87,6 +87,24 @@ def fit_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return out[y0 : y0 + height, x0 : x0 + width] >= 0.5
 
 
+def fit_inputs(
+    image: np.ndarray, mask: np.ndarray | None, motion: np.ndarray | None, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Image, mask and motion field brought to ``width x height`` the same way (every backbone's
+    preparation): the field checked finite and zeroed outside the mask."""
+    image = fit_image(image, width, height)
+    mask_fit = None if mask is None else fit_mask(np.asarray(mask), width, height)
+    field = None
+    if motion is not None:
+        motion = np.asarray(motion, np.float32)
+        if not np.all(np.isfinite(motion)):
+            raise UserInputError("the motion field holds non-finite values")
+        field = fit_field(motion, width, height)
+        if mask_fit is not None:
+            field = field * mask_fit[..., None]
+    return image, mask_fit, field
+
+
 def still_alpha(mask: np.ndarray, feather: int) -> np.ndarray:
     """Weight (H, W) float32 of the input pixels pasted after decoding: 1 on the whole still region (mask
     False), so still pixels are exactly the input's, fading to 0 over ``feather`` pixels into the moving

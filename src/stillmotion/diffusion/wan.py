@@ -391,7 +391,7 @@ class WanBackbone(DiffusionPipeline):
         photo's own latents (a still clip of it, encoded) and the photo's pixels are pasted after decoding,
         as the SVD pipeline does."""
         from stillmotion.diffusion.pipeline import _as_uint8_rgb, _to_pil
-        from stillmotion.diffusion.preprocess import check_size, fit_field, fit_image, fit_mask, still_alpha
+        from stillmotion.diffusion.preprocess import check_size, fit_inputs, still_alpha
 
         image = _as_uint8_rgb(image)
         if width is None or height is None:
@@ -405,16 +405,7 @@ class WanBackbone(DiffusionPipeline):
             )
         if guidance_scale < 0 or (guidance_scale_2 is not None and guidance_scale_2 < 0):
             raise UserInputError(f"--guidance must be >= 0, got {guidance_scale}")
-        image = fit_image(image, width, height)
-        mask_fit = None if mask is None else fit_mask(np.asarray(mask), width, height)
-        field = None
-        if motion is not None:
-            motion = np.asarray(motion, np.float32)
-            if not np.all(np.isfinite(motion)):
-                raise UserInputError("the motion field holds non-finite values")
-            field = fit_field(motion, width, height)
-            if mask_fit is not None:
-                field = field * mask_fit[..., None]
+        image, mask_fit, field = fit_inputs(image, mask, motion, width, height)
         pil = _to_pil(image)
         t = self.vae_scale_factor_temporal
         n_latent = latent_frames(int(num_frames), t)
