@@ -58,9 +58,9 @@ def main() -> None:
     with torch.no_grad():  # trained-like weights so the motion path does real work
         for p in pipe.motion_adapter.parameters():
             p.normal_(0, 0.1)
-    den_stock = pipe.prepare(image, None, num_frames=args.frames, width=s, height=s)
-    den_motion = pipe.prepare(image, field, num_frames=args.frames, width=s, height=s)
-    den_nocache = pipe.prepare(image, field, num_frames=args.frames, width=s, height=s)
+    den_stock = pipe.prepare(image, None, num_frames=args.frames, width=s, height=s).denoiser
+    den_motion = pipe.prepare(image, field, num_frames=args.frames, width=s, height=s).denoiser
+    den_nocache = pipe.prepare(image, field, num_frames=args.frames, width=s, height=s).denoiser
     den_nocache.feature_cache_size = 0
     sigmas = den_stock.set_schedule(25)
     x = (

@@ -170,7 +170,7 @@ def run_diffusion(
 
     width, height = model_size(pipe, scene.width, scene.height)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    den = pipe.prepare(
+    prepared = pipe.prepare(
         scene.image,
         field * np.float32(strength) if motion else None,
         mask=scene.mask,
@@ -183,6 +183,7 @@ def run_diffusion(
         max_guidance_scale=guidance[1],
         strength=None if motion else _ms(field * np.float32(strength)),
     )
+    den = prepared.denoiser
     if not strength_term:
         den.strength = None
     if not warped:
@@ -190,8 +191,8 @@ def run_diffusion(
     sigmas = den.set_schedule(steps)
     x = pipe.initial_latents(den, generator=generator)
     x = sample_euler(den, x, sigmas)
-    video = np.concatenate([c[0] for c in pipe.decode(den, x, 8)])
-    return (video * 255 + 0.5).clip(0, 255).astype(np.uint8), den.frame_info["image"], (width, height)
+    video = np.concatenate([c[0] for c in pipe.decode(prepared, x, 8)])
+    return (video * 255 + 0.5).clip(0, 255).astype(np.uint8), prepared.image, (width, height)
 
 
 def arrow_region(field: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -49,16 +49,17 @@ def test_untrained_motion_modules_are_skipped_entirely():
     assert not pipe.motion_modules_trained
     _, field = scene()
     image = scene()[0].image
-    den = pipe.prepare(image, field, num_frames=4, width=48, height=32)
+    prepared = pipe.prepare(image, field, num_frames=4, width=48, height=32)
+    den = prepared.denoiser
     den.set_schedule(2)
     den(torch.zeros(den.latent_shape(4)), den.sigmas[0])
     assert den.motion_adapter is None and den.flows is None and den.strength is None and not calls
     assert pipe.motion_adapter._handles == []  # no hook runs inside the UNet's forward
-    assert den.frame_info["strength"] > 0 and den.frame_info["motion_trained"] is False
+    assert prepared.strength > 0 and prepared.motion_trained is False
     with torch.no_grad():  # trained (non-zero) modules run as before
         pipe.motion_adapter.strength_proj.weight.fill_(0.1)
     assert pipe.motion_modules_trained
-    den = pipe.prepare(image, field, num_frames=4, width=48, height=32)
+    den = pipe.prepare(image, field, num_frames=4, width=48, height=32).denoiser
     den.set_schedule(2)
     den(torch.zeros(den.latent_shape(4)), den.sigmas[0])
     assert den.flows is not None and calls and pipe.motion_adapter._handles

@@ -77,7 +77,7 @@ def test_denoiser_windows_overrides_and_counters():
     seq[6:, ..., 0] = 2.0  # the second half of the video moves right
     den = pipe.prepare(
         img, seq, num_frames=12, width=16, height=16, generator=torch.Generator().manual_seed(0)
-    )
+    ).denoiser
     assert den.clip_frames == 8 and den.num_frames == 12 and den.do_cfg
     # SVD's ramp per clip the UNet sees: a window of 4 frames anywhere in the video is guided as a clip
     assert torch.equal(den.guidance_scales(0, 8), torch.linspace(1.0, 3.0, 8))

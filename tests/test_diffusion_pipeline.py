@@ -194,7 +194,8 @@ def test_mask_holds_still_regions(image):
     pipe = trained(StillMotionPipeline(**tiny_components(0)))
     mask = np.zeros((H, W), bool)
     mask[:, : W // 2] = True  # left half may move, right half must stay
-    den = pipe.prepare(image, right_field(), mask=mask, num_frames=F, width=W, height=H, generator=gen())
+    prepared = pipe.prepare(image, right_field(), mask=mask, num_frames=F, width=W, height=H, generator=gen())
+    den = prepared.denoiser
     sigmas = den.set_schedule(STEPS)
     from stillmotion.sampling.base import sample_euler
 
@@ -205,7 +206,7 @@ def test_mask_holds_still_regions(image):
     target = den.still_latents.expand_as(x)
     assert torch.allclose(x[..., still], target[..., still], atol=1e-5)
     assert not torch.allclose(x[..., ~still], target[..., ~still], atol=1e-2)
-    frames = np.concatenate(list(pipe.decode(den, x, 2)), 1)[0]
+    frames = np.concatenate(list(pipe.decode(prepared, x, 2)), 1)[0]
     ref = image.astype(np.float32) / 255
     # Every still pixel is the input's (the paste's feathering lies on the moving side of the seam) ...
     assert np.abs(frames[:, ~mask] - ref[~mask]).max() < 1e-6
@@ -218,11 +219,11 @@ def test_mask_holds_still_regions(image):
 def test_refine_uses_refiner_or_gives_notice(image, caplog, tmp_path):
     pipe = StillMotionPipeline(**tiny_components(0))
     with caplog.at_level(logging.WARNING, logger="stillmotion.diffusion"):
-        den = pipe.prepare(
+        prepared = pipe.prepare(
             image, right_field(), num_frames=F, width=W, height=H, refine=True, generator=gen()
         )
     assert "no refinement model T" in caplog.text
-    assert np.array_equal(den.frame_info["field"], right_field())
+    assert np.array_equal(prepared.field, right_field())
 
     from stillmotion.motion.refiner import FlowRefiner
 
@@ -232,18 +233,21 @@ def test_refine_uses_refiner_or_gives_notice(image, caplog, tmp_path):
         for p in refiner.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     pipe = StillMotionPipeline(**tiny_components(0), refiner=refiner.eval())
-    den = pipe.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=True, generator=gen())
-    assert not np.allclose(den.frame_info["field"], right_field())
-    refined = den.frame_info["field"]
-    den = pipe.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=False, generator=gen())
-    assert np.array_equal(den.frame_info["field"], right_field())
+    prepared = pipe.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=True,
+                            generator=gen())  # fmt: skip
+    assert not np.allclose(prepared.field, right_field())
+    refined = prepared.field
+    prepared = pipe.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=False,
+                            generator=gen())  # fmt: skip
+    assert np.array_equal(prepared.field, right_field())
 
     # T is saved and loaded with the pipeline, and a T trained apart can be dropped into refiner/.
     pipe.save_pretrained(tmp_path / "with_t")
     loaded = StillMotionPipeline.from_pretrained(tmp_path / "with_t")
     assert isinstance(loaded.refiner, FlowRefiner)
-    den = loaded.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=True, generator=gen())
-    assert np.allclose(den.frame_info["field"], refined, atol=1e-6)
+    prepared = loaded.prepare(image, right_field(), num_frames=F, width=W, height=H, refine=True,
+                              generator=gen())  # fmt: skip
+    assert np.allclose(prepared.field, refined, atol=1e-6)
     StillMotionPipeline(**tiny_components(0)).save_pretrained(tmp_path / "drop")
     refiner.save_pretrained(tmp_path / "drop" / "refiner")
     assert isinstance(StillMotionPipeline.from_pretrained(tmp_path / "drop").refiner, FlowRefiner)
@@ -254,12 +258,12 @@ def test_any_input_size_is_fitted(image):
     big = np.asarray(Image.fromarray(image).resize((101, 57)))
     field = np.zeros((57, 101, 2), np.float32)
     field[..., 0] = 2.0
-    den = pipe.prepare(big, field, num_frames=F, generator=gen())
-    w, h = den.frame_info["width"], den.frame_info["height"]
+    prepared = pipe.prepare(big, field, num_frames=F, generator=gen())
+    w, h = prepared.width, prepared.height
     assert w % pipe.size_multiple == 0 and h % pipe.size_multiple == 0
-    assert den.frame_info["image"].shape == (h, w, 3)
+    assert prepared.image.shape == (h, w, 3)
     # vectors are rescaled with the image: 2 px/frame at 101 px wide -> 2 * w / 101-ish at the new width
-    assert den.frame_info["field"][..., 0].mean() == pytest.approx(2.0 * w / 101, rel=0.1)
+    assert prepared.field[..., 0].mean() == pytest.approx(2.0 * w / 101, rel=0.1)
     from stillmotion.errors import UserInputError
 
     with pytest.raises(UserInputError, match="multiples of"):

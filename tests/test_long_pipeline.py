@@ -30,9 +30,11 @@ def run(pipe, method: str, seed: int = 0, frames: int = N):
     image = rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)
     field = np.zeros((16, 24, 2), np.float32)
     field[..., 0] = 1.0
-    den = pipe.prepare(image, field, num_frames=frames, width=24, height=16,
-                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
-    out = list(stream_long_video(pipe, den, LongOptions(method=method, gamma=0.5), steps=STEPS, seed=seed))
+    prepared = pipe.prepare(image, field, num_frames=frames, width=24, height=16,
+                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    den = prepared.denoiser
+    options = LongOptions(method=method, gamma=0.5)
+    out = list(stream_long_video(pipe, prepared, options, steps=STEPS, seed=seed))
     video = np.concatenate([f for f, _ in out], axis=1)
     return video, den, [j for _, j in out]
 

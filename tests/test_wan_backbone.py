@@ -44,11 +44,13 @@ def _image() -> np.ndarray:
 
 
 def _ours(backbone, image, frames, steps, seed, **kw):
-    den = backbone.prepare(image, num_frames=frames, width=SIZE, height=SIZE, max_sequence_length=16, **kw)
+    prepared = backbone.prepare(image, num_frames=frames, width=SIZE, height=SIZE, max_sequence_length=16,
+                                **kw)  # fmt: skip
+    den = prepared.denoiser
     sigmas = den.set_schedule(steps)
     x = backbone.initial_latents(den, generator=torch.Generator().manual_seed(seed))
     x = sample_euler(den, x, sigmas)
-    return np.concatenate(list(backbone.decode(den, x, 2)), axis=1), den
+    return np.concatenate(list(backbone.decode(prepared, x, 2)), axis=1), den
 
 
 def _reference(parts, image, frames, steps, seed, **kw):
@@ -205,12 +207,14 @@ def test_still_regions_end_on_the_photo_and_its_pixels():
     image = _image()
     mask = np.zeros((SIZE, SIZE), bool)
     mask[:, : SIZE // 2] = True  # the left half may move
-    den = backbone.prepare(image, mask=mask, num_frames=9, width=SIZE, height=SIZE, max_sequence_length=16)
+    prepared = backbone.prepare(image, mask=mask, num_frames=9, width=SIZE, height=SIZE,
+                                max_sequence_length=16)  # fmt: skip
+    den = prepared.denoiser
     sigmas = den.set_schedule(3)
     x = sample_euler(den, backbone.initial_latents(den, generator=torch.Generator().manual_seed(0)), sigmas)
     still = den.still_mask.expand_as(x) >= 0.999
     assert still.any() and not still.all()
     assert torch.allclose(x[still], den.still.window(x.shape[1])[still], atol=1e-5)
-    frames = np.concatenate(list(backbone.decode(den, x, 2)), axis=1)[0]
+    frames = np.concatenate(list(backbone.decode(prepared, x, 2)), axis=1)[0]
     right = (frames[:, :, SIZE // 2 + 8 :] * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(right, np.broadcast_to(image[:, SIZE // 2 + 8 :], right.shape))

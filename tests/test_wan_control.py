@@ -41,9 +41,11 @@ def _guided(backbone, frames, follow, freedom, **kw):
     from stillmotion.diffusion.warp_guidance import WarpGuidance, warp_guided
 
     image, field = _inputs()
-    den = backbone.prepare(image, field, num_frames=frames, width=SIZE, height=SIZE, max_sequence_length=16,
-                           prompt="water flows", guidance_scale=3.0, **kw)  # fmt: skip
-    return warp_guided(backbone, den, WarpGuidance(follow=follow, freedom=freedom), loop=False), den
+    prepared = backbone.prepare(image, field, num_frames=frames, width=SIZE, height=SIZE,
+                                max_sequence_length=16, prompt="water flows", guidance_scale=3.0,
+                                **kw)  # fmt: skip
+    guided = warp_guided(backbone, prepared, WarpGuidance(follow=follow, freedom=freedom), loop=False)
+    return guided.denoiser, prepared.denoiser
 
 
 def test_held_region_is_the_reference_noised_to_each_level_then_runs_free(backbone):

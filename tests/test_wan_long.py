@@ -34,9 +34,11 @@ def _image() -> np.ndarray:
     return (rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
 
 
-def _condition_on(backbone, den):
+def _condition_on(backbone, prepared):
+    den = prepared.denoiser
+
     def condition_on(last: torch.Tensor, index: int) -> dict:
-        frames = next(backbone.decode(den, last[:, None], 1))
+        frames = next(backbone.decode(prepared, last[:, None], 1))
         pixels = torch.from_numpy(frames[:, 0]).permute(0, 3, 1, 2) * 2 - 1
         return {
             "image": den.encode_condition_image(pixels),
@@ -53,8 +55,9 @@ def test_every_method_gives_the_frames_asked_for_at_the_formulas_cost(backbone, 
     from stillmotion.sampling.frame_noise import FrameNoise
     from stillmotion.sampling.long import LongOptions, expected_cost, sample_long
 
-    den = backbone.prepare(_image(), num_frames=frames, width=SIZE, height=SIZE, max_sequence_length=16,
-                           prompt="water flows", guidance_scale=4.0)  # fmt: skip
+    prepared = backbone.prepare(_image(), num_frames=frames, width=SIZE, height=SIZE, max_sequence_length=16,
+                                prompt="water flows", guidance_scale=4.0)  # fmt: skip
+    den = prepared.denoiser
     n = latent_frames(frames)
     assert den.num_frames == n and den.clip_frames == 21
     options = LongOptions(method=method, gamma=0.6)  # phased: M = ceil(0.6 * 3) = 2, one step redone
@@ -62,9 +65,9 @@ def test_every_method_gives_the_frames_asked_for_at_the_formulas_cost(backbone, 
     noise = FrameNoise(n, den.latent_shape(1)[2:], seed=0, batch=1)
     chunks = sample_long(
         options, den, noise, sigmas, clip_len=den.clip_frames, generator=torch.Generator().manual_seed(0),
-        condition_on=_condition_on(backbone, den),
+        condition_on=_condition_on(backbone, prepared),
     )  # fmt: skip
-    stream = backbone.stream_decoder(den)
+    stream = backbone.stream_decoder(prepared)
     got, starts = 0, []
     # freenoise: the sampler window-fuses the attention through the denoiser's hook
     for chunk in chunks:

@@ -59,10 +59,10 @@ def test_windows_do_not_depend_on_order_and_hold_only_a_few_frames():
 def test_pipeline_uses_warped_latents_only_when_the_model_asks():
     pipe = StillMotionPipeline(**tiny_components(0))
     kw = dict(num_frames=6, width=W, height=H, generator=torch.Generator().manual_seed(0))
-    den = pipe.prepare(image(), right(), **kw)
+    den = pipe.prepare(image(), right(), **kw).denoiser
     assert den.frame_latents is None  # stock behaviour: SVD's one image latent for every frame
     pipe.motion_adapter.register_to_config(warped_image_condition=True)
-    den = pipe.prepare(image(), right(), **kw)
+    den = pipe.prepare(image(), right(), **kw).denoiser
     assert den.frame_latents is not None
     lat = den.frame_latents.window(0, 6)
     assert lat.shape == (1, 6, *den.image_latents.shape[1:])
@@ -75,7 +75,7 @@ def test_pipeline_uses_warped_latents_only_when_the_model_asks():
     den.frame_latents = None
     assert not torch.allclose(with_warp, den(x, den.sigmas[0]))
     # without a motion field the conditioning is the still image, as in SVD
-    assert pipe.prepare(image(), None, **kw).frame_latents is None
+    assert pipe.prepare(image(), None, **kw).denoiser.frame_latents is None
 
 
 @pytest.mark.parametrize("residual", [False, True])
@@ -111,15 +111,15 @@ def test_condition_residual_denoises_the_difference_to_the_conditioning():
     pipe = StillMotionPipeline(**tiny_components(0))
     pipe.motion_adapter.register_to_config(warped_image_condition=True)
     kw = dict(num_frames=6, width=W, height=H, min_guidance_scale=1.0, max_guidance_scale=2.0)
-    den = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw)
+    den = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw).denoiser
     pipe.motion_adapter.register_to_config(condition_residual=True)
-    res = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw)
+    res = pipe.prepare(image(), right(), generator=torch.Generator().manual_seed(0), **kw).denoiser
     assert res.condition_residual and not den.condition_residual and res.do_cfg
     ref = res.frame_latents.window(0, 6).float() * pipe.vae.config.scaling_factor
     # the hook the phased sampler uses to carry segment 1 to later windows: the warped conditioning,
     # residual or not (the same frames and augmentation: same seed)
     assert torch.equal(res.reference(0, 6), ref) and torch.equal(den.reference(0, 6), ref)
-    still = pipe.prepare(image(), None, generator=torch.Generator().manual_seed(0), **kw)
+    still = pipe.prepare(image(), None, generator=torch.Generator().manual_seed(0), **kw).denoiser
     assert still.reference(0, 6) is None  # no motion field: nothing to carry along
     x = torch.randn(res.latent_shape(6), generator=torch.Generator().manual_seed(1))
     # x0 = r + (the plain preconditioning applied to x - r), both guidance branches sharing r
@@ -140,8 +140,9 @@ def test_direct_conditions_a_warped_model_on_the_last_frame_carried_along_the_fi
 
     pipe = StillMotionPipeline(**tiny_components(0, num_frames=4))
     pipe.motion_adapter.register_to_config(warped_image_condition=True)
-    den = pipe.prepare(image(), right(2.0), num_frames=10, width=W, height=H,
-                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    prepared = pipe.prepare(image(), right(2.0), num_frames=10, width=W, height=H,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+    den = prepared.denoiser
 
     class Recorder:
         def __init__(self, inner):
@@ -163,7 +164,8 @@ def test_direct_conditions_a_warped_model_on_the_last_frame_carried_along_the_fi
 
     den.frame_latents.starting_from = record
     rec = Recorder(den)
-    out = [f for f, _ in stream_long_video(pipe, rec, LongOptions("direct"), steps=2, seed=0)]
+    recorded = prepared.with_denoiser(rec)
+    out = [f for f, _ in stream_long_video(pipe, recorded, LongOptions("direct"), steps=2, seed=0)]
     assert sum(f.shape[1] for f in out) == 10  # the paper's cut: stock clips [0,4) [4,8) [8,10)
     assert rec.images[:2] == [None, None]  # the first clip: the input's own warped frames
     later = rec.images[2:]
@@ -180,7 +182,7 @@ def test_per_frame_flows_are_warped_step_by_step_and_picked_up_where_a_clip_star
     pipe.motion_adapter.register_to_config(warped_image_condition=True)
     flows = np.stack([right(1.0), right(0.0), right(2.0), right(1.0), right(1.0)])  # steps of a 6-frame clip
     den = pipe.prepare(image(), flows, num_frames=6, width=W, height=H, refine=False,
-                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+                       generator=torch.Generator().manual_seed(0)).denoiser  # fmt: skip
     wc = den.frame_latents
     assert wc is not None and wc.field.shape == (6, H, W, 2)  # the last step's field repeated to 6 frames
     frames = wc.frames(0, 6)

@@ -184,8 +184,6 @@ class MotionDenoiser:
         self.sigmas: torch.Tensor | None = None
         # SVD's v-prediction EDM form, with the scheduler's timestep (sampling.parameterization)
         self.parameterization = VPredictionEDM(timestep_fn=lambda s: c_noise(self.scheduler, s))
-        # set by StillMotionPipeline.prepare: fitted image, paste weights, size, final field, M_s
-        self.frame_info: dict[str, Any] = {}
         self.init_noise_sigma: torch.Tensor | float | None = None
 
     # ---- facts samplers need ---------------------------------------------------------------------

@@ -15,8 +15,10 @@ Components (diffusers layout, one subfolder each, safetensors only):
 - ``static_camera_lora/`` (optional folder): the rank-16 static-camera LoRA on the temporal layers.
 
 The pipeline only orchestrates: :meth:`prepare` turns the inputs into a
-:class:`~stillmotion.diffusion.denoiser.MotionDenoiser` (the project's sampler interface), a sampler
-from ``stillmotion.sampling`` integrates it, and :meth:`decode` turns latents into frames in chunks.
+:class:`~stillmotion.diffusion.prepared.Prepared` video holding a
+:class:`~stillmotion.diffusion.denoiser.MotionDenoiser` (the project's sampler interface) and the fitted
+inputs, a sampler from ``stillmotion.sampling`` integrates the denoiser, and :meth:`decode` turns latents
+into frames in chunks.
 ``__call__`` does all three for one clip with the Euler sampler, which reproduces diffusers'
 StableVideoDiffusionPipeline exactly while the new modules sit at their zero initialisation.
 """
@@ -33,19 +35,23 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from stillmotion.diffusion.denoiser import MotionDenoiser
 from stillmotion.diffusion.motion_encoder import normalize_flows
+from stillmotion.diffusion.prepared import Prepared
 from stillmotion.diffusion.preprocess import (
     check_size,
     default_size,
     fit_inputs,
     still_alpha,
 )
+from stillmotion.diffusion.warp_condition import WarpedCondition
 from stillmotion.errors import MissingWeightsError, UserInputError
+from stillmotion.motion.strength import motion_strength
 from stillmotion.sampling.base import sample_euler
 
 logger = logging.getLogger("stillmotion.diffusion")
@@ -363,8 +369,9 @@ class StillMotionPipeline(DiffusionPipeline):
         guidance: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         feather: int | None = None,
-    ) -> MotionDenoiser:
-        """Inputs -> a :class:`MotionDenoiser` for a video of ``num_frames`` frames (any length).
+    ) -> Prepared:
+        """Inputs -> a :class:`~stillmotion.diffusion.prepared.Prepared` video of ``num_frames`` frames (any
+        length): its :class:`MotionDenoiser` and the fitted inputs that :meth:`decode` reads.
 
         image: uint8 (H, W, 3) RGB (or a PIL image) of any size; motion: float32 (H, W, 2) per-frame
         field in the image's pixels (repeated for every frame) or (N, H, W, 2) / (N-1, H, W, 2) per
@@ -378,8 +385,8 @@ class StillMotionPipeline(DiffusionPipeline):
         every clip (window, segment) the UNet is called on.
 
         The generator draws the image's noise augmentation here, as SVD does before the initial noise.
-        The returned denoiser also carries what :meth:`decode` needs (``denoiser.frame_info``).
         """
+        # 1. Check the inputs and fit image, mask and field to the model's size (refined by T if asked).
         image = _as_uint8_rgb(image)
         num_frames = int(num_frames or self.unet.config.num_frames)
         if num_frames < 1:
@@ -391,85 +398,34 @@ class StillMotionPipeline(DiffusionPipeline):
         image, mask_fit, field = fit_inputs(image, mask, motion, width, height)
         if field is not None and refine:
             field = self._refine(field, image, mask_fit)
-        device = self._execution_device
 
-        # Conditioning exactly as SVD: CLIP embedding, then the noise-augmented image latent.
-        pil = _to_pil(image)
-        pixels = self.video_processor.preprocess(pil, height=height, width=width).to(device)
-        embeds = self.encode_image_embeddings(pixels)
-        noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
-        image_latents = self.encode_latents(pixels + noise_aug_strength * noise).to(embeds.dtype)
-        expected = self.unet.add_embedding.linear_1.in_features
-        if expected != 3 * self.unet.config.addition_time_embed_dim:
-            raise MissingWeightsError(
-                f"component 'unet' expects {expected // self.unet.config.addition_time_embed_dim} added time "
-                "ids; StillMotion uses SVD's 3 (fps, motion bucket, noise augmentation)"
-            )
-        ids = torch.tensor(
-            [[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=embeds.dtype, device=device
-        )
+        # 2. Encode the image exactly as SVD: CLIP embedding, then the noise-augmented image latent.
+        pixels, embeds, image_latents = self._encode_image(image, width, height, noise_aug_strength,
+                                                           generator)  # fmt: skip
 
+        # 3. Added time ids (fps, motion bucket, noise augmentation) and the guidance scales.
+        ids = self._get_add_time_ids(fps, motion_bucket_id, noise_aug_strength, embeds.dtype)
         if guidance is None:  # SVD's ramp, per clip the UNet sees (MotionDenoiser.guidance_scales)
             guidance = (float(min_guidance_scale), float(max_guidance_scale))
         else:
-            guidance = torch.as_tensor(guidance, dtype=torch.float32).to(device)
+            guidance = torch.as_tensor(guidance, dtype=torch.float32).to(self._execution_device)
 
+        # 4. Encode the motion: the field per frame, the motion encoder's input and the strength M_s.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
-        # Untrained (zero) motion modules add exactly nothing: skip them entirely (no motion encoder, no
-        # hooks in the UNet's forward), as with stock SVD from from_svd.
-        motion_on = self.motion_modules_trained
-        if not motion_on and self.motion_adapter is not None:
-            self.motion_adapter.detach()  # unet_forward attaches it again for a trained adapter
-        flows = s_tensor = None
-        if field is not None and field.ndim == 4:
-            n = field.shape[0]
-            if n == num_frames - 1:
-                field = np.concatenate([field, field[-1:]])
-            elif n != num_frames:
-                raise UserInputError(f"motion holds {n} fields, expected {num_frames} or {num_frames - 1}")
-        if field is not None and motion_on:
-            if field.ndim == 3:
-                flows = (
-                    torch.from_numpy(field)
-                    .permute(2, 0, 1)[None, None]
-                    .expand(1, num_frames, 2, height, width)
-                )
-            else:
-                flows = torch.from_numpy(np.ascontiguousarray(field)).permute(0, 3, 1, 2)[None]
-            flows = normalize_flows(flows, (height, width), self.motion_encoder.input_size(latent_size))
-            flows = flows.to(device=device, dtype=self.motion_encoder.dtype)
-        if field is not None and strength is None:
-            from stillmotion.motion.strength import motion_strength
+        motion_on, field, flows, strength, s_tensor = self._encode_motion(
+            field, strength, num_frames, (height, width), latent_size
+        )
 
-            strength = motion_strength(field)
-        if strength is not None and motion_on:
-            s_tensor = torch.tensor([float(strength)], dtype=torch.float32, device=device)
+        # 5. The still region: the clean image latent the denoiser holds there, the pixels pasted after.
+        still_mask, still_latents, alpha = self._prepare_still_region(pixels, mask_fit, latent_size, feather)
 
-        still_mask = still_latents = alpha = None
-        if mask_fit is not None and not mask_fit.all():
-            import torch.nn.functional as F
+        # 6. Per-frame conditioning along the field: the warped image (a warped-conditioning model) or the
+        #    motion reference long videos carry their segments along.
+        frame_latents, motion_frames = self._prepare_frame_conditions(
+            image, field, mask_fit, num_frames, noise_aug_strength, generator, embeds.dtype
+        )
 
-            move = torch.from_numpy(mask_fit.astype(np.float32))[None, None]
-            still_mask = (1.0 - F.interpolate(move, size=latent_size, mode="area"))[None].to(device)
-            clean = self.encode_latents(pixels).to(torch.float32) * self.vae.config.scaling_factor
-            still_latents = clean[:, None]
-            alpha = still_alpha(mask_fit, self.vae_scale_factor if feather is None else feather)
-
-        frame_latents = motion_frames = None
-        if field is not None and getattr(self.motion_adapter.config, "warped_image_condition", False):
-            frame_latents = self._warped_condition(image, field, mask_fit, num_frames, noise_aug_strength,
-                                                   generator, embeds.dtype)
-        elif field is not None:
-            # the motion reference long videos carry their segments along (MotionDenoiser.reference);
-            # rendered only when asked, and drawing nothing from ``generator``
-            from stillmotion.diffusion.warp_condition import WarpedCondition
-
-            def encode(px: torch.Tensor) -> torch.Tensor:
-                return self.encode_latents(px.to(device)).to(embeds.dtype)
-
-            motion_frames = WarpedCondition(image, field, num_frames, mask_fit, encode,
-                                            noise_aug_strength=0.0, seed=0)  # fmt: skip
-
+        # 7. The denoiser, and the facts about the frames beside it.
         den = MotionDenoiser(
             unet=self.unet,
             scheduler=self.scheduler,
@@ -494,24 +450,134 @@ class StillMotionPipeline(DiffusionPipeline):
             if self.motion_adapter is not None else False,
             latent_scale=float(self.vae.config.scaling_factor),
         )
-        den.frame_info = {
-            "image": image,
-            "alpha": alpha,
-            "width": width,
-            "height": height,
-            "field": field,
-            "mask": mask_fit,
-            "strength": None if strength is None else float(strength),
-            "motion_trained": motion_on,
-        }
-        return den
+        return Prepared(
+            denoiser=den,
+            image=image,
+            width=width,
+            height=height,
+            video_frames=num_frames,
+            field=field,
+            mask=mask_fit,
+            alpha=alpha,
+            strength=None if strength is None else float(strength),
+            motion_trained=motion_on,
+        )
+
+    def _encode_image(
+        self,
+        image: np.ndarray,
+        width: int,
+        height: int,
+        noise_aug_strength: float,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fitted image -> (pixels ``[1, 3, H, W]`` in [-1, 1], CLIP embedding, noise-augmented latent);
+        draws the augmentation noise from ``generator``."""
+        device = self._execution_device
+        pixels = self.video_processor.preprocess(_to_pil(image), height=height, width=width).to(device)
+        embeds = self.encode_image_embeddings(pixels)
+        noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
+        image_latents = self.encode_latents(pixels + noise_aug_strength * noise).to(embeds.dtype)
+        return pixels, embeds, image_latents
+
+    def _get_add_time_ids(
+        self, fps: int, motion_bucket_id: int, noise_aug_strength: float, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """SVD's added time ids ``[[fps - 1, motion bucket, noise augmentation]]``."""
+        expected = self.unet.add_embedding.linear_1.in_features
+        if expected != 3 * self.unet.config.addition_time_embed_dim:
+            raise MissingWeightsError(
+                f"component 'unet' expects {expected // self.unet.config.addition_time_embed_dim} added time "
+                "ids; StillMotion uses SVD's 3 (fps, motion bucket, noise augmentation)"
+            )
+        return torch.tensor(
+            [[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=dtype, device=self._execution_device
+        )
+
+    def _encode_motion(
+        self,
+        field: np.ndarray | None,
+        strength: float | None,
+        num_frames: int,
+        frame_size: tuple[int, int],
+        latent_size: tuple[int, int],
+    ) -> tuple[bool, np.ndarray | None, torch.Tensor | None, float | None, torch.Tensor | None]:
+        """(motion modules on, the field with one entry per frame, the motion encoder's flows, M_s, M_s as
+        the denoiser's tensor). Untrained (zero) motion modules add exactly nothing: they are skipped
+        entirely (no motion encoder, no hooks in the UNet's forward), as with stock SVD from from_svd."""
+        height, width = frame_size
+        device = self._execution_device
+        motion_on = self.motion_modules_trained
+        if not motion_on and self.motion_adapter is not None:
+            self.motion_adapter.detach()  # unet_forward attaches it again for a trained adapter
+        flows = s_tensor = None
+        if field is not None and field.ndim == 4:
+            n = field.shape[0]
+            if n == num_frames - 1:
+                field = np.concatenate([field, field[-1:]])
+            elif n != num_frames:
+                raise UserInputError(f"motion holds {n} fields, expected {num_frames} or {num_frames - 1}")
+        if field is not None and motion_on:
+            if field.ndim == 3:
+                flows = (
+                    torch.from_numpy(field)
+                    .permute(2, 0, 1)[None, None]
+                    .expand(1, num_frames, 2, height, width)
+                )
+            else:
+                flows = torch.from_numpy(np.ascontiguousarray(field)).permute(0, 3, 1, 2)[None]
+            flows = normalize_flows(flows, frame_size, self.motion_encoder.input_size(latent_size))
+            flows = flows.to(device=device, dtype=self.motion_encoder.dtype)
+        if field is not None and strength is None:
+            strength = motion_strength(field)
+        if strength is not None and motion_on:
+            s_tensor = torch.tensor([float(strength)], dtype=torch.float32, device=device)
+        return motion_on, field, flows, strength, s_tensor
+
+    def _prepare_still_region(
+        self, pixels: torch.Tensor, mask: np.ndarray | None, latent_size: tuple[int, int], feather: int | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, np.ndarray | None]:
+        """(still mask on the latent grid, the clean scaled image latent, the paste weights), all None when
+        everything may move."""
+        if mask is None or mask.all():
+            return None, None, None
+        move = torch.from_numpy(mask.astype(np.float32))[None, None]
+        still_mask = (1.0 - F.interpolate(move, size=latent_size, mode="area"))[None]
+        still_mask = still_mask.to(self._execution_device)
+        clean = self.encode_latents(pixels).to(torch.float32) * self.vae.config.scaling_factor
+        alpha = still_alpha(mask, self.vae_scale_factor if feather is None else feather)
+        return still_mask, clean[:, None], alpha
+
+    def _prepare_frame_conditions(
+        self,
+        image: np.ndarray,
+        field: np.ndarray | None,
+        mask: np.ndarray | None,
+        num_frames: int,
+        noise_aug_strength: float,
+        generator: torch.Generator | None,
+        dtype: torch.dtype,
+    ) -> tuple[WarpedCondition | None, WarpedCondition | None]:
+        """(warped conditioning latents of a warped-conditioning model, the motion reference), at most one
+        of them set, both made per window on demand."""
+        if field is None:
+            return None, None
+        if getattr(self.motion_adapter.config, "warped_image_condition", False):
+            return self._warped_condition(image, field, mask, num_frames, noise_aug_strength, generator,
+                                          dtype), None  # fmt: skip
+        # the motion reference long videos carry their segments along (MotionDenoiser.reference); rendered
+        # only when asked, and drawing nothing from ``generator``
+        device = self._execution_device
+
+        def encode(px: torch.Tensor) -> torch.Tensor:
+            return self.encode_latents(px.to(device)).to(dtype)
+
+        return None, WarpedCondition(image, field, num_frames, mask, encode, noise_aug_strength=0.0, seed=0)
 
     def _warped_condition(self, image, field, mask, num_frames, noise_aug_strength, generator, dtype):
         """The image warped along ``field``, as per-frame conditioning latents made per window
         (:class:`~stillmotion.diffusion.warp_condition.WarpedCondition`), augmented and encoded as SVD's
         image latent."""
-        from stillmotion.diffusion.warp_condition import WarpedCondition
-
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         device = self._execution_device
         return WarpedCondition(
@@ -549,7 +615,7 @@ class StillMotionPipeline(DiffusionPipeline):
     @torch.no_grad()
     def decode(
         self,
-        den: MotionDenoiser,
+        prepared: Prepared,
         latents: torch.Tensor,
         decode_chunk_size: int | None = None,
         paste: bool = True,
@@ -562,9 +628,9 @@ class StillMotionPipeline(DiffusionPipeline):
         chunk = decode_chunk_size or f
         flat = latents.flatten(0, 1)
         flat = 1 / self.vae.config.scaling_factor * flat
-        alpha = den.frame_info.get("alpha") if paste else None
+        alpha = prepared.alpha if paste else None
         if alpha is not None:
-            ref = torch.from_numpy(den.frame_info["image"].astype(np.float32) / 255.0)
+            ref = torch.from_numpy(prepared.image.astype(np.float32) / 255.0)
             a = torch.from_numpy(alpha)[..., None]
         for i in range(0, flat.shape[0], chunk):
             part = flat[i : i + chunk].to(self.vae.dtype)
@@ -606,7 +672,7 @@ class StillMotionPipeline(DiffusionPipeline):
         """
         from stillmotion.progress import progress_bar
 
-        den = self.prepare(
+        prepared = self.prepare(
             image,
             motion,
             mask=mask,
@@ -622,6 +688,7 @@ class StillMotionPipeline(DiffusionPipeline):
             max_guidance_scale=max_guidance_scale,
             generator=generator,
         )
+        den = prepared.denoiser
         sigmas = den.set_schedule(num_inference_steps)
         x = self.initial_latents(den, generator=generator, latents=latents)
         with progress_bar(total=num_inference_steps, desc="denoising", enabled=progress, unit="step") as bar:
@@ -634,7 +701,7 @@ class StillMotionPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames: Any = x
         else:
-            frames = np.concatenate(list(self.decode(den, x, decode_chunk_size)), axis=1)
+            frames = np.concatenate(list(self.decode(prepared, x, decode_chunk_size)), axis=1)
         self.maybe_free_model_hooks()
         return StillMotionPipelineOutput(frames=frames, stats=stats)
 

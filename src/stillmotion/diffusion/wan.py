@@ -54,8 +54,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
+from stillmotion.diffusion.pipeline import _as_uint8_rgb, _to_pil
+from stillmotion.diffusion.prepared import Prepared
+from stillmotion.diffusion.preprocess import check_size, fit_inputs, still_alpha
 from stillmotion.errors import MissingWeightsError, UserInputError
 from stillmotion.sampling.parameterization import FlowMatching
 
@@ -377,8 +381,9 @@ class WanBackbone(DiffusionPipeline):
         flow_shift: float | None = None,
         max_sequence_length: int = 512,
         clip_frames: int | None = None,
-    ) -> WanDenoiser:
-        """An image (uint8 (H, W, 3) or PIL) -> a :class:`WanDenoiser` for ``num_frames`` video frames.
+    ) -> Prepared:
+        """An image (uint8 (H, W, 3) or PIL) -> a :class:`~stillmotion.diffusion.prepared.Prepared` video of
+        ``num_frames`` video frames: its :class:`WanDenoiser` and the fitted inputs.
 
         The image is resized and center-cropped to ``width`` x ``height`` (default: the model's bucket,
         :meth:`default_size`). ``prompt`` defaults to :data:`DEFAULT_PROMPT`, ``negative_prompt`` to
@@ -386,13 +391,11 @@ class WanBackbone(DiffusionPipeline):
         ``flow_shift`` defaults to the scheduler's. ``clip_frames``: video frames of one window (81).
 
         ``motion`` (H, W, 2) px per video frame, or (N, H, W, 2) per frame step, and ``mask`` (bool (H, W),
-        True where motion is allowed) are fitted with the image and kept in ``frame_info`` for warp-guided
+        True where motion is allowed) are fitted with the image and kept in the result for warp-guided
         control (:meth:`warp_reference`). Where the mask says still, the denoised estimate is held to the
         photo's own latents (a still clip of it, encoded) and the photo's pixels are pasted after decoding,
         as the SVD pipeline does."""
-        from stillmotion.diffusion.pipeline import _as_uint8_rgb, _to_pil
-        from stillmotion.diffusion.preprocess import check_size, fit_inputs, still_alpha
-
+        # 1. Check the inputs and fit image, mask and field to the model's size.
         image = _as_uint8_rgb(image)
         if width is None or height is None:
             dw, dh = self.default_size(image.shape[1], image.shape[0])
@@ -406,20 +409,24 @@ class WanBackbone(DiffusionPipeline):
         if guidance_scale < 0 or (guidance_scale_2 is not None and guidance_scale_2 < 0):
             raise UserInputError(f"--guidance must be >= 0, got {guidance_scale}")
         image, mask_fit, field = fit_inputs(image, mask, motion, width, height)
-        pil = _to_pil(image)
         t = self.vae_scale_factor_temporal
         n_latent = latent_frames(int(num_frames), t)
         clip_latent = latent_frames(int(clip_frames or CLIP_VIDEO_FRAMES), t)
-        prompt = DEFAULT_PROMPT if prompt is None else prompt
-        negative_prompt = DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
+
+        # 2. Encode the prompt, and the negative prompt when classifier-free guidance runs.
         g2 = guidance_scale if guidance_scale_2 is None else guidance_scale_2
         do_cfg = guidance_scale > 1 or (self.config.boundary_ratio is not None and g2 > 1)
-        prompt_embeds = self.encode_prompt(prompt, max_sequence_length)
-        negative_embeds = self.encode_prompt(negative_prompt, max_sequence_length) if do_cfg else None
+        prompt_embeds, negative_embeds = self._encode_prompts(prompt, negative_prompt, do_cfg,
+                                                              max_sequence_length)  # fmt: skip
+
+        # 3. Encode the image: CLIP hidden states (Wan 2.1) and the first-frame conditioning of one clip.
+        pil = _to_pil(image)
         image_embeds = self.encode_image_embeds(pil)
         pixels = self.video_processor.preprocess(pil, height=height, width=width)
         pixels = pixels.to(self._execution_device, torch.float32)
         condition = self.encode_condition(pixels, min(n_latent, clip_latent))
+
+        # 4. The denoiser.
         den = WanDenoiser(
             backbone=self,
             condition=condition,
@@ -432,27 +439,42 @@ class WanBackbone(DiffusionPipeline):
             clip_frames=clip_latent,
             flow_shift=flow_shift,
         )
-        alpha = None
-        if mask_fit is not None and not mask_fit.all():
-            import torch.nn.functional as F
 
-            move = torch.from_numpy(mask_fit.astype(np.float32))[None, None]
-            den.still_mask = (1.0 - F.interpolate(move, size=den.latent_size, mode="area"))[None]
-            den.still_mask = den.still_mask.to(self._execution_device)
-            den.still = _StillLatents(self, pixels, clip_latent)
-            alpha = still_alpha(mask_fit, self.vae_scale_factor_spatial)
-        den.frame_info = {
-            "image": image,
-            "size": (width, height),
-            "width": width,
-            "height": height,
-            "video_frames": int(num_frames),
-            "field": field,
-            "mask": mask_fit,
-            "alpha": alpha,
-            "strength": None,
-        }
-        return den
+        # 5. The still region: held to the photo's latents in the denoiser, its pixels pasted after decoding.
+        alpha = self._prepare_still_region(den, pixels, mask_fit, clip_latent)
+        return Prepared(
+            denoiser=den,
+            image=image,
+            width=width,
+            height=height,
+            video_frames=int(num_frames),
+            field=field,
+            mask=mask_fit,
+            alpha=alpha,
+        )
+
+    def _encode_prompts(
+        self, prompt: str | None, negative_prompt: str | None, do_cfg: bool, max_sequence_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(prompt embeddings, negative prompt embeddings or None without guidance), the defaults for None."""
+        prompt = DEFAULT_PROMPT if prompt is None else prompt
+        negative_prompt = DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
+        prompt_embeds = self.encode_prompt(prompt, max_sequence_length)
+        negative_embeds = self.encode_prompt(negative_prompt, max_sequence_length) if do_cfg else None
+        return prompt_embeds, negative_embeds
+
+    def _prepare_still_region(
+        self, den: WanDenoiser, pixels: torch.Tensor, mask: np.ndarray | None, clip_latent: int
+    ) -> np.ndarray | None:
+        """Sets the denoiser's still mask and still latents where the mask says still; returns the paste
+        weights (None when everything may move)."""
+        if mask is None or mask.all():
+            return None
+        move = torch.from_numpy(mask.astype(np.float32))[None, None]
+        den.still_mask = (1.0 - F.interpolate(move, size=den.latent_size, mode="area"))[None]
+        den.still_mask = den.still_mask.to(self._execution_device)
+        den.still = _StillLatents(self, pixels, clip_latent)
+        return still_alpha(mask, self.vae_scale_factor_spatial)
 
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
@@ -465,14 +487,14 @@ class WanBackbone(DiffusionPipeline):
         mean, inv_std = self._latent_norm(latent.device, torch.float32)
         return ((latent - mean) * inv_std).permute(0, 2, 1, 3, 4)
 
-    def warp_reference(self, den: WanDenoiser, *, loop: bool, cache_size: int = 4) -> WanReferenceLatents:
-        """Warp-guided control's reference for this denoiser: the photo animated along its field by the warp
-        engine, as Wan latents per window (:class:`WanReferenceLatents`)."""
-        info = den.frame_info
-        if info.get("field") is None:
-            raise ValueError("the denoiser was prepared without a motion field")
+    def warp_reference(self, prepared: Prepared, *, loop: bool, cache_size: int = 4) -> WanReferenceLatents:
+        """Warp-guided control's reference for a prepared video: the photo animated along its field by the
+        warp engine, as Wan latents per window (:class:`WanReferenceLatents`)."""
+        if prepared.field is None:
+            raise ValueError("the video was prepared without a motion field")
+        den = prepared.denoiser
         return WanReferenceLatents(
-            self, info["image"], info["field"], den.num_frames, info.get("mask"), loop=loop,
+            self, prepared.image, prepared.field, den.num_frames, prepared.mask, loop=loop,
             batch=den.batch_size, cache_size=cache_size,
         )  # fmt: skip
 
@@ -492,19 +514,19 @@ class WanBackbone(DiffusionPipeline):
             )
         return den.parameterization.prior(latents.permute(0, 2, 1, 3, 4), den.sigmas[0])
 
-    def stream_decoder(self, den: WanDenoiser) -> WanStreamDecoder:
+    def stream_decoder(self, prepared: Prepared) -> WanStreamDecoder:
         """A causal decoder that takes the video's latent frames in order, any number at a time."""
-        return WanStreamDecoder(self, den.frame_info.get("video_frames"), paste=den.frame_info)
+        return WanStreamDecoder(self, prepared.video_frames, paste=prepared)
 
     @torch.no_grad()
     def decode(
-        self, den: WanDenoiser, latents: torch.Tensor, decode_chunk_size: int | None = None, **unused: Any
+        self, prepared: Prepared, latents: torch.Tensor, decode_chunk_size: int | None = None, **unused: Any
     ) -> Iterator[np.ndarray]:
         """Latents ``[B, n, C, h, w]`` (a whole video from its first latent frame) -> float32 frames
         ``[B, m, H, W, 3]`` in [0, 1], ``decode_chunk_size`` latent frames at a time (the decoder is causal
         and keeps its cache between chunks, so chunking changes nothing), cut to the video frames asked
         for."""
-        stream = self.stream_decoder(den)
+        stream = self.stream_decoder(prepared)
         step = max(1, int(decode_chunk_size or latents.shape[1]))
         for i in range(0, latents.shape[1], step):
             frames = stream.push(latents[:, i : i + step])
@@ -618,7 +640,6 @@ class WanDenoiser:
         self.boundary = None if ratio is None else float(ratio) * self.parameterization.num_train_timesteps
         self.sigmas: torch.Tensor | None = None
         self.init_noise_sigma: float | None = None
-        self.frame_info: dict[str, Any] = {}
         self.still_mask: torch.Tensor | None = None  # [1, 1, 1, h, w], 1 where the photo stays still
         self.still: _StillLatents | None = None
         self.unet_calls = 0
@@ -957,12 +978,14 @@ class WanStreamDecoder:
     video decoded chunk by chunk equals one decode of all its latents. With the VAE's tiling on, one
     cache per tile, blended as ``tiled_decode`` blends. ``limit`` cuts the output at that many frames."""
 
-    def __init__(self, backbone: WanBackbone, limit: int | None = None, paste: dict | None = None) -> None:
+    def __init__(
+        self, backbone: WanBackbone, limit: int | None = None, paste: Prepared | None = None
+    ) -> None:
         self.backbone = backbone
         self.vae = backbone.vae
         self.limit = limit
-        # {"image": uint8 (H, W, 3), "alpha": (H, W)}: the photo's pixels pasted where it is still
-        self.paste = paste if paste and paste.get("alpha") is not None else None
+        # a prepared video with paste weights: the photo's pixels pasted where it is still
+        self.paste = paste if paste is not None and paste.alpha is not None else None
         self.emitted = 0
         self.index = 0  # latent frames pushed so far
         self.caches: dict[tuple[int, int], list] = {}
@@ -1038,8 +1061,8 @@ class WanStreamDecoder:
         if self.limit is not None:
             frames = frames[:, : max(0, self.limit - self.emitted)]
         if self.paste is not None:
-            ref = self.paste["image"].astype(np.float32) / 255.0
-            a = self.paste["alpha"][..., None]
+            ref = self.paste.image.astype(np.float32) / 255.0
+            a = self.paste.alpha[..., None]
             frames = frames * (1 - a) + ref * a
         self.emitted += frames.shape[1]
         return frames

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stillmotion.diffusion.prepared import Prepared
 from stillmotion.errors import UserInputError
 from stillmotion.sampling.parameterization import EDM, parameterization_of
 
@@ -194,8 +195,8 @@ class ReferenceStart:
 class WarpGuidedDenoiser:
     """Wraps a denoiser: dual-clock hold of the moving region on the warp reference (module docstring).
 
-    Everything else (conditioning, guidance, counters, ``frame_info``, ``num_frames`` ...) is the wrapped
-    denoiser's. Call :meth:`set_schedule` first: it returns the sigmas from the start level on."""
+    Everything else (conditioning, guidance, counters, ``num_frames`` ...) is the wrapped denoiser's. Call
+    :meth:`set_schedule` first: it returns the sigmas from the start level on."""
 
     def __init__(
         self, denoiser: Any, reference: ReferenceLatents, hold: torch.Tensor, guidance: WarpGuidance
@@ -290,18 +291,20 @@ class WarpGuidedDenoiser:
         return x0 + m * (r - x0)
 
 
-def warp_guided(pipe: Any, den: Any, guidance: WarpGuidance, *, loop: bool) -> WarpGuidedDenoiser | None:
-    """Wrap a prepared :class:`~stillmotion.diffusion.denoiser.MotionDenoiser` for warp-guided control, or
-    None when it has no motion field to follow (nothing moves)."""
-    info = den.frame_info
-    field = info.get("field")
+def warp_guided(pipe: Any, prepared: Prepared, guidance: WarpGuidance, *, loop: bool) -> Prepared | None:
+    """A prepared video (:class:`~stillmotion.diffusion.prepared.Prepared`) -> the same video whose denoiser
+    is a :class:`WarpGuidedDenoiser` around its own, or None when it has no motion field to follow (nothing
+    moves)."""
+    field = prepared.field
     if field is None:
         return None
-    region = hold_region(field, info.get("mask"))
+    den = prepared.denoiser
+    region = hold_region(field, prepared.mask)
     make_reference = getattr(pipe, "warp_reference", None)
     if make_reference is not None:  # a backbone with its own latents (Wan: a video VAE, latent frames)
         hold = latent_mask(region, den.latent_size, den.device)
-        return WarpGuidedDenoiser(den, make_reference(den, loop=loop), hold, guidance)
+        guided = WarpGuidedDenoiser(den, make_reference(prepared, loop=loop), hold, guidance)
+        return prepared.with_denoiser(guided)
     scale = float(pipe.vae.config.scaling_factor)
     device = den.device
 
@@ -309,14 +312,14 @@ def warp_guided(pipe: Any, den: Any, guidance: WarpGuidance, *, loop: bool) -> W
         return pipe.encode_latents(pixels.to(device)).float()
 
     reference = ReferenceLatents(
-        info["image"], field, den.num_frames, info.get("mask"), encode, scale=scale, loop=loop,
+        prepared.image, field, den.num_frames, prepared.mask, encode, scale=scale, loop=loop,
         batch=den.batch_size,
     )  # fmt: skip
     hold = latent_mask(region, den.latent_size, device)
-    alpha = info.get("alpha")
+    alpha = prepared.alpha
     if alpha is not None and guidance.follow > 0:
         # The photo is pasted on the still region after decoding, faded over a few pixels into the moving
         # one to hide a seam. The held region follows the warp, whose edge already meets the photo: no fade
         # there (it slowed thin moving regions down to half their speed, measured).
-        info["alpha"] = np.where(region, 0.0, alpha).astype(np.float32)
-    return WarpGuidedDenoiser(den, reference, hold, guidance)
+        alpha = np.where(region, 0.0, alpha).astype(np.float32)
+    return prepared.with_denoiser(WarpGuidedDenoiser(den, reference, hold, guidance), alpha=alpha)

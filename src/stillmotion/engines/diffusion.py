@@ -267,14 +267,16 @@ def animate_diffusion(
         refine = False  # the warp reference follows the field as asked; a refined one would disagree with it
     refined = bool(refine and motion is not None and pipe.refiner is not None)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    den = pipe.prepare(
+    prepared = pipe.prepare(
         scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, refine=refine,
         fps=max(1, int(round(fps))), motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
         min_guidance_scale=min_guidance_scale, max_guidance_scale=max_guidance_scale, generator=generator,
     )  # fmt: skip
-    guided = warp_guided(pipe, den, guidance_knobs, loop=loop) if mode == "warp-guided" else None
-    if guided is not None:
-        den = guided
+    guided_video = warp_guided(pipe, prepared, guidance_knobs, loop=loop) if mode == "warp-guided" else None
+    if guided_video is not None:
+        prepared = guided_video
+    den = prepared.denoiser
+    guided = den if guided_video is not None else None
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -282,7 +284,7 @@ def animate_diffusion(
         "device": str(pipe._execution_device),
         "dtype": str(pipe.unet.dtype).replace("torch.", ""),
         "size": [width, height],
-        "strength_ms": den.frame_info["strength"],
+        "strength_ms": prepared.strength,
         "refined": refined,
         "long_method": None,
         "overlap": options.overlap,  # phased's cross-faded frames per join (when the video is long)
@@ -320,7 +322,7 @@ def animate_diffusion(
         with progress_bar(total=run, desc="diffusion", enabled=progress, unit="step") as bar:
             x = sample_euler(den, x, sigmas, callback=step_done)
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
-        for chunk in pipe.decode(den, x, decode_chunk_size):
+        for chunk in pipe.decode(prepared, x, decode_chunk_size):
             yield from _to_uint8(chunk)
         pipe.maybe_free_model_hooks()  # with --offload: everything back to the CPU
 
@@ -330,7 +332,7 @@ def animate_diffusion(
         stats["long_method"] = options.method
         done = 0
         for chunk, join in stream_long_video(
-            pipe, den, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
+            pipe, prepared, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
             progress=progress, on_call=on_step,
         ):  # fmt: skip
             stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from stillmotion.diffusion.prepared import Prepared
 from stillmotion.progress import progress_bar
 from stillmotion.sampling import segments as seg
 from stillmotion.sampling.base import Denoiser
@@ -46,7 +47,7 @@ class _CountingProgress:
 
 def stream_long_video(
     pipe: Any,
-    den: Any,
+    prepared: Prepared,
     options: LongOptions,
     *,
     steps: int,
@@ -56,7 +57,8 @@ def stream_long_video(
     progress: bool = False,
     on_call: Callable[[int, int], None] | None = None,
 ) -> Iterator[tuple[Any, bool]]:
-    """Frames of a ``den.num_frames``-long video from a StillMotionPipeline and its prepared denoiser.
+    """Frames of a prepared video (:class:`~stillmotion.diffusion.prepared.Prepared`, from the pipeline's
+    ``prepare``), ``prepared.denoiser.num_frames`` latent frames long.
 
     Yields ``(frames, join)`` with frames float32 ``[B, n, H, W, 3]`` in [0, 1] in order (``join``: 0, or
     the seam's frame steps when the first of them starts a separately sampled segment, see
@@ -66,8 +68,9 @@ def stream_long_video(
     noise augmentation, or for a warped-conditioning model the frame warped along the field and encoded
     per frame, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
     the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call. A pipeline
-    with ``stream_decoder(den)`` (Wan's causal video VAE) decodes all chunks through one decoder state.
+    with ``stream_decoder(prepared)`` (Wan's causal video VAE) decodes all chunks through one decoder state.
     """
+    den = prepared.denoiser
     clip = int(clip_len or den.clip_frames)
     sigmas = den.set_schedule(steps)  # a warp-guided denoiser's starts below the top (SDEdit)
     top = float(getattr(den, "full_sigmas", sigmas)[0])
@@ -89,7 +92,8 @@ def stream_long_video(
     aug_generator = torch.Generator(device=den.device).manual_seed(seed + 1)
 
     def condition_on(last: torch.Tensor, index: int) -> dict[str, Any]:
-        frames = next(pipe.decode(den, last[:, None], 1))  # [B, 1, H, W, 3] in [0, 1], still pixels pasted
+        # [B, 1, H, W, 3] in [0, 1], still pixels pasted
+        frames = next(pipe.decode(prepared, last[:, None], 1))
         pixels = torch.from_numpy(frames[:, 0]).permute(0, 3, 1, 2).to(den.device) * 2 - 1
         cond = {"image_embeds": den.encode_condition_embeds(pixels)}
         if getattr(den, "frame_latents", None) is not None:
@@ -119,12 +123,12 @@ def stream_long_video(
         )
         # A causal video VAE (Wan's: 4 video frames per latent frame) decodes the chunks as one stream, its
         # state carried from chunk to chunk; a per-frame VAE (SVD's) decodes each chunk on its own.
-        stream = pipe.stream_decoder(den) if hasattr(pipe, "stream_decoder") else None
+        stream = pipe.stream_decoder(prepared) if hasattr(pipe, "stream_decoder") else None
         step = decode_chunk_size or clip
         for chunk in chunks:
             join = chunk.join
             if stream is None:
-                parts = pipe.decode(den, chunk.latents, step)
+                parts = pipe.decode(prepared, chunk.latents, step)
             else:
                 n = chunk.latents.shape[1]
                 parts = (stream.push(chunk.latents[:, i : i + step]) for i in range(0, n, step))

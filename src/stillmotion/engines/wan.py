@@ -154,15 +154,17 @@ def animate_wan(
         motion = motion[:need]
         if len(motion) < need:
             motion = np.concatenate([motion, np.repeat(motion[-1:], need - len(motion), 0)])
-    den = pipe.prepare(
+    prepared = pipe.prepare(
         scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, prompt=prompt,
         negative_prompt=negative_prompt, guidance_scale=scale, guidance_scale_2=guidance_2,
         flow_shift=flow_shift,
     )  # fmt: skip
-    guided = warp_guided(pipe, den, knobs, loop=loop) if mode == "warp-guided" else None
-    plain = den
-    if guided is not None:
-        den = guided
+    plain = prepared.denoiser
+    guided_video = warp_guided(pipe, prepared, knobs, loop=loop) if mode == "warp-guided" else None
+    if guided_video is not None:
+        prepared = guided_video
+    den = prepared.denoiser
+    guided = den if guided_video is not None else None
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -208,7 +210,7 @@ def animate_wan(
         with progress_bar(total=run, desc="wan", enabled=progress, unit="step") as bar:
             x = sample_euler(den, x, sigmas, callback=step_done)
         count()
-        for chunk in pipe.decode(den, x, decode_chunk_size):
+        for chunk in pipe.decode(prepared, x, decode_chunk_size):
             yield from _to_uint8(chunk)
         pipe.maybe_free_model_hooks()
 
@@ -217,7 +219,7 @@ def animate_wan(
 
         stats["long_method"] = options.method
         for chunk, _join in stream_long_video(
-            pipe, den, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
+            pipe, prepared, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
             progress=progress, on_call=on_step,
         ):  # fmt: skip
             count()

@@ -212,14 +212,15 @@ def _short_diffusion(name: str, models: DiffusionModels) -> Method:
         refine = arrows and name == "diffusion"
         generator = torch.Generator(device="cpu").manual_seed(seed)
         t0 = time.perf_counter()
-        den = pipe.prepare(cond.image, motion, mask=None if name == "svd" else cond.mask, num_frames=n,
-                           width=w, height=h, refine=refine, generator=generator)  # fmt: skip
+        prepared = pipe.prepare(cond.image, motion, mask=None if name == "svd" else cond.mask, num_frames=n,
+                                width=w, height=h, refine=refine, generator=generator)  # fmt: skip
+        den = prepared.denoiser
         if name == "no-strength":
             den.strength = None  # the strength term is added only when a strength is set
         sigmas = den.set_schedule(steps)
         x = pipe.initial_latents(den, generator=generator)
         x = sample_euler(den, x, sigmas)
-        frames = np.concatenate(list(pipe.decode(den, x)), axis=1)[0]
+        frames = np.concatenate(list(pipe.decode(prepared, x)), axis=1)[0]
         out = _fit_frames((frames * 255 + 0.5).clip(0, 255).astype(np.uint8), w, h)
         info = {"steps": steps, "unet_calls": den.unet_calls, "frame_evaluations": den.frame_evaluations,
                 "refine": refine}  # fmt: skip
@@ -246,12 +247,14 @@ def _long_diffusion(name: str, models: DiffusionModels) -> Method:
         motion = cond.field if arrows else cond.flows[: n - 1]
         generator = torch.Generator(device="cpu").manual_seed(seed)
         t0 = time.perf_counter()
-        den = pipe.prepare(cond.image, motion, mask=cond.mask, num_frames=n, width=w, height=h, refine=arrows,
-                           generator=generator)  # fmt: skip
+        prepared = pipe.prepare(cond.image, motion, mask=cond.mask, num_frames=n, width=w, height=h,
+                                refine=arrows, generator=generator)  # fmt: skip
+        den = prepared.denoiser
         chunks, joins, count = [], [], 0
         # The samplers' own entry point (the one the diffusion engine streams): it also says where
         # each separately sampled segment starts, which join smoothness needs.
-        for chunk, join in stream_long_video(pipe, den, LongOptions(method=name), steps=steps, seed=seed):
+        options = LongOptions(method=name)
+        for chunk, join in stream_long_video(pipe, prepared, options, steps=steps, seed=seed):
             if join and count > 0:
                 joins.append(count)
             frames = (chunk[0] * 255 + 0.5).clip(0, 255).astype(np.uint8)
