@@ -18,10 +18,11 @@ step, e.g. a real video's optical flow; forward animation, the last field repeat
 ``.npy``/``.npz``/``.flo`` path (see :mod:`stillmotion.io.motion_file` for units).
 ``size=(W, H)`` resizes image, mask, arrows and field before animating.
 
-Engines: ``"warp"`` (:mod:`stillmotion.engines.warp`, no weights) and ``"diffusion"``
-(``stillmotion.engines.diffusion``; its options such as ``model``, ``steps``, ``seed``,
+Engines (looked up by name in :mod:`stillmotion.engines.registry`): ``"warp"``
+(:mod:`stillmotion.engines.warp`, no weights) and ``"diffusion"`` (``stillmotion.engines.diffusion``; its
+options, :class:`~stillmotion.engines.options.DiffusionOptions` such as ``model``, ``steps``, ``seed``,
 ``device``, ``dtype``, ``control`` ("auto", "trained", "warp-guided", "none"), ``follow`` and
-``freedom`` pass through ``**engine_options``; see :func:`render`).
+``freedom``, pass through ``**engine_options``; see :func:`render`).
 """
 
 from __future__ import annotations
@@ -38,14 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from stillmotion.engines.options import RenderRequest
+from stillmotion.engines.registry import EngineInfo, get_engine
 from stillmotion.errors import MAX_STRENGTH, MAX_WORK_PIXELS, UserInputError
 from stillmotion.inputs.arrows import Arrow, referenced_files
 from stillmotion.inputs.scene import Scene, load_scene
 
-ENGINES = ("warp", "diffusion")
-# frames, fps when not given: a 3-second seamless loop for the warp engine; one SVD base clip.
-DEFAULT_FRAMES = {"warp": 90, "diffusion": 25}
-DEFAULT_FPS = {"warp": 30.0, "diffusion": 8.0}
 MAX_SIDE = 8192
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -96,12 +95,6 @@ def _check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise UserInputError(f"{name} must be True or False, got {value!r}")
     return bool(value)
-
-
-def _check_engine(engine: object) -> str:
-    if not isinstance(engine, str) or engine not in ENGINES:
-        raise UserInputError(f"engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
-    return engine
 
 
 def check_motion_array(motion: np.ndarray, where: str = "motion") -> None:
@@ -245,25 +238,25 @@ def render(
 ) -> tuple[Iterator[np.ndarray], dict[str, Any]]:
     """Start an engine: an iterator of uint8 (H, W, 3) frames and a stats dict.
 
-    ``size`` (W, H): the warp engine animates the scene resized to it (image, mask, field); the
-    diffusion engine receives it as its generation size.
+    ``size`` (W, H): an engine that works at the scene's size (warp) animates the scene resized to it
+    (image, mask, field); one that fits the scene to its model (diffusion) receives it as its generation
+    size.
 
     The stats dict is complete once the iterator is exhausted (engines may count as they go).
 
-    Contract with the diffusion engine (``stillmotion.engines.diffusion``)::
+    The engine is looked up in :mod:`stillmotion.engines.registry`, which says its defaults, the inputs
+    and options it takes and where its entry point lives::
 
-        animate_diffusion(scene: Scene, field: np.ndarray | None, *, frames: int, fps: float,
-                          strength: float, progress: bool, size=None, model=None, steps=None,
-                          seed=0, device="auto", dtype="auto", offload=False, refine=True,
-                          long_method=None, gamma=0.8, omega=0.2, overlap=None, branch_sigma=None,
-                          carry="motion", stride=None, chunk_frames=None, control="auto", follow=None,
-                          freedom=None, loop=False, on_step=None)
+        render(scene: Scene, field: np.ndarray | None, request: RenderRequest, options: dict)
             -> tuple[Iterator[np.ndarray], dict]
 
-    ``scene`` is the input at its own size; ``size`` is the user's ``--size`` (None: the engine
-    fits the scene to a size the model accepts). ``field`` is (H, W, 2) px/frame at the scene's
-    size, zero outside the mask, or None when the user gave neither arrows nor a field. The CLI
-    passes every option above. ``on_step(done, total)`` is called after every model call (progress
+    ``request`` (:class:`~stillmotion.engines.options.RenderRequest`) carries frames, fps, strength,
+    loop, progress and size; ``options`` are ``engine_options``, names the engine registered (the
+    diffusion engine's: the fields of :class:`~stillmotion.engines.options.DiffusionOptions`).
+    For the diffusion engine ``scene`` is the input at its own size; ``size`` is the user's ``--size``
+    (None: the engine fits the scene to a size the model accepts). ``field`` is (H, W, 2) px/frame at
+    the scene's size, zero outside the mask, or None when the user gave neither arrows nor a field.
+    ``on_step(done, total)`` is called after every model call (progress
     before the first frame, e.g. in a web front end). ``loop`` reaches the diffusion engine too: with
     ``control="warp-guided"`` (the default for a model without trained motion modules, e.g. stock SVD)
     the warp engine's animation, a loop or forward, is the motion reference; ``control`` is ``auto``,
@@ -271,9 +264,9 @@ def render(
     """
     from stillmotion.io.video_writer import check_fps
 
-    engine = _check_engine(engine)
-    frames = check_frames(DEFAULT_FRAMES[engine] if frames is None else frames)
-    fps = check_fps(DEFAULT_FPS[engine] if fps is None else fps)
+    info = get_engine(engine)
+    frames = check_frames(info.default_frames if frames is None else frames)
+    fps = check_fps(info.default_fps if fps is None else fps)
     strength = check_number("strength", strength, 0, MAX_STRENGTH)
     loop = _check_flag("loop", loop)
     progress = _check_flag("progress", progress)
@@ -293,67 +286,44 @@ def render(
                 UserWarning,
                 stacklevel=2,
             )
-    if engine == "warp":
-        if engine_options:
-            raise UserInputError(f"the warp engine takes no option(s) {', '.join(sorted(engine_options))}")
-        if field is None:
-            raise UserInputError(
-                "nothing to animate: give arrows (--arrow / --arrows) or a motion field (--motion)"
-            )
-        from stillmotion.engines.warp import EulerianWarp
-        from stillmotion.io.motion_file import resize_field
-
-        if field.ndim == 4 and loop:
-            raise UserInputError(
-                "a motion sequence (one field per frame step) animates forward only: pass loop=False "
-                "(--no-loop), or give one field"
-            )
-        if size is not None and tuple(size) != (scene.width, scene.height):
-            scene = resize_scene(scene, size)
-            field = resize_field(field, scene.width, scene.height)
-            if scene.mask is not None:
-                field[..., ~scene.mask, :] = 0.0
-        warp = EulerianWarp(
-            scene.image, field, frames=int(frames), loop=loop, strength=strength, mask=scene.mask
-        )
-        stats: dict[str, Any] = {"loop": bool(loop), "strength": float(strength)}
-
-        def frames_then_stats() -> Iterator[np.ndarray]:
-            yield from warp.frames(progress=progress)
-            stats.update(warp.stats)
-
-        return frames_then_stats(), stats
-    try:
-        from stillmotion.engines.diffusion import animate_diffusion
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("stillmotion.engines.diffusion"):
-            raise UserInputError(
-                "diffusion engine not available: stillmotion.engines.diffusion is not installed"
-            ) from None
+    render_fn = info.load()  # the engine's module (and its extra's packages) is imported only now
+    _check_engine_options(info, engine_options)
+    if info.needs_motion and field is None:
         raise UserInputError(
-            f"diffusion engine not available: missing package {exc.name!r} "
-            "(pip install 'stillmotion[diffusion]')"
-        ) from None
-    _check_engine_options(animate_diffusion, engine_options)
-    iterator, stats = animate_diffusion(
-        scene,
-        field,
+            "nothing to animate: give arrows (--arrow / --arrows) or a motion field (--motion)"
+        )
+    if field is not None and field.ndim == 4 and loop and not info.loops_sequences:
+        raise UserInputError(
+            "a motion sequence (one field per frame step) animates forward only: pass loop=False "
+            "(--no-loop), or give one field"
+        )
+    if not info.fits_size:
+        if size is not None and tuple(size) != (scene.width, scene.height):
+            from stillmotion.io.motion_file import resize_field
+
+            scene = resize_scene(scene, size)
+            if field is not None:
+                field = resize_field(field, scene.width, scene.height)
+                if scene.mask is not None:
+                    field[..., ~scene.mask, :] = 0.0
+        size = None  # the engine animates the scene as it now is
+    request = RenderRequest(
         frames=int(frames),
         fps=float(fps),
         strength=float(strength),
+        loop=bool(loop),  # diffusion: warp-guided control's reference is a seamless loop or forward motion
         progress=progress,
-        loop=bool(loop),  # warp-guided control: the reference is a seamless loop or forward motion
-        **({"size": check_size(size)} if size is not None else {}),
-        **engine_options,
+        size=check_size(size) if size is not None else None,
     )
+    iterator, stats = render_fn(scene, field, request, engine_options)
     return iter(iterator), stats
 
 
-def _check_run_options(engine, frames, fps, strength, loop, progress, size) -> None:
-    """The cheap checks of :func:`render`, run before any input is loaded."""
+def _check_run_options(engine, frames, fps, strength, loop, progress, size) -> EngineInfo:
+    """The cheap checks of :func:`render`, run before any input is loaded; returns the engine."""
     from stillmotion.io.video_writer import check_fps
 
-    _check_engine(engine)
+    info = get_engine(engine)
     if size is not None:
         check_size(size)
     if frames is not None:
@@ -363,21 +333,12 @@ def _check_run_options(engine, frames, fps, strength, loop, progress, size) -> N
     check_number("strength", strength, 0, MAX_STRENGTH)
     _check_flag("loop", loop)
     _check_flag("progress", progress)
+    return info
 
 
-def _check_engine_options(engine_fn, options: dict[str, Any]) -> None:
-    """Unknown names and bad values of the diffusion engine's options are user errors, not TypeErrors."""
-    import inspect
-
-    params = inspect.signature(engine_fn).parameters
-    own = {"scene", "field", "frames", "fps", "strength", "progress", "size"}
-    known = sorted(n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in own)
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    unknown = [] if takes_any else sorted(set(options) - set(known))
-    if unknown:
-        raise UserInputError(
-            f"the diffusion engine takes no option(s) {', '.join(unknown)}; its options: {', '.join(known)}"
-        )
+def _check_engine_options(info: EngineInfo, options: dict[str, Any]) -> None:
+    """Unknown names and bad values of an engine's options are user errors, not TypeErrors."""
+    info.check_options(options)
     for name, low in (("steps", 1), ("seed", -(2**63)), ("overlap", 0)):
         v = options.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low):
@@ -417,7 +378,7 @@ def iter_frames(
     **engine_options: Any,
 ) -> Iterator[np.ndarray]:
     """Yield the animation's frames one by one (uint8 (H, W, 3)); inputs are checked before the first."""
-    _check_run_options(engine, frames, fps, strength, loop, progress, size)
+    fits = _check_run_options(engine, frames, fps, strength, loop, progress, size).fits_size
     # The warp engine works at the scene's size; the diffusion engine fits the size to its model.
     scene, field = prepare(
         image,
@@ -425,8 +386,8 @@ def iter_frames(
         arrows_file=arrows_file,
         mask=mask,
         motion=motion,
-        size=size if engine == "warp" else None,
-        max_pixels=None if engine == "warp" else _diffusion_budget(size),
+        size=None if fits else size,
+        max_pixels=_diffusion_budget(size) if fits else None,
     )
     iterator, _ = render(
         scene,
@@ -436,7 +397,7 @@ def iter_frames(
         fps=fps,
         strength=strength,
         loop=loop,
-        size=None if engine == "warp" else size,
+        size=size if fits else None,
         progress=progress,
         **engine_options,
     )
@@ -567,8 +528,8 @@ def animate_to_file(
     if report is not None and Path(report).suffix.lower() != ".json":
         raise UserInputError(f"--report {report}: the report is JSON; use a file name ending in .json")
     overwrite = _check_flag("overwrite", overwrite)
-    _check_run_options(engine, frames, fps, strength, loop, progress, size)
-    fps = DEFAULT_FPS[engine] if fps is None else fps
+    info = _check_run_options(engine, frames, fps, strength, loop, progress, size)
+    fps = info.default_fps if fps is None else fps
     check_fps(fps, fmt)
     check_outputs(
         [("-o", output, "folder" if fmt == "png" else "file"), ("--save-motion", save_motion, "file"),
@@ -583,12 +544,12 @@ def animate_to_file(
         arrows_file=arrows_file,
         mask=mask,
         motion=motion,
-        size=size if engine == "warp" else None,
-        max_pixels=None if engine == "warp" else _diffusion_budget(size),
+        size=None if info.fits_size else size,
+        max_pixels=_diffusion_budget(size) if info.fits_size else None,
     )
     if save_motion is not None and field is None:
         raise UserInputError("--save-motion: there is no motion field (give arrows or --motion)")
-    n = DEFAULT_FRAMES[engine] if frames is None else frames
+    n = info.default_frames if frames is None else frames
     iterator, stats = render(
         scene,
         field,
@@ -597,8 +558,8 @@ def animate_to_file(
         fps=fps,
         strength=strength,
         loop=loop,
-        size=None if engine == "warp" else size,
-        progress=progress and engine != "warp",
+        size=size if info.fits_size else None,
+        progress=progress and info.step_progress,
         **engine_options,
     )
     seconds_render = seconds_encode = 0.0

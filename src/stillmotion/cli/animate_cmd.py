@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from stillmotion.cli.options import finite, scene_options
+from stillmotion.engines.registry import engine_names, get_engine
 
 _ENGINE_HELP = (
     "warp: Eulerian animation with softmax splatting (Holynski et al. 2021), no weights, fast on a CPU, "
@@ -36,7 +37,7 @@ _ENGINE_HELP = (
     "(a path ending with '/' or without an extension).",
 )
 @click.option(
-    "--engine", type=click.Choice(["warp", "diffusion"]), default="warp", show_default=True, help=_ENGINE_HELP
+    "--engine", type=click.Choice(list(engine_names())), default="warp", show_default=True, help=_ENGINE_HELP
 )
 @scene_options
 @click.option(
@@ -291,17 +292,17 @@ def animate(
     from stillmotion.api import animate_to_file, parse_size
 
     size = parse_size(size_text) if size_text is not None else None
-    engine_options = {}
-    if engine == "diffusion":
-        engine_options = dict(
-            model=model, steps=steps, seed=seed, device=device, dtype=dtype, offload=offload,
-            refine=refine, long_method=long_method, gamma=gamma, omega=omega, overlap=overlap,
-            branch_sigma=branch_sigma, carry=carry, stride=stride,
-            control=control, follow=follow, freedom=freedom,
-        )  # fmt: skip
-        wan = dict(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, guidance_2=guidance_2,
-                   flow_shift=flow_shift, vae_tiling=vae_tiling or None)  # fmt: skip
-        engine_options.update({k: v for k, v in wan.items() if v is not None})
+    given = dict(
+        model=model, steps=steps, seed=seed, device=device, dtype=dtype, offload=offload,
+        refine=refine, long_method=long_method, gamma=gamma, omega=omega, overlap=overlap,
+        branch_sigma=branch_sigma, carry=carry, stride=stride,
+        control=control, follow=follow, freedom=freedom,
+    )  # fmt: skip
+    wan = dict(prompt=prompt, negative_prompt=negative_prompt, guidance=guidance, guidance_2=guidance_2,
+               flow_shift=flow_shift, vae_tiling=vae_tiling or None)  # fmt: skip
+    given.update({k: v for k, v in wan.items() if v is not None})
+    takes = get_engine(engine).options  # the options the chosen engine takes (the warp engine: none)
+    engine_options = {k: v for k, v in given.items() if k in takes}
     result = animate_to_file(
         image, output, arrow, arrows_file=arrows_file, mask=mask, motion=motion_file, engine=engine,
         frames=frames, fps=fps, strength=strength, loop=loop, size=size, save_motion=save_motion,

@@ -19,15 +19,22 @@ modules are trained and ``warp-guided`` otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stillmotion.engines.options import DiffusionOptions, RenderRequest
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.scene import Scene
+from stillmotion.progress import progress_bar
+
+if TYPE_CHECKING:
+    from stillmotion.sampling.long import LongOptions
 
 logger = logging.getLogger("stillmotion.diffusion")
 
@@ -134,9 +141,12 @@ def model_size(pipe, width: int, height: int) -> tuple[int, int]:
     return max(m, int(round(width / m)) * m), max(m, int(round(height / m)) * m)
 
 
-def _to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
-    for frame in frames[0]:
-        yield (frame * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+def render(
+    scene: Scene, field: np.ndarray | None, request: RenderRequest, options: dict[str, Any]
+) -> tuple[Iterator[np.ndarray], dict]:
+    """The registry's entry point: ``options`` are :class:`~stillmotion.engines.options.DiffusionOptions`
+    names (checked by the API), ``request.loop`` warp-guided control's reference."""
+    return _animate(scene, field, request, DiffusionOptions(**{**options, "loop": bool(request.loop)}))
 
 
 def animate_diffusion(
@@ -147,46 +157,17 @@ def animate_diffusion(
     fps: float = 8.0,
     strength: float = 1.0,
     progress: bool = False,
-    model: str | Path | None = None,
-    steps: int | None = None,
-    seed: int = 0,
     size: tuple[int, int] | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    offload: bool = False,
-    refine: bool = True,
-    long_method: str | None = None,
-    gamma: float = 0.8,
-    omega: float = 0.2,
-    overlap: int | None = None,
-    branch_sigma: float | None = None,
-    carry: str = "motion",
-    stride: int | None = None,
-    chunk_frames: int | None = None,
-    decode_chunk_size: int = 8,
-    min_guidance_scale: float | None = None,
-    max_guidance_scale: float | None = None,
-    motion_bucket_id: int = 127,
-    noise_aug_strength: float = 0.02,
-    control: str = "auto",
-    follow: float | None = None,
-    freedom: float | None = None,
-    loop: bool = False,
-    on_step: Callable[[int, int], None] | None = None,
-    prompt: str | None = None,
-    negative_prompt: str | None = None,
-    guidance: float | None = None,
-    guidance_2: float | None = None,
-    flow_shift: float | None = None,
-    vae_tiling: bool = False,
+    **options: Any,
 ) -> tuple[Iterator[np.ndarray], dict]:
     """Animate ``scene`` along ``field`` (H, W, 2 px/frame at the scene's size; or (F, H, W, 2), one
     field per frame step, cut or extended by its last field to the video; or None for no motion
     guidance). Returns (lazy iterator of uint8 (H', W', 3) frames at the model size, stats dict with
     steps, unet_calls, frame_evaluations, device, size, strength_ms, refined).
 
-    ``on_step(done, total)`` is called after every denoiser call (total: the calls the whole video takes),
-    for front ends that show progress while no frame has come out yet.
+    ``options``: the fields of :class:`~stillmotion.engines.options.DiffusionOptions` (a name it does not
+    have is a TypeError). ``on_step(done, total)`` is called after every denoiser call (total: the calls the
+    whole video takes), for front ends that show progress while no frame has come out yet.
 
     ``control`` (auto, trained, warp-guided, none; see the module docstring); ``follow`` and ``freedom``:
     warp-guided's knobs (:class:`~stillmotion.diffusion.warp_guidance.WarpGuidance`, default the measured
@@ -196,66 +177,76 @@ def animate_diffusion(
     A Wan 2.1 / 2.2 image-to-video ``model`` (model_index.json names a Wan pipeline) runs
     :func:`stillmotion.engines.wan.animate_wan` with ``prompt``, ``negative_prompt``, ``guidance``,
     ``guidance_2``, ``flow_shift`` and ``vae_tiling``, which the SVD models do not use (and the SVD-only
-    options refine, min/max_guidance_scale, motion_bucket_id, noise_aug_strength are not Wan's)."""
+    options refine, chunk_frames, min/max_guidance_scale, motion_bucket_id, noise_aug_strength are not
+    Wan's)."""
+    opts = DiffusionOptions(**options)
+    request = RenderRequest(frames=frames, fps=fps, strength=strength, loop=opts.loop, progress=progress,
+                            size=size)  # fmt: skip
+    return _animate(scene, field, request, opts)
+
+
+def _animate(
+    scene: Scene, field: np.ndarray | None, request: RenderRequest, o: DiffusionOptions
+) -> tuple[Iterator[np.ndarray], dict]:
+    """One backbone or the other: Wan for a Wan folder, SVD (the StillMotion pipeline) otherwise."""
+    from stillmotion.diffusion.wan import wan_model_dir
+
+    wan = wan_model_dir(o.model)
+    if wan is not None:
+        from stillmotion.engines.wan import animate_wan_with  # the engines import each other only here
+
+        return animate_wan_with(scene, field, request, dataclasses.replace(o, model=wan))
+    return _animate_svd(scene, field, request, o)
+
+
+def _animate_svd(
+    scene: Scene, field: np.ndarray | None, request: RenderRequest, o: DiffusionOptions
+) -> tuple[Iterator[np.ndarray], dict]:
     import torch
 
-    from stillmotion.diffusion.wan import wan_model_dir
     from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
+    from stillmotion.engines.long_video import stream_long_video
+    from stillmotion.sampling.base import sample_euler
+    from stillmotion.sampling.frame_noise import FrameNoise
 
-    wan = wan_model_dir(model)
-    if wan is not None:
-        from stillmotion.engines.wan import animate_wan
-
-        return animate_wan(
-            scene, field, model=wan, frames=frames, strength=strength, progress=progress, steps=steps,
-            seed=seed, size=size, device=device, dtype=dtype, offload=offload, long_method=long_method,
-            gamma=gamma, omega=omega, overlap=overlap, branch_sigma=branch_sigma, carry=carry, stride=stride,
-            decode_chunk_size=decode_chunk_size, prompt=prompt,
-            negative_prompt=negative_prompt, guidance=guidance, guidance_2=guidance_2, flow_shift=flow_shift,
-            vae_tiling=vae_tiling, control=control, follow=follow, freedom=freedom, loop=loop,
-            on_step=on_step,
-        )  # fmt: skip
-    wan_only = {"--prompt": prompt, "--negative-prompt": negative_prompt, "--guidance": guidance,
-                "--guidance-2": guidance_2, "--flow-shift": flow_shift, "--vae-tiling": vae_tiling or None}
+    frames, strength, progress, size = request.frames, request.strength, request.progress, request.size
+    wan_only = {"--prompt": o.prompt, "--negative-prompt": o.negative_prompt, "--guidance": o.guidance,
+                "--guidance-2": o.guidance_2, "--flow-shift": o.flow_shift,
+                "--vae-tiling": o.vae_tiling or None}  # fmt: skip
     given = [name for name, value in wan_only.items() if value is not None]
     if given:
         logger.warning("%s: Wan models only; this model is a Stable Video Diffusion one, ignored",
                        ", ".join(given))  # fmt: skip
 
-    if steps is not None and int(steps) < 1:
-        raise UserInputError(f"--steps must be >= 1, got {steps}")
+    if o.steps is not None and int(o.steps) < 1:
+        raise UserInputError(f"--steps must be >= 1, got {o.steps}")
     if frames < 1:
         raise UserInputError(f"--frames must be >= 1, got {frames}")
     if not (np.isfinite(strength) and strength >= 0):
         raise UserInputError(f"strength must be a finite number >= 0, got {strength!r}")
-    from stillmotion.sampling.long import LongOptions
-
-    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega, branch_sigma=branch_sigma,
-                          carry=carry, stride=stride, chunk_frames=chunk_frames,
-                          **({} if overlap is None else {"overlap": int(overlap)}))  # checked before any work
-    resolve_control(control, True)  # a bad mode is refused before any loading
-    pipe = load_pipeline(model, device, dtype, offload)
+    options = long_options(o, chunk_frames=o.chunk_frames)  # checked before any work
+    resolve_control(o.control, True)  # a bad mode is refused before any loading
+    pipe = load_pipeline(o.model, o.device, o.dtype, o.offload)
     # Unset options take the model folder's stillmotion_defaults.json (the bundled model's), else SVD's.
-    defaults = model_defaults(model_path(model))
+    defaults = model_defaults(model_path(o.model))
     guidance_knobs = WarpGuidance(
-        follow=float(defaults.get("follow", WarpGuidance.follow) if follow is None else follow),
-        freedom=float(defaults.get("freedom", WarpGuidance.freedom) if freedom is None else freedom),
+        follow=float(defaults.get("follow", WarpGuidance.follow) if o.follow is None else o.follow),
+        freedom=float(defaults.get("freedom", WarpGuidance.freedom) if o.freedom is None else o.freedom),
     )
     trained = pipe.motion_modules_trained
-    mode = resolve_control(control, trained)
-    steps = int(defaults.get("steps", 25) if steps is None else steps)
+    mode = resolve_control(o.control, trained)
+    steps = int(defaults.get("steps", 25) if o.steps is None else o.steps)
+    min_guidance_scale, max_guidance_scale = o.min_guidance_scale, o.max_guidance_scale
     if min_guidance_scale is None:
         min_guidance_scale = float(defaults.get("min_guidance_scale", 1.0))
     if max_guidance_scale is None:
         max_guidance_scale = float(defaults.get("max_guidance_scale", 3.0))
     width, height = size if size is not None else model_size(pipe, scene.width, scene.height)
+    refine = o.refine
     motion = None if field is None else np.asarray(field, np.float32) * np.float32(strength)
     if motion is not None and motion.ndim == 4:
         # a sequence steers frame step t by field t: cut to the video's steps, the last one repeated
-        steps_needed = max(1, frames - 1)
-        motion = motion[:steps_needed]
-        if len(motion) < steps_needed:
-            motion = np.concatenate([motion, np.repeat(motion[-1:], steps_needed - len(motion), 0)])
+        motion = fit_sequence(motion, frames)
         refine = False  # T refines single arrow fields
     if motion is not None and mode == "none":
         logger.warning("--control none: plain image-to-video, the arrows / motion field are ignored")
@@ -266,13 +257,14 @@ def animate_diffusion(
     if mode == "warp-guided":
         refine = False  # the warp reference follows the field as asked; a refined one would disagree with it
     refined = bool(refine and motion is not None and pipe.refiner is not None)
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    generator = torch.Generator(device="cpu").manual_seed(int(o.seed))
     prepared = pipe.prepare(
         scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, refine=refine,
-        fps=max(1, int(round(fps))), motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
-        min_guidance_scale=min_guidance_scale, max_guidance_scale=max_guidance_scale, generator=generator,
+        fps=max(1, int(round(request.fps))), motion_bucket_id=o.motion_bucket_id,
+        noise_aug_strength=o.noise_aug_strength, min_guidance_scale=min_guidance_scale,
+        max_guidance_scale=max_guidance_scale, generator=generator,
     )  # fmt: skip
-    guided_video = warp_guided(pipe, prepared, guidance_knobs, loop=loop) if mode == "warp-guided" else None
+    guided_video = warp_guided(pipe, prepared, guidance_knobs, loop=o.loop) if mode == "warp-guided" else None
     if guided_video is not None:
         prepared = guided_video
     den = prepared.denoiser
@@ -298,52 +290,39 @@ def animate_diffusion(
                      reference="loop" if guided.ref.loop else "forward")  # fmt: skip
 
     def one_clip() -> Iterator[np.ndarray]:
-        from stillmotion.progress import progress_bar
-        from stillmotion.sampling.base import sample_euler
-        from stillmotion.sampling.frame_noise import FrameNoise
-
         sigmas = den.set_schedule(steps)  # warp-guided: from its start level on
         top = float(guided.full_sigmas[0]) if guided is not None else float(sigmas[0])
         # the long-video samplers' per-frame noise: the same seed gives a frame the same noise whatever
         # the video's length, so a short video is the first clip of a longer one
-        noise = FrameNoise(den.num_frames, den.latent_shape(1)[2:], seed=int(seed), batch=den.batch_size,
+        noise = FrameNoise(den.num_frames, den.latent_shape(1)[2:], seed=int(o.seed), batch=den.batch_size,
                            device=den.device, dtype=torch.float32,
                            scale=float(den.init_noise_sigma) / top)  # fmt: skip
         if guided is not None:  # warp-guided: the reference noised to the start level (SDEdit)
             noise = guided.start_noise(noise)
         x = noise.frames(0, den.num_frames) * sigmas[0]  # as the long-video samplers start
-        run = len(sigmas) - 1
-
-        def step_done(i: int, x_, x0) -> None:
-            bar.update(1)
-            if on_step is not None:
-                on_step(i + 1, run)
-
-        with progress_bar(total=run, desc="diffusion", enabled=progress, unit="step") as bar:
+        with step_progress(len(sigmas) - 1, "diffusion", progress, o.on_step) as step_done:
             x = sample_euler(den, x, sigmas, callback=step_done)
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
-        for chunk in pipe.decode(prepared, x, decode_chunk_size):
-            yield from _to_uint8(chunk)
+        for chunk in pipe.decode(prepared, x, o.decode_chunk_size):
+            yield from to_uint8(chunk)
         pipe.maybe_free_model_hooks()  # with --offload: everything back to the CPU
 
     def long_video() -> Iterator[np.ndarray]:
-        from stillmotion.engines.long_video import stream_long_video
-
         stats["long_method"] = options.method
         done = 0
         for chunk, join in stream_long_video(
-            pipe, prepared, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
-            progress=progress, on_call=on_step,
+            pipe, prepared, options, steps=steps, seed=int(o.seed), decode_chunk_size=o.decode_chunk_size,
+            progress=progress, on_call=o.on_step,
         ):  # fmt: skip
             stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
             if join:
                 stats["seams"].append([done, int(join)])
             done += chunk.shape[1]
-            yield from _to_uint8(chunk)
+            yield from to_uint8(chunk)
         stats.update(unet_calls=den.unet_calls, frame_evaluations=den.frame_evaluations)
         pipe.maybe_free_model_hooks()
 
-    if overlap is not None and frames > den.clip_frames:
+    if o.overlap is not None and frames > den.clip_frames:
         if options.method != "phased":
             logger.warning("--overlap applies to --long-method phased only; ignored for %s", options.method)
         elif options.shared_frames(den.clip_frames) < options.overlap:
@@ -354,3 +333,42 @@ def animate_diffusion(
     if frames <= den.clip_frames:
         return one_clip(), stats
     return long_video(), stats
+
+
+def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
+    """The long-video sampler options of ``o`` (checked here, before any work)."""
+    from stillmotion.sampling.long import LongOptions
+
+    return LongOptions(method=o.long_method or "phased", gamma=o.gamma, omega=o.omega,
+                       branch_sigma=o.branch_sigma, carry=o.carry, stride=o.stride, **more,
+                       **({} if o.overlap is None else {"overlap": int(o.overlap)}))  # fmt: skip
+
+
+def fit_sequence(motion: np.ndarray, frames: int) -> np.ndarray:
+    """A field sequence steers frame step t by field t: cut to the video's steps, the last one repeated."""
+    need = max(1, frames - 1)
+    motion = motion[:need]
+    if len(motion) < need:
+        motion = np.concatenate([motion, np.repeat(motion[-1:], need - len(motion), 0)])
+    return motion
+
+
+@contextlib.contextmanager
+def step_progress(
+    total: int, desc: str, enabled: bool, on_step: Callable[[int, int], None] | None
+) -> Iterator[Callable[[int, Any, Any], None]]:
+    """A sampler callback advancing a progress bar and telling ``on_step(done, total)`` after each step."""
+    with progress_bar(total=total, desc=desc, enabled=enabled, unit="step") as bar:
+
+        def step_done(i: int, x_: Any, x0: Any) -> None:
+            bar.update(1)
+            if on_step is not None:
+                on_step(i + 1, total)
+
+        yield step_done
+
+
+def to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
+    """Float frames ``[1, n, H, W, 3]`` in [0, 1] -> uint8 (H, W, 3) frames, one at a time."""
+    for frame in frames[0]:
+        yield (frame * 255.0 + 0.5).clip(0, 255).astype(np.uint8)

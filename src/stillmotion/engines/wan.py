@@ -11,12 +11,13 @@ through the long-video samplers, in latent frames, decoded as one causal stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stillmotion.engines.options import DiffusionOptions, RenderRequest
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.scene import Scene
 
@@ -65,11 +66,6 @@ def load_wan(
     return pipe
 
 
-def _to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
-    for frame in frames[0]:
-        yield (frame * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-
-
 def animate_wan(
     scene: Scene,
     field: np.ndarray | None,
@@ -78,56 +74,46 @@ def animate_wan(
     frames: int,
     strength: float = 1.0,
     progress: bool = False,
-    steps: int | None = None,
-    seed: int = 0,
     size: tuple[int, int] | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    offload: bool = False,
-    long_method: str | None = None,
-    gamma: float = 0.8,
-    omega: float = 0.2,
-    overlap: int | None = None,
-    branch_sigma: float | None = None,
-    carry: str = "motion",
-    stride: int | None = None,
-    decode_chunk_size: int = 8,
-    prompt: str | None = None,
-    negative_prompt: str | None = None,
-    guidance: float | None = None,
-    guidance_2: float | None = None,
-    flow_shift: float | None = None,
-    vae_tiling: bool = False,
-    control: str = "auto",
-    follow: float | None = None,
-    freedom: float | None = None,
-    loop: bool = False,
-    on_step: Callable[[int, int], None] | None = None,
+    **options: Any,
 ) -> tuple[Iterator[np.ndarray], dict]:
-    """Animate ``scene`` with a Wan image-to-video model (module docstring). ``control``: ``warp-guided``
-    (``auto`` with a field: the arrows steer the model through the warp engine's reference, ``follow`` and
-    ``freedom`` its knobs, ``loop`` the reference's seamless loop) or ``none`` (the prompt alone; ``auto``
-    without a field); ``trained`` is SVD's (the paper's motion modules) and refused. Stats: steps, unet_calls
-    (denoiser calls), transformer_calls, frame_evaluations (latent frames through the transformer),
-    latent_frames, device, dtype, size, backbone, control, long_method."""
+    """Animate ``scene`` with a Wan image-to-video model (module docstring); ``options``: the fields of
+    :class:`~stillmotion.engines.options.DiffusionOptions` (the SVD-only ones are not used). ``control``:
+    ``warp-guided`` (``auto`` with a field: the arrows steer the model through the warp engine's reference,
+    ``follow`` and ``freedom`` its knobs, ``loop`` the reference's seamless loop) or ``none`` (the prompt
+    alone; ``auto`` without a field); ``trained`` is SVD's (the paper's motion modules) and refused. Stats:
+    steps, unet_calls (denoiser calls), transformer_calls, frame_evaluations (latent frames through the
+    transformer), latent_frames, device, dtype, size, backbone, control, long_method."""
+    opts = DiffusionOptions(model=model, **options)
+    request = RenderRequest(frames=frames, fps=0.0, strength=strength, loop=opts.loop, progress=progress,
+                            size=size)  # fmt: skip
+    return animate_wan_with(scene, field, request, opts)
+
+
+def animate_wan_with(
+    scene: Scene, field: np.ndarray | None, request: RenderRequest, o: DiffusionOptions
+) -> tuple[Iterator[np.ndarray], dict]:
+    """:func:`animate_wan` with the request and options as the diffusion engine holds them (``o.model`` a
+    Wan folder); ``request.fps`` is not used (Wan has no frame-rate conditioning)."""
     import torch
 
     from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
-    from stillmotion.sampling.long import LongOptions
+    from stillmotion.engines.diffusion import fit_sequence, long_options, step_progress, to_uint8
+    from stillmotion.engines.long_video import stream_long_video
+    from stillmotion.sampling.base import sample_euler
 
-    if steps is not None and int(steps) < 1:
-        raise UserInputError(f"--steps must be >= 1, got {steps}")
+    frames, strength, progress, size = request.frames, request.strength, request.progress, request.size
+    if o.steps is not None and int(o.steps) < 1:
+        raise UserInputError(f"--steps must be >= 1, got {o.steps}")
     if frames < 1:
         raise UserInputError(f"--frames must be >= 1, got {frames}")
-    for name, value in (("--guidance", guidance), ("--guidance-2", guidance_2)):
+    for name, value in (("--guidance", o.guidance), ("--guidance-2", o.guidance_2)):
         if value is not None and not (np.isfinite(value) and value >= 0):
             raise UserInputError(f"{name} must be a number >= 0, got {value!r}")
-    if flow_shift is not None and not (np.isfinite(flow_shift) and flow_shift > 0):
-        raise UserInputError(f"--flow-shift must be a number > 0, got {flow_shift!r}")
-    options = LongOptions(method=long_method or "phased", gamma=gamma, omega=omega, branch_sigma=branch_sigma,
-                          carry=carry, stride=stride,
-                          **({} if overlap is None else {"overlap": int(overlap)}))  # fmt: skip
-    mode = resolve_control(control, False)  # Wan has no trained motion modules: auto is warp-guided
+    if o.flow_shift is not None and not (np.isfinite(o.flow_shift) and o.flow_shift > 0):
+        raise UserInputError(f"--flow-shift must be a number > 0, got {o.flow_shift!r}")
+    options = long_options(o)
+    mode = resolve_control(o.control, False)  # Wan has no trained motion modules: auto is warp-guided
     if mode == "trained":
         raise UserInputError(
             "--control trained: the paper's motion modules are SVD-only; a Wan model takes --control "
@@ -136,12 +122,12 @@ def animate_wan(
     if field is None:
         mode = "none"
     knobs = WarpGuidance(
-        **{k: float(v) for k, v in (("follow", follow), ("freedom", freedom)) if v is not None}
+        **{k: float(v) for k, v in (("follow", o.follow), ("freedom", o.freedom)) if v is not None}
     )
-    pipe = load_wan(model, device, dtype, offload, vae_tiling)
+    pipe = load_wan(o.model, o.device, o.dtype, o.offload, o.vae_tiling)
     variant = pipe.variant.name
-    steps = int(DEFAULT_STEPS if steps is None else steps)
-    scale = float(DEFAULT_GUIDANCE[variant] if guidance is None else guidance)
+    steps = int(DEFAULT_STEPS if o.steps is None else o.steps)
+    scale = float(DEFAULT_GUIDANCE[variant] if o.guidance is None else o.guidance)
     width, height = size if size is not None else pipe.default_size(scene.width, scene.height)
     motion = None if field is None else np.asarray(field, np.float32) * np.float32(strength)
     if motion is not None and mode == "none":
@@ -150,17 +136,14 @@ def animate_wan(
         )
         motion = None
     if motion is not None and motion.ndim == 4:  # a sequence: one field per video frame step
-        need = max(1, frames - 1)
-        motion = motion[:need]
-        if len(motion) < need:
-            motion = np.concatenate([motion, np.repeat(motion[-1:], need - len(motion), 0)])
+        motion = fit_sequence(motion, frames)
     prepared = pipe.prepare(
-        scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, prompt=prompt,
-        negative_prompt=negative_prompt, guidance_scale=scale, guidance_scale_2=guidance_2,
-        flow_shift=flow_shift,
+        scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, prompt=o.prompt,
+        negative_prompt=o.negative_prompt, guidance_scale=scale, guidance_scale_2=o.guidance_2,
+        flow_shift=o.flow_shift,
     )  # fmt: skip
     plain = prepared.denoiser
-    guided_video = warp_guided(pipe, prepared, knobs, loop=loop) if mode == "warp-guided" else None
+    guided_video = warp_guided(pipe, prepared, knobs, loop=o.loop) if mode == "warp-guided" else None
     if guided_video is not None:
         prepared = guided_video
     den = prepared.denoiser
@@ -193,37 +176,25 @@ def animate_wan(
                      frame_evaluations=den.frame_evaluations)  # fmt: skip
 
     def one_clip() -> Iterator[np.ndarray]:
-        from stillmotion.progress import progress_bar
-        from stillmotion.sampling.base import sample_euler
-
         sigmas = den.set_schedule(steps)  # warp-guided: from its start level on
-        x = pipe.initial_latents(plain, generator=torch.Generator(device="cpu").manual_seed(int(seed)))
+        x = pipe.initial_latents(plain, generator=torch.Generator(device="cpu").manual_seed(int(o.seed)))
         if guided is not None:
             x = guided.start_latents(x)
-        run = len(sigmas) - 1
-
-        def step_done(i: int, x_, x0) -> None:
-            bar.update(1)
-            if on_step is not None:
-                on_step(i + 1, run)
-
-        with progress_bar(total=run, desc="wan", enabled=progress, unit="step") as bar:
+        with step_progress(len(sigmas) - 1, "wan", progress, o.on_step) as step_done:
             x = sample_euler(den, x, sigmas, callback=step_done)
         count()
-        for chunk in pipe.decode(prepared, x, decode_chunk_size):
-            yield from _to_uint8(chunk)
+        for chunk in pipe.decode(prepared, x, o.decode_chunk_size):
+            yield from to_uint8(chunk)
         pipe.maybe_free_model_hooks()
 
     def long_video() -> Iterator[np.ndarray]:
-        from stillmotion.engines.long_video import stream_long_video
-
         stats["long_method"] = options.method
         for chunk, _join in stream_long_video(
-            pipe, prepared, options, steps=steps, seed=int(seed), decode_chunk_size=decode_chunk_size,
-            progress=progress, on_call=on_step,
+            pipe, prepared, options, steps=steps, seed=int(o.seed), decode_chunk_size=o.decode_chunk_size,
+            progress=progress, on_call=o.on_step,
         ):  # fmt: skip
             count()
-            yield from _to_uint8(chunk)
+            yield from to_uint8(chunk)
         count()
         pipe.maybe_free_model_hooks()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from stillmotion.engines.registry import engine_names, get_engine
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow
 
@@ -97,25 +98,26 @@ def _has(module: str) -> bool:
 
 def engine_status(model_dir: Path | None) -> dict[str, dict[str, Any]]:
     """Which engines can run here, and if not, why (shown on the page)."""
-    warp = {"available": _has("stillmotion.engines.warp"), "reason": ""}
-    if not warp["available"]:
-        warp["reason"] = "the warp engine (stillmotion.engines.warp) is not part of this installation"
-    diffusion = {"available": False, "reason": ""}
-    if not _has("stillmotion.engines.diffusion"):
-        diffusion["reason"] = (
-            "the diffusion engine (stillmotion.engines.diffusion) is not part of this installation"
-        )
+    return {name: one_engine_status(name, model_dir) for name in engine_names()}
+
+
+def one_engine_status(name: str, model_dir: Path | None) -> dict[str, Any]:
+    """One engine's entry of :func:`engine_status`."""
+    info = get_engine(name)
+    status: dict[str, Any] = {"available": False, "reason": ""}
+    if not _has(info.module):
+        status["reason"] = f"the {name} engine ({info.module}) is not part of this installation"
+    elif "model" not in info.options:  # an engine without weights runs as it is
+        status["available"] = True
     elif model_dir is not None and not Path(model_dir).is_dir():
-        diffusion["reason"] = f"--model {model_dir} is not a folder"
+        status["reason"] = f"--model {model_dir} is not a folder"
     elif model_dir is None and _default_model() is None:
-        diffusion["reason"] = (
-            "no model: start the server with --model DIR (a stillmotion or SVD model folder)"
-        )
+        status["reason"] = "no model: start the server with --model DIR (a stillmotion or SVD model folder)"
     else:
-        diffusion["available"] = True
-        diffusion["model"] = str(model_dir or _default_model())
-        diffusion["backbone"] = "wan" if _is_wan(model_dir) else "svd"  # the page offers a prompt for Wan
-    return {"warp": warp, "diffusion": diffusion}
+        status["available"] = True
+        status["model"] = str(model_dir or _default_model())
+        status["backbone"] = "wan" if _is_wan(model_dir) else "svd"  # the page offers a prompt for Wan
+    return status
 
 
 def _is_wan(model_dir: Path | None) -> bool:
@@ -147,34 +149,33 @@ def cli_command(
     image_size: tuple[int, int],
 ) -> str:
     """The ``stillmotion animate`` command that renders the same video from the exported drawing."""
+    info = get_engine(body.engine)
     w, h = output_size(*image_size, body.size)
     parts = ["stillmotion", "animate", image_name or "photo.jpg", "--arrows", arrows_name]
     if has_mask:
         parts += ["--mask", "mask.png"]
     parts += ["-o", "animation.mp4", "--engine", body.engine]
-    if body.engine == "warp":
+    if not info.fits_size:  # an engine working at the scene's size gets the page's output size
         parts += ["--size", f"{w}x{h}"]
     parts += ["--frames", str(body.frames), "--fps", str(body.fps), "--strength", f"{body.strength:g}"]
-    if body.engine == "warp":
-        parts += ["--loop" if body.loop else "--no-loop"]
-    else:
-        if model_dir is not None:
-            parts += ["--model", str(model_dir)]
-        parts += ["--steps", str(body.steps), "--seed", str(body.seed)]
-        if getattr(body, "prompt", "") and _is_wan(model_dir):
-            parts += ["--prompt", body.prompt]
-        parts += [
-            "--long-method",
-            body.long_method,
-            "--gamma",
-            f"{body.gamma:g}",
-            "--omega",
-            f"{body.omega:g}",
-            "--control",
-            getattr(body, "control", "auto"),
-            "--loop" if body.loop else "--no-loop",  # warp-guided control's reference
-        ]
+    for flag, value in _option_flags(body, model_dir, info.options):
+        parts += [flag, value]
+    parts += ["--loop" if body.loop else "--no-loop"]  # diffusion: warp-guided control's reference
     return shlex.join(parts)
+
+
+def _option_flags(body: Any, model_dir: Path | None, takes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(flag, value) of the page's settings that the engine takes, in the command's order."""
+    flags = []
+    if "model" in takes and model_dir is not None:
+        flags.append(("model", "--model", str(model_dir)))
+    flags += [("steps", "--steps", str(body.steps)), ("seed", "--seed", str(body.seed))]
+    if "prompt" in takes and getattr(body, "prompt", "") and _is_wan(model_dir):
+        flags.append(("prompt", "--prompt", body.prompt))
+    flags += [("long_method", "--long-method", body.long_method), ("gamma", "--gamma", f"{body.gamma:g}"),
+              ("omega", "--omega", f"{body.omega:g}"),
+              ("control", "--control", getattr(body, "control", "auto"))]  # fmt: skip
+    return [(flag, value) for name, flag, value in flags if name in takes]
 
 
 def render(
@@ -188,23 +189,22 @@ def render(
     from stillmotion import api
     from stillmotion.io.video_writer import open_video_writer
 
-    status = engine_status(settings.model_dir)[settings.engine]
+    info = get_engine(settings.engine)
+    status = one_engine_status(settings.engine, settings.model_dir)
     if not status["available"]:
         raise UserInputError(f"the {settings.engine} engine is unavailable: {status['reason']}")
     t0 = time.perf_counter()
     job.report(0.0, "motion field")
     # As ``stillmotion.api.iter_frames`` does: warp animates the scene at the chosen size; the
     # diffusion engine brings the scene to a size its model accepts by itself.
-    warp = settings.engine == "warp"
-    size = output_size(image.shape[1], image.shape[0], settings.size) if warp else None
+    size = None if info.fits_size else output_size(image.shape[1], image.shape[0], settings.size)
     scene, field = api.prepare(image, arrows, mask=mask, size=size)
-    options: dict[str, Any] = {}
     # Diffusion: the model calls are the work (a segment's frames come out only after its last call),
     # so they fill 90% of the bar and the frames written the rest; a cancel takes effect at the next call.
     done = {"calls": 0.0, "frames": 0.0}
 
     def fraction() -> float:
-        if settings.engine == "warp":
+        if not info.step_progress:
             return 0.01 + 0.98 * done["frames"]
         return 0.01 + 0.98 * (0.9 * done["calls"] + 0.1 * done["frames"])
 
@@ -212,20 +212,21 @@ def render(
         done["calls"] = calls / max(total, 1)
         job.report(fraction(), f"denoising: model call {calls} of {total}")
 
-    if settings.engine == "diffusion":
+    if "model" in info.options:
         job.report(0.0, "loading the model")
-        options = dict(
-            model=str(settings.model_dir) if settings.model_dir else None, steps=settings.steps,
-            seed=settings.seed, long_method=settings.long_method, gamma=settings.gamma, omega=settings.omega,
-            control=settings.control, on_step=on_step,
-        )  # fmt: skip
-        if settings.prompt and _is_wan(settings.model_dir):
-            options["prompt"] = settings.prompt
+    page = dict(
+        model=str(settings.model_dir) if settings.model_dir else None, steps=settings.steps,
+        seed=settings.seed, long_method=settings.long_method, gamma=settings.gamma, omega=settings.omega,
+        control=settings.control, on_step=on_step,
+    )  # fmt: skip
+    options = {k: v for k, v in page.items() if k in info.options}  # the settings this engine takes
+    if "prompt" in info.options and settings.prompt and _is_wan(settings.model_dir):
+        options["prompt"] = settings.prompt
     frames, stats = api.render(
         scene, field, engine=settings.engine, frames=settings.frames, fps=settings.fps,
         strength=settings.strength, loop=settings.loop, **options,
     )  # fmt: skip
-    job.report(0.01, "denoising" if settings.engine == "diffusion" else "animating")
+    job.report(0.01, info.activity)
     # The GIF is made from the MP4 when someone asks for it (``gif_from_mp4``): GIF encoding costs
     # about twice the MP4's, and most runs are only watched.
     outputs = {"mp4": session.file(f"{job.id}.mp4")}

@@ -673,10 +673,10 @@ def create_app(
         arrows = _arrows(body.arrows, (image.shape[1], image.shape[0]))
         if not arrows:
             raise UserInputError("draw at least one arrow first")
-        if body.kind == "full" and body.engine == "diffusion":
-            status = runs.engine_status(model_dir)["diffusion"]
+        if body.kind == "full":  # refused here rather than in the queue (a preview runs the warp engine)
+            status = runs.one_engine_status(body.engine, model_dir)
             if not status["available"]:
-                raise UserInputError(f"the diffusion engine is unavailable: {status['reason']}")
+                raise UserInputError(f"the {body.engine} engine is unavailable: {status['reason']}")
         settings = runs.Settings.from_request(body, model_dir)
 
         def work(job: Job) -> dict:

@@ -4,6 +4,6 @@ The renderer is :mod:`stillmotion.motion.eulerian` (see its ``render`` module fo
 choices made); this package is the engine that the API and the CLI pick by name.
 """
 
-from stillmotion.engines.warp.engine import EulerianWarp, check_warp_inputs, warp_frames
+from stillmotion.engines.warp.engine import EulerianWarp, check_warp_inputs, render, warp_frames
 
-__all__ = ["EulerianWarp", "check_warp_inputs", "warp_frames"]
+__all__ = ["EulerianWarp", "check_warp_inputs", "render", "warp_frames"]
