@@ -1,7 +1,8 @@
 """Longer animation on the tiny backbone (paper Table 2 layout): cost, joins, memory. Prints its figures.
 
     .venv/bin/python benchmarks/bench_long.py [--frames 125] [--steps 25] [--size 32x16] [--out DIR]
-        [--model tiny-random | bundled | DIR] [--overlap N] [--branch-sigma S] [--carry motion|copy]
+        [--model tiny-random | bundled | DIR] [--overlap N] [--branch-sigma S]
+        [--carry motion|reference|own|copy]
 
 1. All four methods (phased, direct, freenoise, gen-l-video) on the bundled waterfall example (arrows +
    mask), same backbone, input and seed, through ``stillmotion bench-long``'s code path: the tiny
@@ -96,8 +97,28 @@ def memory_child(
     for t, rss in trace:
         i = min(9, int(10 * (t - t0) / max(t1 - t0, 1e-9)))
         tenths[i] = max(tenths[i], rss)
-    print(json.dumps({"frames": frames, "peak_mem_mib": row["peak_mem_mib"], "time_s": row["time_s"],
+    keep = ("method", "peak_mem_mib", "time_s", "along_thirds", "along_pace", "along_pace_last",
+            "along_slowest", "along_per_step", "seams", "join_smoothness", "join_motion", "frame_evaluations")
+    print(json.dumps({"frames": frames, **{k: row[k] for k in keep},
                       "rss_peak_by_tenth_mib": [round(v / 2**20, 1) for v in tenths]}))  # fmt: skip
+
+
+def print_pace(r: dict) -> None:
+    """The pace figures of one row against the targets, and where its backward steps are."""
+    a = r["along_thirds"]
+    worst = min(r["along_pace"], r["along_pace_last"])
+    ok = "met" if worst >= 0.8 and r["along_slowest"] >= 0 else "NOT met"
+    print(f"{r['method']}: along-arrow px/frame by third {a[0]:.2f} / {a[1]:.2f} / {a[2]:.2f} "
+          f"(later thirds / first >= 0.8: {worst:.2f}); slowest step {r['along_slowest']:.2f} "
+          f"(no backward step): {ok}")  # fmt: skip
+    steps = r.get("along_per_step") or []
+    back = [t + 1 for t, v in enumerate(steps) if v < 0]  # frame t: the step t-1 -> t
+    if back:
+        seam = {f for s, n in r.get("seams", []) for f in range(s, s + n)}
+        at = sum(f in seam for f in back)
+        print(f"  {len(back)} backward steps of {len(steps)}, {at} at a join; frames "
+              f"{' '.join(str(f) for f in back[:24])}{' ...' if len(back) > 24 else ''}; "
+              f"mean of the backward steps {sum(steps[f - 1] for f in back) / len(back):.3f}")  # fmt: skip
 
 
 def main() -> None:
@@ -109,7 +130,8 @@ def main() -> None:
     ap.add_argument("--model", default="tiny-random", help="tiny-random (default), bundled or a model folder")
     ap.add_argument("--overlap", type=int, default=None, help="phased: frames shared per join (default: 1)")
     ap.add_argument("--branch-sigma", type=float, default=None, help="phased: branch at this noise level")
-    ap.add_argument("--carry", default="motion", choices=["motion", "copy"], help="phased: later segments")
+    ap.add_argument("--carry", default="motion", choices=["motion", "reference", "own", "copy"],
+                    help="phased: how later segments continue segment 1 (see sample_phased)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="phased,direct,freenoise,gen-l-video")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-long")
@@ -152,12 +174,7 @@ def main() -> None:
             print(f"phased join motion {jm:.3f} (target >= 0.9), join smoothness {js:.3f} "
                   f"(target <= 1.3): {ok}")  # fmt: skip
         for r in rows:
-            a = r["along_thirds"]
-            worst = min(r["along_pace"], r["along_pace_last"])
-            ok = "met" if worst >= 0.8 and r["along_slowest"] >= 0 else "NOT met"
-            print(f"{r['method']}: along-arrow px/frame by third {a[0]:.2f} / {a[1]:.2f} / {a[2]:.2f} "
-                  f"(later thirds / first >= 0.8: {worst:.2f}); slowest step {r['along_slowest']:.2f} "
-                  f"(no backward step): {ok}")  # fmt: skip
+            print_pace(r)
         print(f"comparison strip (one frame every 10): {args.out / 'strip.png'}")
         print(f"videos, table.md/.csv, consistency.png, strip.png, report.json in {args.out}")
 
@@ -175,6 +192,9 @@ def main() -> None:
             print(f"phased, {n} frames: peak memory rise {peaks[n]['peak_mem_mib']:.1f} MiB, "
                   f"time {peaks[n]['time_s']:.1f} s; process memory peak per tenth of the run (MiB): "
                   f"{' '.join(f'{v:.0f}' for v in peaks[n]['rss_peak_by_tenth_mib'])}")  # fmt: skip
+            print(f"phased, {n} frames: join smoothness {peaks[n]['join_smoothness']:.3f}, join motion "
+                  f"{peaks[n]['join_motion']:.3f}, {peaks[n]['frame_evaluations']} UNet frame-evals")
+            print_pace(peaks[n])
         a, b = peaks[args.frames]["peak_mem_mib"], peaks[args.long_frames]["peak_mem_mib"]
         print(f"peak memory {args.long_frames} / {args.frames} frames: {b / a:.2f}x "
               f"(target <= 1.3x: {'met' if b <= 1.3 * a else 'NOT met'})")  # fmt: skip

@@ -121,9 +121,9 @@ def test_nfe_formulas_written_out():
 
 
 def test_gamma_one_later_segments_cost_nothing():
-    chunks, den, _ = run("phased", 125, gamma=1.0, overlap=1)
+    chunks, den, _ = run("phased", 125, gamma=1.0, overlap=1, carry="copy")
     assert den.calls == STEPS and den.frame_passes == CLIP * STEPS
-    # later segments are segment 1's frames (after the anchor), i.e. a replication of the first clip
+    # the paper's copy: later segments are segment 1's frames (after the anchor), a replication
     first = chunks[0].latents
     assert torch.equal(chunks[1].latents, first[:, 1:])
 
@@ -131,7 +131,7 @@ def test_gamma_one_later_segments_cost_nothing():
 def test_phased_overlap_cross_fades_into_the_new_segment():
     # gamma 1: no step is redone, so the overlap is exactly the linear dissolve the docstring describes
     o = 4
-    chunks, den, _ = run("phased", 60, gamma=1.0, overlap=o)
+    chunks, den, _ = run("phased", 60, gamma=1.0, overlap=o, carry="copy")
     assert den.calls == STEPS
     first = chunks[0].latents  # frames 0 .. 21: segment 1 less the o - 1 frames the next one blends
     assert chunks[0].start == 0 and first.shape[1] == CLIP - (o - 1)
@@ -139,7 +139,7 @@ def test_phased_overlap_cross_fades_into_the_new_segment():
     video = torch.cat([c.latents for c in chunks], 1)
     assert video.shape[1] == 60
     # segment 1's full result (written frames plus the held-back ones): the toy denoiser is deterministic
-    full = run("phased", CLIP, gamma=1.0, overlap=o)[0][0].latents
+    full = run("phased", CLIP, gamma=1.0, overlap=o, carry="copy")[0][0].latents
     assert torch.equal(full[:, : CLIP - o + 1], first)
     a = CLIP - o
     for j in range(1, o):
@@ -259,6 +259,53 @@ def test_phased_carries_segment_one_relative_to_each_segments_reference():
     assert torch.allclose(chunks[1].latents, moved[:, 1:], atol=1e-6)
     # without the hook the later segment would be a copy of segment 1 (test_gamma_one_... above)
     assert not torch.allclose(chunks[1].latents, first[:, 1:], atol=1e-3)
+
+
+def test_phased_own_carry_replays_segment_ones_changes_from_the_previous_end():
+    # gamma 1: nothing is redone, so segment k is exactly p_k + (segment 1 - segment 1's frame 0), p_k the
+    # previous segment's latent at segment k's first frame; the content goes on from where it was
+    for carry in ("own", "motion"):  # the toy has no reference and gets no motion: motion means own
+        chunks, den, _ = run("phased", 60, gamma=1.0, overlap=1, carry=carry)
+        assert den.calls == STEPS
+        first, second, third = (c.latents for c in chunks)
+        expected = first[:, -1:] + first[:, 1:] - first[:, :1]
+        assert torch.allclose(second, expected, atol=1e-6)
+        moved_on = second[:, -1:] + first[:, 1 : third.shape[1] + 1] - first[:, :1]
+        assert torch.allclose(third, moved_on, atol=1e-6)
+    # the copy restarts at segment 1's second frame: its first new frame is further from the previous end
+    copied = run("phased", 60, gamma=1.0, overlap=1, carry="copy")[0]
+    step = (first[:, 1] - first[:, 0]).abs().mean()
+    assert torch.allclose((second[:, 0] - first[:, -1]).abs().mean(), step, atol=1e-6)
+    assert (copied[1].latents[:, 0] - first[:, -1]).abs().mean() > 2 * step
+
+
+def test_phased_own_carry_with_a_cut_takes_the_deltas_one_frame_on():
+    chunks, _, _ = run("phased", 50, gamma=1.0, overlap=0, carry="own")
+    first, second = chunks[0].latents, chunks[1].latents  # segments [0, 25) and [25, 50)
+    ahead = torch.arange(1, CLIP + 1).clamp(max=CLIP - 1)  # the last delta held (no frame 25 in segment 1)
+    assert torch.allclose(second, first[:, -1:] + first[:, ahead] - first[:, :1], atol=1e-6)
+
+
+def test_phased_motion_carry_follows_the_reference_only_for_a_model_that_follows_it():
+    den = ResidualToy()
+    noise = FrameNoise(60, LATENT, seed=0)
+
+    def second(carry, follows_reference=None):
+        chunks = list(sample_long(LongOptions(method="phased", gamma=1.0, overlap=1, carry=carry), den, noise,
+                                  karras(), clip_len=CLIP, generator=torch.Generator().manual_seed(0),
+                                  follows_reference=follows_reference))  # fmt: skip
+        return chunks[1].latents
+
+    reference = second(carry="reference")
+    own = second(carry="own")
+    assert not torch.allclose(reference, own, atol=1e-3)
+    assert torch.equal(second(carry="motion"), reference)  # unknown: a reference exists, so it is used
+    assert torch.equal(second(carry="motion", follows_reference=True), reference)
+    assert torch.equal(second(carry="motion", follows_reference=False), own)
+    # the literal reference carry without a reference is the paper's copy
+    plain = list(sample_long(LongOptions(method="phased", gamma=1.0, overlap=1, carry="reference"),
+                             ToyDenoiser(), noise, karras(), clip_len=CLIP))
+    assert torch.equal(plain[1].latents, plain[0].latents[:, 1:])
 
 
 def test_phased_carry_copy_is_the_papers_plain_copy_even_with_a_reference():

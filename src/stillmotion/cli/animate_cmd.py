@@ -203,11 +203,13 @@ _ENGINE_HELP = (
 )
 @click.option(
     "--carry",
-    type=click.Choice(["motion", "copy"]),
+    type=click.Choice(["motion", "reference", "own", "copy"]),
     default="motion",
     show_default=True,
-    help="diffusion, phased: later segments start from the first moved along the motion, or (copy) from "
-    "the first as it is (the paper's literal variant).",
+    help="diffusion, phased: how later segments continue the first: along the motion reference (a model "
+    "that follows it: warped conditioning, warp guidance, trained motion modules), the model's own motion "
+    "from where the previous segment ended (own), whichever fits the model (motion), or (copy) the first "
+    "as it is (the paper's literal variant).",
 )
 @click.option(
     "--stride",

@@ -45,6 +45,21 @@ class _CountingProgress:
         return getattr(self.denoiser, name)
 
 
+def follows_reference(den: Any) -> bool:
+    """Whether the model's own motion follows the denoiser's motion reference (the input carried along
+    the field), which decides phased's default carry: warp-guided control holds it to the reference, a
+    warped-conditioning model is conditioned on it, trained motion modules are steered by the field it is
+    warped along. A model that gets no motion input (stock SVD, untrained motion modules, no field) does
+    not: its later segments continue its own motion."""
+    from stillmotion.diffusion.warp_guidance import WarpGuidedDenoiser
+
+    if isinstance(den, WarpGuidedDenoiser):
+        return True
+    if getattr(den, "frame_latents", None) is not None:
+        return True
+    return getattr(den, "flows", None) is not None and getattr(den, "motion_encoder", None) is not None
+
+
 def stream_long_video(
     pipe: Any,
     prepared: Prepared,
@@ -120,6 +135,7 @@ def stream_long_video(
             clip_len=clip,
             generator=generator,
             condition_on=condition_on,
+            follows_reference=follows_reference(den),
         )
         # A causal video VAE (Wan's: 4 video frames per latent frame) decodes the chunks as one stream, its
         # state carried from chunk to chunk; a per-frame VAE (SVD's) decodes each chunk on its own.

@@ -336,6 +336,7 @@ def run_method(
         "along_pace": thirds[1] / thirds[0] if thirds[0] > 0 else math.nan,
         "along_pace_last": thirds[2] / thirds[0] if thirds[0] > 0 else math.nan,
         "along_slowest": slowest,
+        "along_per_step": metrics.along,  # step t-1 -> t at index t - 1
         "ms_per_frame_eval": 1000 * elapsed / max(stats["frame_evaluations"], 1),
         "seams": [[r.start, len(r)] for r in seams],
         "strip": metrics.strip,

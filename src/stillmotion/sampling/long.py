@@ -29,7 +29,9 @@ from stillmotion.sampling.segments import LatentChunk
 LONG_METHODS = ("phased", "direct", "freenoise", "gen-l-video")
 
 
-CARRY_MODES = ("motion", "copy")
+# phased's later segments: "motion" (reference when the model follows it, else own), "reference" (the
+# motion reference), "own" (the model's own motion from where the previous segment ended), "copy" (the paper)
+CARRY_MODES = ("motion", "reference", "own", "copy")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class LongOptions:
     branch_sigma: float | None = None
     omega: float = 0.2  # phased: randomness added to the shared noise (eq. 11)
     overlap: int = 1  # phased: frames each later segment shares with the previous one (cross-faded)
-    carry: str = "motion"  # phased: later segments start from segment 1 moved along the motion, or "copy"
+    carry: str = "motion"  # phased: how later segments continue segment 1 (CARRY_MODES, sample_phased)
     stride: int | None = None  # freenoise (default L // 4) and gen-l-video (default L // 4 in 4..8)
     chunk_frames: int | None = None  # freenoise: per-frame layers on at most this many frames at a time
 
@@ -94,19 +96,22 @@ def sample_long(
     clip_len: int,
     generator: torch.Generator | None = None,
     condition_on: Callable[[torch.Tensor, int], dict[str, Any]] | None = None,
+    follows_reference: bool | None = None,
     **cond: Any,
 ) -> Iterator[LatentChunk]:
     """Finished latent chunks of the whole video, in frame order (see :class:`LatentChunk`).
 
     ``condition_on`` is needed by direct (last latent
-    frame and its index in the video -> conditioning image for the next clip).
+    frame and its index in the video -> conditioning image for the next clip). ``follows_reference``:
+    whether the model's own motion follows the denoiser's ``reference`` (phased's ``carry="motion"``
+    picks the reference carry then, else the model's own motion; None: whether a reference exists).
     """
     m = options.method
     if m == "phased":
         return sample_phased(
             denoiser, noise, sigmas, segment_len=clip_len, branch=options.branch(sigmas, len(sigmas) - 1),
             omega=options.omega, overlap=options.shared_frames(clip_len), carry=options.carry,
-            generator=generator, **cond,
+            follows_reference=follows_reference, generator=generator, **cond,
         )  # fmt: skip
     if m == "direct":
         if condition_on is None:

@@ -78,6 +78,7 @@ def sample_phased(
     omega: float = 0.2,
     overlap: int = 1,
     carry: str = "motion",
+    follows_reference: bool | None = None,
     shuffle: bool = True,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
@@ -96,13 +97,24 @@ def sample_phased(
     the deterministic ODE. With gamma = 1 (M = T) later segments cost no denoiser call: they are copies of
     segment 1's result (the paper's "replication of multiple short videos").
 
-    Carrying segment 1 along the motion (``carry="motion"``, designed here, not in the paper): when the
-    denoiser has a ``reference(start, stop)`` hook (``MotionDenoiser``: the input image carried along the
-    motion field, as latents r; for a condition-residual model exactly the latents it denoises relative
-    to), segment k starts from ``r_k + (x0_M - r_1) + sigma_M * n~_k`` instead of ``x0_M + sigma_M *
-    n~_k``: segment 1's contours and appearance, placed where the motion has taken the content by segment
-    k's frames. A plain copy restarts every segment at segment 1's picture (content jumps back at every
-    join). ``carry="copy"``, no hook or no motion (the hook returns None): the paper's plain copy.
+    Later segments continue the motion (designed here, not in the paper), ``carry``:
+
+    - ``"reference"``: when the denoiser has a ``reference(start, stop)`` hook (``MotionDenoiser``: the
+      input image carried along the motion field, as latents r; for a condition-residual model exactly the
+      latents it denoises relative to), segment k starts from ``r_k + (x0_M - r_1) + sigma_M * n~_k``:
+      segment 1's contours and appearance, placed where the motion field has taken the content by
+      segment k's frames. Right for a model whose own motion follows r; without a reference, the copy.
+    - ``"own"``: the model's own motion, for a model that gets no motion input (stock SVD, untrained
+      motion modules) or has no reference: segment k starts from ``p_k + (x0_M - x0_M[0]) + sigma_M *
+      n~_k``, where p_k is the previous segment's finished latent at segment k's first frame (its last
+      frame with overlap 0, the deltas then taken one frame on): the frame-to-frame changes segment 1
+      made, replayed from where the previous segment ended, so the content neither restarts at segment
+      1's picture nor jumps to where a field the model never followed would put it.
+    - ``"motion"`` (the default): ``"reference"`` when ``follows_reference`` (the caller knows whether
+      the model is steered by the reference: warped conditioning, warp guidance, trained motion
+      modules; None: whether a reference exists), else ``"own"``.
+    - ``"copy"``: the paper's literal ``x0_M + sigma_M * n~_k``: every segment restarts at segment 1's
+      picture (content jumps back at every join).
 
     Joins (not specified by the paper; designed here): consecutive segments overlap by ``overlap`` = o
     frames, and the overlap is a soft anchor that dissolves from the previous segment into the new one.
@@ -153,23 +165,30 @@ def sample_phased(
         return
     yield LatentChunk(0, x[:, : x.shape[1] - hold], 0)
 
-    # A condition-residual denoiser (``reference``) works relative to per-window latents r; segment 1's
-    # state is then carried to segment k as r_k + (x0_M - r_1): its contours and appearance, placed where
-    # segment k's conditioning puts the content (for warped conditioning: moved on along the field).
-    reference = getattr(denoiser, "reference", None) if carry == "motion" else None
-    ref1 = reference(*segments[0]) if reference is not None else None
-    if ref1 is not None:
+    mode, ref1 = _carry_mode(denoiser, carry, follows_reference, segments[0])
+    if mode == "reference":
+        # segment 1's state relative to its reference: placed on segment k's reference below
         shared_x0 = shared_x0 - ref1
+    elif mode == "own":
+        # segment 1's changes from its first frame on, replayed from where each segment starts
+        shared_x0 = shared_x0 - shared_x0[:, :1]
+        if overlap == 0:  # position 0 is one frame after the previous segment's last: deltas one frame on
+            n = shared_x0.shape[1]
+            ahead = torch.arange(1, n + 1, device=shared_x0.device).clamp(max=n - 1)
+            shared_x0 = shared_x0[:, ahead]
     shuffled = _ShuffledNoise(shared_n, omega, len(segments) - 1, gen, shuffle)
     weights = torch.tensor([1 - j / overlap for j in range(overlap)], device=x.device, dtype=x.dtype)
     weights = weights.view(1, overlap, 1, 1, 1)
     prev = x[:, x.shape[1] - overlap :]
+    base = x[:, x.shape[1] - max(overlap, 1) : x.shape[1] - max(overlap, 1) + 1]  # p_k for carry "own"
     del x
     for k, (a, b) in enumerate(segments[1:], start=1):
         n_tilde = shuffled.segment(k, b - a)
         x = param.noised(shared_x0[:, : b - a], n_tilde, sigmas[m])
-        if ref1 is not None:
-            x = x + param.signal(reference(a, b), sigmas[m])
+        if mode == "reference":
+            x = x + param.signal(reference_of(denoiser)(a, b), sigmas[m])
+        elif mode == "own":
+            x = x + param.signal(base, sigmas[m])
         start = param.noised(prev, n_tilde[:, :overlap], sigmas[m])
         x[:, :overlap] = weights * start + (1 - weights) * x[:, :overlap]
         for i in range(m, steps):
@@ -183,3 +202,26 @@ def sample_phased(
         last = x.shape[1] if b == noise.num_frames else x.shape[1] - hold
         yield LatentChunk(a + first, x[:, first:last], max(overlap, 1))
         prev = x[:, x.shape[1] - overlap :]
+        base = x[:, x.shape[1] - max(overlap, 1) : x.shape[1] - max(overlap, 1) + 1]
+
+
+def reference_of(denoiser: Denoiser) -> Callable[[int, int], torch.Tensor | None] | None:
+    """The denoiser's optional ``reference(start, stop)`` hook (the motion reference's latents), or None."""
+    return getattr(denoiser, "reference", None)
+
+
+def _carry_mode(
+    denoiser: Denoiser, carry: str, follows_reference: bool | None, first: tuple[int, int]
+) -> tuple[str, torch.Tensor | None]:
+    """``carry`` as it runs ("reference", "own" or "copy") and segment 1's reference latents (reference
+    only)."""
+    if carry not in ("motion", "reference", "own", "copy"):
+        raise ValueError(f"carry must be motion, reference, own or copy, got {carry!r}")
+    if carry in ("own", "copy"):
+        return carry, None
+    hook = reference_of(denoiser)
+    ref1 = hook(*first) if hook is not None else None
+    if carry == "reference":
+        return ("reference", ref1) if ref1 is not None else ("copy", None)
+    follows = ref1 is not None if follows_reference is None else follows_reference
+    return ("reference", ref1) if follows and ref1 is not None else ("own", None)
