@@ -103,6 +103,32 @@ def memory_child(
                       "rss_peak_by_tenth_mib": [round(v / 2**20, 1) for v in tenths]}))  # fmt: skip
 
 
+def reference_pace(frames: int, model: str, size: str | None, seed: int) -> None:
+    """Along-arrow speed of the motion reference itself (the input warped along the field by the warp
+    engine's forward mode: the bundled model's conditioning, phased's carry), no UNet: whether the motion
+    the model is given keeps its pace over ``frames`` frames."""
+    from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask
+    from stillmotion.diffusion.warp_condition import warped_image_frames
+    from stillmotion.engines.diffusion import load_pipeline, model_size
+    from stillmotion.evaluation.long_bench import StreamMetrics, arrow_rows, model_location
+
+    scene, motion = scene_and_motion()
+    name, wh = model_and_size(model, size)
+    if wh is None:
+        with model_location(name, 25, seed) as (path, _):
+            wh = model_size(load_pipeline(path, "cpu"), scene.width, scene.height)
+    w, h = wh
+    image = fit_image(scene.image, w, h)
+    mask = fit_mask(scene.mask, w, h)
+    arrows = arrow_rows(scene.arrows, (scene.width, scene.height), w, h)
+    metrics = StreamMetrics(image, ~mask, 1, arrows=arrows)
+    for frame in warped_image_frames(image, fit_field(motion, w, h), frames, mask):
+        metrics.add(frame)
+    thirds, slowest = metrics.along_thirds()
+    print(f"motion reference (forward warp, no UNet), {frames} frames at {w}x{h}: along-arrow px/frame "
+          f"by third {thirds[0]:.3f} / {thirds[1]:.3f} / {thirds[2]:.3f}, slowest step {slowest:.3f}")
+
+
 def print_pace(r: dict) -> None:
     """The pace figures of one row against the targets, and where its backward steps are."""
     a = r["along_thirds"]
@@ -137,6 +163,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-long")
     ap.add_argument("--skip-table", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--reference-pace", action="store_true",
+                    help="only the motion reference's along-arrow pace at --frames and --long-frames")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.overlap is not None and args.overlap < 0:
@@ -146,6 +174,11 @@ def main() -> None:
 
     if args.memory_child is not None:
         memory_child(args.memory_child, args.steps, args.size, args.seed, args.model, args.overlap, long_opts)
+        return
+
+    if args.reference_pace:
+        for n in (args.frames, args.long_frames):
+            reference_pace(n, args.model, args.size, args.seed)
         return
 
     if not args.skip_table:
