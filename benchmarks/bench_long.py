@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_long.py [--frames 125] [--steps 25] [--size 32x16] [--out DIR]
         [--model tiny-random | bundled | DIR] [--overlap N] [--branch-sigma S]
-        [--carry motion|reference|own|copy]
+        [--carry motion|reference|own|copy] [--control auto|trained|warp-guided|none]
 
 1. All four methods (phased, direct, freenoise, gen-l-video) on the bundled waterfall example (arrows +
    mask), same backbone, input and seed, through ``stillmotion bench-long``'s code path: the tiny
@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--branch-sigma", type=float, default=None, help="phased: branch at this noise level")
     ap.add_argument("--carry", default="motion", choices=["motion", "reference", "own", "copy"],
                     help="phased: how later segments continue segment 1 (see sample_phased)")
+    ap.add_argument("--control", default=None, choices=["auto", "trained", "warp-guided", "none"],
+                    help="how the arrows steer the model (auto: trained motion modules, else warp-guided)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="phased,direct,freenoise,gen-l-video")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-long")
@@ -171,6 +173,8 @@ def main() -> None:
         ap.error(f"--overlap must be >= 0, got {args.overlap}")
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     long_opts = {"branch_sigma": args.branch_sigma, "carry": args.carry}
+    if args.control is not None:
+        long_opts["control"] = args.control
 
     if args.memory_child is not None:
         memory_child(args.memory_child, args.steps, args.size, args.seed, args.model, args.overlap, long_opts)
@@ -220,6 +224,7 @@ def main() -> None:
             cmd += ["--overlap", str(args.overlap)] if args.overlap is not None else []
             cmd += ["--branch-sigma", str(args.branch_sigma)] if args.branch_sigma is not None else []
             cmd += ["--carry", args.carry]
+            cmd += ["--control", args.control] if args.control is not None else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             peaks[n] = json.loads(out.strip().splitlines()[-1])
             print(f"phased, {n} frames: peak memory rise {peaks[n]['peak_mem_mib']:.1f} MiB, "
