@@ -261,29 +261,56 @@ def test_phased_carries_segment_one_relative_to_each_segments_reference():
     assert not torch.allclose(chunks[1].latents, first[:, 1:], atol=1e-3)
 
 
-def test_phased_own_carry_replays_segment_ones_changes_from_the_previous_end():
-    # gamma 1: nothing is redone, so segment k is exactly p_k + (segment 1 - segment 1's frame 0), p_k the
-    # previous segment's latent at segment k's first frame; the content goes on from where it was
+def own_expected(full: torch.Tensor, base: torch.Tensor, length: int, ahead: int = 0) -> torch.Tensor:
+    """The own carry's start at sigma 0: segment 1's frame t = j + ahead, offset by (1 - t / (L - 1)) *
+    (base - segment 1's frame 0)."""
+    t = torch.arange(length) + ahead
+    t = t.clamp(max=full.shape[1] - 1)
+    fade = (1 - t / (full.shape[1] - 1)).view(1, -1, 1, 1, 1)
+    return full[:, t] + fade * (base - full[:, :1])
+
+
+def test_phased_own_carry_goes_on_from_the_previous_end():
+    # gamma 1: nothing is redone, so segment k is exactly the own carry's start past its anchor: it starts
+    # where the previous segment ended and makes segment 1's changes less their share of the offset
     for carry in ("own", "motion"):  # the toy has no reference and gets no motion: motion means own
         chunks, den, _ = run("phased", 60, gamma=1.0, overlap=1, carry=carry)
         assert den.calls == STEPS
-        first, second, third = (c.latents for c in chunks)
-        expected = first[:, -1:] + first[:, 1:] - first[:, :1]
-        assert torch.allclose(second, expected, atol=1e-6)
-        moved_on = second[:, -1:] + first[:, 1 : third.shape[1] + 1] - first[:, :1]
-        assert torch.allclose(third, moved_on, atol=1e-6)
-    # the copy restarts at segment 1's second frame: its first new frame is further from the previous end
+        first, second, third = (c.latents for c in chunks)  # [0, 25), [25, 49) and [49, 60)
+        assert torch.allclose(second, own_expected(first, first[:, -1:], CLIP)[:, 1:], atol=1e-6)
+        expected = own_expected(first, second[:, -1:], third.shape[1] + 1)[:, 1:]
+        assert torch.allclose(third, expected, atol=1e-6)
+    # its first new frame is one of segment 1's steps away from the previous end; the copy's restarts
     copied = run("phased", 60, gamma=1.0, overlap=1, carry="copy")[0]
     step = (first[:, 1] - first[:, 0]).abs().mean()
-    assert torch.allclose((second[:, 0] - first[:, -1]).abs().mean(), step, atol=1e-6)
+    offset = (first[:, -1] - first[:, 0]) / (CLIP - 1)  # the offset's share of one step
+    assert torch.allclose(second[:, 0] - first[:, -1], first[:, 1] - first[:, 0] - offset, atol=1e-6)
     assert (copied[1].latents[:, 0] - first[:, -1]).abs().mean() > 2 * step
 
 
-def test_phased_own_carry_with_a_cut_takes_the_deltas_one_frame_on():
+def test_phased_own_carry_accumulates_no_drift():
+    # a denoiser whose clips drift (x0 grows with the frame's place in the window): replaying segment 1's
+    # changes from each previous end alone would add the whole drift again at every segment
+    class Drifting(ToyDenoiser):
+        def __call__(self, x, sigma, frames=None, image=None):
+            x0 = super().__call__(x, sigma, frames=frames, image=image)
+            return x0 + 0.1 * torch.arange(x.shape[1], dtype=x.dtype).view(1, -1, 1, 1, 1)
+
+    chunks = list(sample_long(LongOptions(method="phased", gamma=0.5, overlap=1, carry="own"), Drifting(),
+                              FrameNoise(125, LATENT, seed=0), karras(), clip_len=CLIP,
+                              generator=torch.Generator().manual_seed(0)))  # fmt: skip
+    drift = float((chunks[0].latents[:, -1] - chunks[0].latents[:, 0]).mean())
+    assert drift > 2  # 24 frames at 0.1
+    ends = [float(c.latents[:, -1].mean()) for c in chunks[:-1]]
+    # every segment ends near where segment 1 ended, not 4 more drifts on
+    assert max(ends) - min(ends) < 0.1 * drift
+
+
+def test_phased_own_carry_with_a_cut_takes_the_frames_one_on():
     chunks, _, _ = run("phased", 50, gamma=1.0, overlap=0, carry="own")
     first, second = chunks[0].latents, chunks[1].latents  # segments [0, 25) and [25, 50)
-    ahead = torch.arange(1, CLIP + 1).clamp(max=CLIP - 1)  # the last delta held (no frame 25 in segment 1)
-    assert torch.allclose(second, first[:, -1:] + first[:, ahead] - first[:, :1], atol=1e-6)
+    # position j is one frame after the previous segment's last: segment 1's frame j + 1 (the last held)
+    assert torch.allclose(second, own_expected(first, first[:, -1:], CLIP, ahead=1), atol=1e-6)
 
 
 def test_phased_motion_carry_follows_the_reference_only_for_a_model_that_follows_it():
