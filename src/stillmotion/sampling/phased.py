@@ -112,8 +112,7 @@ def sample_phased(
       their share of the offset, and ends on segment 1's last frame. The content neither restarts at
       segment 1's picture nor jumps to where a field the model never followed would put it, and no net
       drift accumulates from segment to segment (replaying the changes from p_k alone would add segment
-      1's whole change again at every segment: measured, it grows the plain model's speckle into
-      coloured blocks within 30 frames).
+      1's whole change again at every segment).
     - ``"motion"`` (the default): ``"reference"`` when ``follows_reference`` (the caller knows whether
       the model is steered by the reference: warped conditioning, warp guidance, trained motion
       modules; None: whether a reference exists), else ``"own"``.
