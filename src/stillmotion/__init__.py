@@ -10,6 +10,7 @@ Heavy parts (the diffusion pipeline) are imported lazily so ``import stillmotion
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -28,8 +29,6 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'stillmotion' has no attribute {name!r}")

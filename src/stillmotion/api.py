@@ -27,9 +27,11 @@ options, :class:`~stillmotion.engines.options.DiffusionOptions` such as ``model`
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
+import resource
 import sys
 import time
 import warnings
@@ -37,13 +39,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from stillmotion.engines.options import RenderRequest
 from stillmotion.engines.registry import EngineInfo, get_engine
 from stillmotion.errors import MAX_STRENGTH, MAX_WORK_PIXELS, UserInputError
 from stillmotion.inputs.arrows import Arrow, referenced_files
+from stillmotion.inputs.mask import mask_from_array
 from stillmotion.inputs.scene import Scene, load_scene
+from stillmotion.io.atomic import AtomicGroup, atomic_path
+from stillmotion.io.motion_file import check_speed, load_motion_field, resize_field
+from stillmotion.io.outputs import check_outputs
+from stillmotion.io.picture import picture_size
+from stillmotion.io.video_writer import check_fps, open_video_writer, video_format
+from stillmotion.progress import progress_bar
 
 MAX_SIDE = 8192
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -110,7 +120,6 @@ def check_motion_array(motion: np.ndarray, where: str = "motion") -> None:
         raise UserInputError(f"{where} must hold real numbers (pixels per frame), got dtype {motion.dtype}")
     if not np.isfinite(motion).all():
         raise UserInputError(f"{where} holds NaN or infinite values")
-    from stillmotion.io.motion_file import check_speed
 
     check_speed(motion, where)
 
@@ -148,10 +157,6 @@ def _fit_to_limit(scene: Scene, max_pixels: int) -> Scene:
 
 def resize_scene(scene: Scene, size: Sequence[int]) -> Scene:
     """The scene at ``size`` = (W, H): image resampled, mask and arrows scaled with it."""
-    import cv2
-
-    from stillmotion.inputs.mask import mask_from_array
-
     w, h = check_size(size)
     if (w, h) == (scene.width, scene.height):
         return scene
@@ -181,7 +186,7 @@ def prepare(
     shrunk to that many pixels instead (what the diffusion engine, which works at its model's size,
     is given).
     """
-    from stillmotion.io.motion_file import load_motion_field, resize_field
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.dense import dense_flow_from_arrows
 
     if motion is not None and not isinstance(motion, np.ndarray | str | os.PathLike):
@@ -195,8 +200,6 @@ def prepare(
     ):
         raise UserInputError(f"max_pixels must be a whole number >= 4, got {max_pixels!r}")
     if size is None and max_pixels is None and isinstance(image, str | os.PathLike):
-        from stillmotion.io.picture import picture_size
-
         check_work_size(*picture_size(image, "image"))  # from the header: refused before decoding
     scene = load_scene(image, arrows, arrows_file, mask)
     if size is not None:
@@ -262,8 +265,6 @@ def render(
     the warp engine's animation, a loop or forward, is the motion reference; ``control`` is ``auto``,
     ``trained``, ``warp-guided`` or ``none``, ``follow`` / ``freedom`` the warp guidance's knobs.
     """
-    from stillmotion.io.video_writer import check_fps
-
     info = get_engine(engine)
     frames = check_frames(info.default_frames if frames is None else frames)
     fps = check_fps(info.default_fps if fps is None else fps)
@@ -276,7 +277,6 @@ def render(
         if not isinstance(field, np.ndarray):
             raise UserInputError(f"field must be an array or None, got {type(field).__name__}")
         check_motion_array(field, "the motion field")
-        from stillmotion.io.motion_file import check_speed
 
         check_speed(field, "the motion field", strength)
         if strength == 0 or not field.any():
@@ -299,8 +299,6 @@ def render(
         )
     if not info.fits_size:
         if size is not None and tuple(size) != (scene.width, scene.height):
-            from stillmotion.io.motion_file import resize_field
-
             scene = resize_scene(scene, size)
             if field is not None:
                 field = resize_field(field, scene.width, scene.height)
@@ -321,8 +319,6 @@ def render(
 
 def _check_run_options(engine, frames, fps, strength, loop, progress, size) -> EngineInfo:
     """The cheap checks of :func:`render`, run before any input is loaded; returns the engine."""
-    from stillmotion.io.video_writer import check_fps
-
     info = get_engine(engine)
     if size is not None:
         check_size(size)
@@ -445,6 +441,7 @@ def animate(
     )
     video = np.stack(list(frames_iter))
     if output_type == "pt":
+        # lazy: torch takes seconds to import (start-up); only this path needs it
         import torch
 
         return torch.from_numpy(video).permute(0, 3, 1, 2).float().div_(255.0)
@@ -453,16 +450,12 @@ def animate(
 
 def peak_memory_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
-    import resource
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
 def save_field_picture(path: str | os.PathLike, field: np.ndarray) -> Path:
     """Write ``field`` as a colour-wheel picture (hue = direction, saturation = speed), atomically."""
-    from stillmotion.io.atomic import atomic_path
-
     path = Path(path)
     if path.suffix.lower() not in PICTURE_SUFFIXES:
         raise UserInputError(f"motion picture {path}: use a .png, .jpg, .webp or .bmp file name")
@@ -472,8 +465,7 @@ def save_field_picture(path: str | os.PathLike, field: np.ndarray) -> Path:
 
 
 def _write_field_picture(target: Path, field: np.ndarray, shown: Path) -> None:
-    import cv2
-
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.viz import flow_to_color
 
     # the standard (Middlebury) colour wheel: hue = direction; a sequence is shown by its mean field
@@ -511,13 +503,6 @@ def animate_to_file(
     ``overwrite=True``. Nothing is written when anything fails: the video, motion picture and
     report are written under temporary names and all renamed into place at the end.
     """
-    import json
-
-    from stillmotion.io.atomic import AtomicGroup
-    from stillmotion.io.outputs import check_outputs
-    from stillmotion.io.video_writer import check_fps, open_video_writer, video_format
-    from stillmotion.progress import progress_bar
-
     start = time.perf_counter()
     for name, value in (("output", output), ("save_motion", save_motion), ("report", report)):
         if (value is not None or name == "output") and not isinstance(value, str | os.PathLike):

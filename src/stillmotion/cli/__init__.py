@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
+import warnings
 
 import click
+from tqdm import tqdm
 
 from stillmotion.errors import UserInputError
 
@@ -102,17 +106,12 @@ def _on_sigterm(signum, frame) -> None:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # One readable line per warning, not Python's "file:line: Category: ..." with a source line;
     # through tqdm, so that it lands on a line of its own above a running progress bar.
-    from tqdm import tqdm
 
     tqdm.write(f"Warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user mistakes become one clear line and exit code 2, not a traceback."""
-    import signal
-    import threading
-    import warnings
-
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     else:

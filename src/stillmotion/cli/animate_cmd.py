@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from stillmotion.api import animate_to_file, parse_size
 from stillmotion.cli.options import finite, scene_options
 from stillmotion.engines.registry import engine_names, get_engine
 
@@ -291,8 +292,6 @@ def animate(
     Arrows: --arrow X0,Y0,X1,Y1[,STRENGTH] (repeatable) or --arrows FILE; the content under an arrow's
     tail reaches its head after 25 frames at strength 1. Pixels outside --mask never change.
     """
-    from stillmotion.api import animate_to_file, parse_size
-
     size = parse_size(size_text) if size_text is not None else None
     given = dict(
         model=model, steps=steps, seed=seed, device=device, dtype=dtype, offload=offload,

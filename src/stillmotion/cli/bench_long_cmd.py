@@ -8,7 +8,8 @@ import click
 
 from stillmotion.cli.options import scene_from_options, scene_options
 from stillmotion.errors import UserInputError
-from stillmotion.evaluation.long_bench import DEFAULT_METHODS, TINY_RANDOM
+from stillmotion.evaluation.long_bench import DEFAULT_METHODS, TINY_RANDOM, run_bench_long
+from stillmotion.io.atomic import atomic_path
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -94,8 +95,7 @@ def bench_long(
 ) -> None:
     """Compare the long-video methods (phased, direct, freenoise, gen-l-video) on IMAGE: videos, a Table-2
     style table (markdown + CSV), a consistency plot and report.json in the output folder."""
-    from stillmotion.evaluation.long_bench import run_bench_long
-    from stillmotion.io.atomic import atomic_path
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.dense import dense_flow_from_arrows
 
     scene = scene_from_options(image, arrow, arrows_file, mask)

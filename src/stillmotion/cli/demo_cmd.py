@@ -6,6 +6,13 @@ import time
 from pathlib import Path
 
 import click
+from PIL import Image
+
+from stillmotion import api
+from stillmotion.engines.diffusion import DEFAULT_MODEL_DIR
+from stillmotion.errors import UserInputError
+from stillmotion.io.atomic import atomic_path
+from stillmotion.io.outputs import check_writable_location
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 
@@ -45,11 +52,7 @@ def demo(out_dir: Path, frames: int, steps: int | None, engines: tuple[str, ...]
     warp.mp4 (the warp engine, a seamless loop), diffusion_phased.mp4 (the diffusion engine with
     the paper's phased sampler, when the bundled model is present), and a JSON report per video.
     """
-    from stillmotion import api
-    from stillmotion.engines.diffusion import DEFAULT_MODEL_DIR
-    from stillmotion.errors import UserInputError
-    from stillmotion.io.atomic import atomic_path
-    from stillmotion.io.outputs import check_writable_location
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.viz import field_picture
 
     image = EXAMPLES / "waterfall.jpg"
@@ -64,8 +67,6 @@ def demo(out_dir: Path, frames: int, steps: int | None, engines: tuple[str, ...]
     picture = field_picture(scene.image, field, scene.arrows, scene.mask)
     target = out_dir / "motion_field.png"
     with atomic_path(target) as tmp:
-        from PIL import Image
-
         Image.fromarray(picture).save(tmp, format="PNG")
     click.echo(f"wrote {target}  (photo with {len(scene.arrows)} arrows | dense motion field)")
 

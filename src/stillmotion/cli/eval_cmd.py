@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from stillmotion.errors import UserInputError
+from stillmotion.io.outputs import check_outputs
 
 _METHODS = "warp,diffusion,no-refiner,no-motion,no-strength,svd,phased,direct,freenoise,gen-l-video"
 
@@ -90,10 +91,9 @@ def eval_(videos, out, overwrite, methods, model, frames, condition, svd, i3d, l
     Each video's first frame is the input image; each method generates every protocol's frame count
     from it and is scored against the real clip. Run under `accelerate launch` to split the videos
     across processes."""
-    from stillmotion.io.outputs import check_outputs
-
     # Before the (slow) evaluation imports: -o must not be, nor hold, an input video.
     check_outputs([("-o", out, "folder")], [("VIDEO", v) for v in videos], overwrite=overwrite)
+    # lazy: numba and torch take seconds to import (start-up); only this path needs them
     from stillmotion.evaluation.runner import EvalOptions, run
 
     opts = EvalOptions(
@@ -103,6 +103,7 @@ def eval_(videos, out, overwrite, methods, model, frames, condition, svd, i3d, l
         device=device, progress=True, overwrite=overwrite,
     )  # fmt: skip
     path = run(opts)
+    # lazy: numba and torch take seconds to import (start-up); only this path needs them
     from stillmotion.evaluation.runner import partial_state
 
     if partial_state().is_main_process:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
+import cv2
+import numpy as np
+from PIL import Image
 
 from stillmotion.cli.options import finite
 from stillmotion.errors import UserInputError
+from stillmotion.inputs.image import load_image
+from stillmotion.io.atomic import AtomicGroup
+from stillmotion.io.flo import FlowSequenceWriter, write_flo
+from stillmotion.io.outputs import check_outputs
+from stillmotion.io.video_reader import is_image_file, open_frames
+from stillmotion.io.video_writer import video_format
+from stillmotion.progress import progress_iter
 
 
 @click.command(
@@ -109,14 +120,10 @@ def flow(
     Flow is (dx, dy) in pixels from each frame to the next, at the frames' resolution (see --resize).
     Long videos are streamed: memory does not grow with their length. Nothing is written on error.
     """
-    from stillmotion.io.video_reader import is_image_file
-
     if weights is not None and method != "raft":
         raise UserInputError(f"--weights is only used with --method raft (got --method {method})")
     if method == "raft" and weights is None:
         raise UserInputError("--method raft needs --weights FILE (torchvision raft_small/raft_large weights)")
-    from stillmotion.io.outputs import check_outputs
-    from stillmotion.io.video_writer import video_format
 
     pair = len(inputs) == 2 and all(is_image_file(p) for p in inputs)
     viz_kind = "file"
@@ -144,18 +151,14 @@ def flow(
 
 
 def _estimator(method: str, weights: Path | None, device: str | None, iterations: int):
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.flow import FlowEstimator
 
     return FlowEstimator(method, weights=weights, device=device, iterations=iterations)
 
 
 def _flow_pair(inputs, output, method, weights, viz_path, resize, device, iterations) -> None:
-    import cv2
-    from PIL import Image
-
-    from stillmotion.inputs.image import load_image
-    from stillmotion.io.atomic import AtomicGroup
-    from stillmotion.io.flo import write_flo
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.viz import flow_video_frame
 
     if output.suffix.lower() != ".flo":
@@ -187,21 +190,13 @@ def _flow_pair(inputs, output, method, weights, viz_path, resize, device, iterat
 def _flow_video(
     source, output, method, weights, viz_path, max_frames, stride, resize, dtype, device, iterations, fps
 ) -> None:
-    import contextlib
-
-    import numpy as np
-
-    from stillmotion.io.flo import FlowSequenceWriter
-    from stillmotion.io.video_reader import open_frames
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.strength import motion_strength
     from stillmotion.motion.viz import FlowVideoWriter
-    from stillmotion.progress import progress_iter
 
     if output.suffix.lower() != ".npz":
         raise UserInputError(f"-o {output}: the flow of a video is written as .npz")
     if viz_path is not None:
-        from stillmotion.io.video_writer import video_format
-
         video_format(viz_path)  # refuses an unknown extension before any work
     frames = open_frames(source, max_frames=max_frames, stride=stride, resize=resize, fps=fps)
     if frames.frame_count is not None and frames.frame_count < 2:
@@ -241,6 +236,7 @@ def _flow_video(
 
 
 def _check_flow_size(width: int, height: int, resize: int | None) -> None:
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.flow import MIN_FLOW_SIDE
 
     if min(width, height) < MIN_FLOW_SIDE:
@@ -252,8 +248,6 @@ def _check_flow_size(width: int, height: int, resize: int | None) -> None:
 
 
 def _report(fields, output, viz_path) -> None:
-    import numpy as np
-
     mag = np.hypot(fields[..., 0], fields[..., 1])
     click.echo(
         f"flow {fields.shape[2]}x{fields.shape[1]}: mean {mag.mean():.2f} px, max {mag.max():.2f} px "

@@ -6,9 +6,18 @@ import math
 from pathlib import Path
 
 import click
+import numpy as np
+from PIL import Image
 
+from stillmotion.api import check_work_size, parse_size, resize_scene
 from stillmotion.cli.options import scene_from_options, scene_options
-from stillmotion.errors import UserInputError
+from stillmotion.errors import MAX_STRENGTH, UserInputError
+from stillmotion.inputs.arrows import Arrow, referenced_files
+from stillmotion.io.atomic import atomic_path
+from stillmotion.io.flo import write_flo
+from stillmotion.io.motion_file import check_speed
+from stillmotion.io.outputs import check_outputs
+from stillmotion.io.picture import picture_size
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -88,16 +97,7 @@ def motion(
     Writes a picture of the field and, with --flo, the field itself. Nothing is written when an
     input is wrong (an arrow outside the image, zero length, a bad file...).
     """
-    import numpy as np
-    from PIL import Image
-
-    from stillmotion.api import check_work_size, parse_size, resize_scene
-    from stillmotion.errors import MAX_STRENGTH
-    from stillmotion.inputs.arrows import Arrow, referenced_files
-    from stillmotion.io.atomic import atomic_path
-    from stillmotion.io.flo import write_flo
-    from stillmotion.io.motion_file import check_speed
-    from stillmotion.io.outputs import check_outputs
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.motion.dense import dense_flow_from_arrows
     from stillmotion.motion.viz import field_picture
 
@@ -117,8 +117,6 @@ def motion(
         [("IMAGE", image), ("--arrows", arrows_file), ("--mask", mask), *referenced_files(arrows_file)],
     )
     if size is None:
-        from stillmotion.io.picture import picture_size
-
         check_work_size(*picture_size(image, "image"), what="stillmotion motion")  # before decoding
     scene = scene_from_options(image, arrow, arrows_file, mask)
     if not scene.arrows:

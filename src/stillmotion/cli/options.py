@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,8 +50,6 @@ class FiniteFloatRange(click.FloatRange):
     name = "finite float range"
 
     def convert(self, value, param, ctx):
-        import math
-
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)

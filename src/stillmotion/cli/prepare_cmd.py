@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
+from stillmotion.errors import UserInputError
+from stillmotion.io.outputs import check_writable_location
+from stillmotion.training.camera import STATIC_THRESHOLD
+
 
 def _parse_size(value: str) -> tuple[int, int]:
-    from stillmotion.errors import UserInputError
-
     try:
         if "x" in value.lower():
             w, h = (int(v) for v in value.lower().split("x"))
@@ -59,9 +61,7 @@ def prepare(videos, cache, frames, size, stride, frame_step, vae, flow_method, f
       stillmotion prepare ~/videos -o cache/ --frames 25 --size 512
       stillmotion prepare --synthetic skimage -o cache/ --frames 16 --size 128
     """
-    from stillmotion.errors import UserInputError
-    from stillmotion.io.outputs import check_writable_location
-    from stillmotion.training.camera import STATIC_THRESHOLD
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.training.prepare import PrepareSettings, prepare_synthetic, prepare_videos
 
     target = Path(cache)

@@ -20,6 +20,8 @@ import importlib
 
 import click
 
+from stillmotion.errors import UserInputError
+
 TRAINERS = {
     "diffusion": "stillmotion.training.diffusion",
     "lora": "stillmotion.training.lora",
@@ -41,8 +43,6 @@ def train(what: str, config: str | None, overrides: tuple[str, ...], resume: boo
       stillmotion train diffusion configs/diffusion_tiny.yaml output_dir=runs/d1 --resume
       accelerate launch -m stillmotion.cli train lora configs/lora_svd.yaml
     """
-    from stillmotion.errors import UserInputError
-
     # A config written as key=value (no file) lands in CONFIG; treat it as an override.
     extra = list(overrides)
     suffixes = (".yaml", ".yml", ".toml", ".json")

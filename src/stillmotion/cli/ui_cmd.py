@@ -12,6 +12,7 @@ import click
 from stillmotion.errors import UserInputError
 from stillmotion.ui.hosts import LOOPBACK_HOSTS, host_name
 from stillmotion.ui.limits import Limits
+from stillmotion.ui.runs import engine_status, warm_up
 
 
 def _is_loopback(host: str) -> bool:
@@ -87,8 +88,6 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _warm_up() -> None:
-    from stillmotion.ui.runs import engine_status, warm_up
-
     if engine_status(None)["warp"]["available"]:
         try:
             warm_up()
@@ -195,6 +194,7 @@ def ui(
     Works offline (no CDN, no analytics). Files live in a private temporary folder that is deleted on exit.
     """
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         import uvicorn
 
         from stillmotion.ui.server import create_app

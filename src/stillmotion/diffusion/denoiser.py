@@ -56,9 +56,12 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
+from stillmotion.diffusion.temporal_windows import triangular_weights, window_fused_temporal_attention
 from stillmotion.sampling.parameterization import VPredictionEDM
+from stillmotion.sampling.segments import sliding_windows
 
 
 def c_noise(scheduler, sigma: torch.Tensor) -> torch.Tensor:
@@ -66,7 +69,6 @@ def c_noise(scheduler, sigma: torch.Tensor) -> torch.Tensor:
     cfg = scheduler.config
     if getattr(cfg, "timestep_type", "discrete") == "continuous" and cfg.prediction_type == "v_prediction":
         return 0.25 * sigma.log()
-    import numpy as np
 
     log_sigmas = np.log(np.array(((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod) ** 0.5))
     t = scheduler._sigma_to_t(np.array(sigma.item()), log_sigmas)
@@ -203,8 +205,6 @@ class MotionDenoiser:
         """Context manager: FreeNoise's window-fused temporal attention on this denoiser's UNet for its
         duration (``stillmotion.diffusion.temporal_windows``), removed on exit. The guidance ramp follows
         the same windows (see :meth:`guidance_scales`)."""
-        from stillmotion.diffusion.temporal_windows import window_fused_temporal_attention
-
         self._guidance_windows = (int(window), int(stride))
         try:
             with window_fused_temporal_attention(self.unet, window, stride, chunk_frames) as patched:
@@ -227,8 +227,6 @@ class MotionDenoiser:
         win = self._guidance_windows
         if win is None or f <= win[0]:
             return torch.linspace(lo, hi, f)
-        from stillmotion.diffusion.temporal_windows import triangular_weights
-        from stillmotion.sampling.segments import sliding_windows
 
         window, stride = win
         weights = triangular_weights(window)
@@ -285,6 +283,7 @@ class MotionDenoiser:
     ) -> torch.Tensor:
         """Pixels ``[B, 3, H, W]`` in [-1, 1] -> conditioning image latent ``[B, C, h, w]`` for ``image=``:
         noise-augmented with ``noise_aug_strength`` and encoded (mode, unscaled) exactly as SVD does."""
+        # lazy: diffusers is an optional extra, imported only on this path
         from diffusers.utils.torch_utils import randn_tensor
 
         if self.vae is None:

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from stillmotion.errors import MissingWeightsError
@@ -30,6 +31,7 @@ TEMPORAL_TARGETS = r".*temporal_transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to
 def add_static_camera_lora(unet: nn.Module, rank: int = 16, alpha: float | None = None) -> list[nn.Parameter]:
     """Inject a fresh LoRA (B = 0) into the temporal layers; returns its (trainable) parameters.
     Other parameters keep their requires_grad flags (freeze them yourself to train the LoRA alone)."""
+    # lazy: peft is an optional extra, imported only on this path
     from peft import LoraConfig, inject_adapter_in_model
 
     if has_lora(unet):
@@ -52,6 +54,7 @@ def add_static_camera_lora(unet: nn.Module, rank: int = 16, alpha: float | None 
 
 
 def _lora_layers(unet: nn.Module) -> list[tuple[str, nn.Module]]:
+    # lazy: peft is an optional extra, imported only on this path
     from peft.tuners.lora import LoraLayer
 
     return [(n, m) for n, m in unet.named_modules() if isinstance(m, LoraLayer)]
@@ -66,14 +69,13 @@ def lora_parameters(unet: nn.Module) -> list[nn.Parameter]:
 
 
 def lora_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
+    # lazy: peft is an optional extra, imported only on this path
     from peft import get_peft_model_state_dict
 
     return get_peft_model_state_dict(unet, adapter_name=ADAPTER)
 
 
 def save_lora(unet: nn.Module, folder: str | os.PathLike) -> None:
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in lora_state_dict(unet).items()}
@@ -91,8 +93,8 @@ def _infer_config(unet: nn.Module) -> dict:
 def load_lora(unet: nn.Module, folder: str | os.PathLike) -> None:
     """Inject (if needed) and load a saved static-camera LoRA; clear error naming the component if it does
     not fit this UNet."""
+    # lazy: peft is an optional extra, imported only on this path
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     folder = Path(folder)
     weights, cfg_file = folder / WEIGHTS_NAME, folder / CONFIG_NAME
@@ -146,8 +148,6 @@ def fuse_lora(unet: nn.Module) -> None:
 
 def save_unet_without_lora(unet: nn.Module, folder: str | os.PathLike) -> None:
     """Save the UNet's stock weights (LoRA base weights, LoRA tensors left out) in diffusers' layout."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {}

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import Timesteps
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 from torch import nn
 
 from stillmotion.errors import MissingWeightsError
@@ -130,8 +131,6 @@ _LEVEL_PATTERNS = (
 def spatio_temporal_blocks(unet) -> list[tuple[str, int, int, int]]:
     """(spatial block name, dim, heads, resolution level) for every spatial block of every
     spatio-temporal transformer in the UNet; level i is the latent size / 2**i."""
-    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
-
     levels = len(unet.config.block_out_channels)
     out = []
     for name, module in unet.named_modules():
@@ -257,7 +256,6 @@ class MotionAdapter(ModelMixin, ConfigMixin):
             return
         self.detach()
         self.check_fits(unet)
-        from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 
         modules = dict(unet.named_modules())
         for module in modules.values():

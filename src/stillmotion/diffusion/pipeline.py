@@ -25,6 +25,8 @@ StableVideoDiffusionPipeline exactly while the new modules sit at their zero ini
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import logging
 import os
@@ -36,12 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, StableVideoDiffusionPipeline
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+    _resize_with_antialiasing,
+)
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+from PIL import Image
 
+from stillmotion.diffusion import lora as lora_mod
 from stillmotion.diffusion.denoiser import MotionDenoiser
-from stillmotion.diffusion.motion_encoder import normalize_flows
+from stillmotion.diffusion.motion_adapter import MotionAdapter
+from stillmotion.diffusion.motion_encoder import MotionEncoder, normalize_flows
 from stillmotion.diffusion.prepared import Prepared
 from stillmotion.diffusion.preprocess import (
     check_size,
@@ -51,7 +60,9 @@ from stillmotion.diffusion.preprocess import (
 )
 from stillmotion.diffusion.warp_condition import WarpedCondition
 from stillmotion.errors import MissingWeightsError, UserInputError
+from stillmotion.io.atomic import atomic_path
 from stillmotion.motion.strength import motion_strength
+from stillmotion.progress import progress_bar
 from stillmotion.sampling.base import sample_euler
 
 logger = logging.getLogger("stillmotion.diffusion")
@@ -126,7 +137,6 @@ class StillMotionPipeline(DiffusionPipeline):
                     f"{list(motion_encoder.config.block_out_channels)}"
                 )
             motion_adapter.attach(unet)
-        from diffusers.video_processor import VideoProcessor
 
         self.vae_scale_factor = vae_downscale(vae)
         self.video_processor = VideoProcessor(do_resize=True, vae_scale_factor=self.vae_scale_factor)
@@ -153,11 +163,6 @@ class StillMotionPipeline(DiffusionPipeline):
         with ``seed``), so the result behaves exactly like the stock pipeline until trained weights
         are loaded.
         """
-        from diffusers import StableVideoDiffusionPipeline
-
-        from stillmotion.diffusion.motion_adapter import MotionAdapter
-        from stillmotion.diffusion.motion_encoder import MotionEncoder
-
         if not isinstance(svd, StableVideoDiffusionPipeline):
             where = _resolve_dir(svd)
             kwargs: dict[str, Any] = {"use_safetensors": True}
@@ -239,9 +244,6 @@ class StillMotionPipeline(DiffusionPipeline):
         The UNet is saved without LoRA layers; an unfused static-camera LoRA goes to
         ``static_camera_lora/`` beside it.
         """
-        from stillmotion.diffusion import lora as lora_mod
-        from stillmotion.io.atomic import atomic_path
-
         with atomic_path(save_directory, directory=True) as tmp:
             self.save_config(tmp)
             for name in COMPONENTS:
@@ -264,24 +266,16 @@ class StillMotionPipeline(DiffusionPipeline):
 
     def load_static_camera_lora(self, path: str | os.PathLike, scale: float = 1.0) -> None:
         """Load the rank-16 static-camera LoRA (temporal layers only) from a folder and set its scale."""
-        from stillmotion.diffusion import lora as lora_mod
-
         lora_mod.load_lora(self.unet, path)
         lora_mod.set_lora_scale(self.unet, scale)
 
     def set_lora_scale(self, scale: float) -> None:
-        from stillmotion.diffusion import lora as lora_mod
-
         lora_mod.set_lora_scale(self.unet, scale)
 
     def unload_lora(self) -> None:
-        from stillmotion.diffusion import lora as lora_mod
-
         lora_mod.unload_lora(self.unet)
 
     def fuse_lora(self) -> None:
-        from stillmotion.diffusion import lora as lora_mod
-
         lora_mod.fuse_lora(self.unet)
 
     # ---- what training and samplers reach for -----------------------------------------------------
@@ -311,10 +305,6 @@ class StillMotionPipeline(DiffusionPipeline):
     def encode_image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels ``[B, 3, H, W]`` in [-1, 1] -> CLIP image embedding ``[B, 1, D]``, exactly SVD's path
         (antialiased resize to 224, CLIP normalisation)."""
-        from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
-            _resize_with_antialiasing,
-        )
-
         device = self._execution_device
         dtype = next(self.image_encoder.parameters()).dtype
         image = _resize_with_antialiasing(pixels.float().cpu(), (224, 224))
@@ -670,8 +660,6 @@ class StillMotionPipeline(DiffusionPipeline):
         Returns frames float32 ``[B, F, H, W, 3]`` in [0, 1] (``output_type="np"``) or the latents
         (``"latent"``), and ``stats`` (steps, unet_calls, frame_evaluations).
         """
-        from stillmotion.progress import progress_bar
-
         prepared = self.prepare(
             image,
             motion,
@@ -707,8 +695,6 @@ class StillMotionPipeline(DiffusionPipeline):
 
 
 def _accepts_num_frames(vae) -> bool:
-    import inspect
-
     fn = vae._orig_mod.forward if hasattr(vae, "_orig_mod") else vae.forward
     return "num_frames" in inspect.signature(fn).parameters
 
@@ -722,8 +708,6 @@ def _as_uint8_rgb(image: Any) -> np.ndarray:
 
 
 def _to_pil(image: np.ndarray):
-    from PIL import Image
-
     return Image.fromarray(image)
 
 
@@ -741,6 +725,7 @@ def _resolve_dir(name_or_path: str | os.PathLike) -> str:
     if text.count("/") != 1 or path.exists():
         raise MissingWeightsError(f"model {text!r}: no such folder (and not a hub id 'owner/name')")
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from huggingface_hub import snapshot_download
 
         return snapshot_download(text, local_files_only=True)
@@ -752,8 +737,6 @@ def _resolve_dir(name_or_path: str | os.PathLike) -> str:
 
 
 def _load_component(root: Path, name: str, library: str, class_name: str, torch_dtype, variant):
-    import importlib
-
     folder = root / name
     if not folder.is_dir():
         raise MissingWeightsError(f"component '{name}': folder {folder} is missing")

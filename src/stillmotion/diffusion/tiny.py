@@ -19,6 +19,7 @@ def _seeded(seed: int):
 
 
 def tiny_unet(seed: int = 0, *, latent_channels: int = 4, num_frames: int = 8, sample_size: int = 16):
+    # lazy: diffusers is an optional extra, imported only on this path
     from diffusers import UNetSpatioTemporalConditionModel
 
     with _seeded(seed):
@@ -41,6 +42,7 @@ def tiny_unet(seed: int = 0, *, latent_channels: int = 4, num_frames: int = 8, s
 
 def tiny_vae(seed: int = 0):
     """A tiny AutoencoderKLTemporalDecoder: downscale factor 2, 4 latent channels."""
+    # lazy: diffusers is an optional extra, imported only on this path
     from diffusers import AutoencoderKLTemporalDecoder
 
     with _seeded(seed):
@@ -56,6 +58,7 @@ def tiny_vae(seed: int = 0):
 
 
 def tiny_image_encoder(seed: int = 0):
+    # lazy: transformers is an optional extra, imported only on this path
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     config = CLIPVisionConfig(
@@ -76,6 +79,7 @@ def tiny_image_encoder(seed: int = 0):
 
 def svd_scheduler():
     """The EulerDiscreteScheduler configuration stable-video-diffusion-img2vid(-xt) ship."""
+    # lazy: diffusers is an optional extra, imported only on this path
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
@@ -106,6 +110,7 @@ def tiny_svd_components(
     if autoencoder == "kl":
         vae = tiny_vae(seed)
     elif autoencoder == "space_to_depth":
+        # lazy: diffusers is an optional extra, imported only on this path
         from stillmotion.diffusion.autoencoder import SpaceToDepthAutoencoder
 
         vae = SpaceToDepthAutoencoder(**ae_kwargs)
@@ -125,6 +130,7 @@ def tiny_svd_components(
 
 def tiny_components(seed: int = 0, *, autoencoder: str = "kl", num_frames: int = 8, **ae_kwargs: Any) -> dict:
     """All StillMotionPipeline components, tiny: SVD's plus motion encoder and adapter (zero-init)."""
+    # lazy: diffusers is an optional extra, imported only on this path
     from stillmotion.diffusion.motion_adapter import MotionAdapter
     from stillmotion.diffusion.motion_encoder import MotionEncoder
 

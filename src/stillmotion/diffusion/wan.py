@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import html
+import importlib
 import json
 import logging
 import math
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,11 +57,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
+from diffusers.video_processor import VideoProcessor
 
-from stillmotion.diffusion.pipeline import _as_uint8_rgb, _to_pil
+from stillmotion.diffusion.pipeline import _as_uint8_rgb, _resolve_dir, _short, _to_pil
 from stillmotion.diffusion.prepared import Prepared
 from stillmotion.diffusion.preprocess import check_size, fit_inputs, still_alpha
+from stillmotion.diffusion.warp_condition import WarpedCondition
 from stillmotion.errors import MissingWeightsError, UserInputError
 from stillmotion.sampling.parameterization import FlowMatching
 
@@ -94,6 +100,7 @@ def decoded_frames(latent: int, temporal: int = 4) -> int:
 def _prompt_clean(text: str) -> str:
     # diffusers' Wan prompt cleaning: ftfy when installed, HTML entities, collapsed whitespace
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         import ftfy
 
         text = ftfy.fix_text(text)
@@ -131,8 +138,6 @@ def read_model_index(folder: str | os.PathLike) -> dict:
 def wan_model_dir(model: str | os.PathLike | None) -> Path | None:
     """The folder of a Wan model (a local folder or a hub id in the Hugging Face cache) when ``model`` is
     one (model_index.json names a Wan pipeline), else None (SVD / StillMotion models, unknown names)."""
-    from stillmotion.diffusion.pipeline import _resolve_dir
-
     if model is None:
         return None
     try:
@@ -174,7 +179,6 @@ class WanBackbone(DiffusionPipeline):
             transformer_2=transformer_2,
         )  # fmt: skip
         self.register_to_config(boundary_ratio=boundary_ratio, expand_timesteps=expand_timesteps)
-        from diffusers.video_processor import VideoProcessor
 
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
         self.bucket_area = 832 * 480
@@ -189,8 +193,6 @@ class WanBackbone(DiffusionPipeline):
         """A Wan image-to-video folder (or cached hub id) in diffusers' layout; nothing is downloaded.
 
         Each missing or unloadable component is named in a :class:`MissingWeightsError`."""
-        from stillmotion.diffusion.pipeline import _resolve_dir
-
         root = Path(_resolve_dir(name_or_path))
         index = read_model_index(root)
         if not is_wan_index(index):
@@ -301,8 +303,6 @@ class WanBackbone(DiffusionPipeline):
     @torch.no_grad()
     def encode_prompt(self, prompt: str, max_sequence_length: int = 512) -> torch.Tensor:
         """UMT5 hidden states ``[1, max_sequence_length, D]``, zeros past the prompt's tokens."""
-        from diffusers.utils.torch_utils import get_module_execution_device
-
         inputs = self.tokenizer(
             [_prompt_clean(prompt)], padding="max_length", max_length=max_sequence_length, truncation=True,
             add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
@@ -319,8 +319,6 @@ class WanBackbone(DiffusionPipeline):
     @torch.no_grad()
     def encode_image_embeds(self, image) -> torch.Tensor | None:
         """CLIP penultimate hidden states of a PIL image (Wan 2.1); None if the transformer takes none."""
-        from diffusers.utils.torch_utils import get_module_execution_device
-
         if self.main_transformer.config.image_dim is None:
             return None
         inputs = self.image_processor(images=image, return_tensors="pt").to(
@@ -340,8 +338,6 @@ class WanBackbone(DiffusionPipeline):
         """Pixels ``[B, 3, H, W]`` in [-1, 1] -> the transformer's conditioning for a clip of ``num_latent``
         latent frames, Wan layout ``[B, C', n, h, w]``: mask (4) + latent of ``[image, 0, ...]`` (16), or for
         TI2V (expand_timesteps) the image's latent alone ``[B, z, 1, h, w]``."""
-        from diffusers.utils.torch_utils import get_module_execution_device
-
         b, _, height, width = pixels.shape
         device = self._execution_device
         t = self.vae_scale_factor_temporal
@@ -480,8 +476,6 @@ class WanBackbone(DiffusionPipeline):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """Video ``[B, 3, T, H, W]`` in [-1, 1] -> normalised latents in the samplers' layout
         ``[B, (T - 1) // 4 + 1, C, h, w]`` float32 (VAE mode)."""
-        from diffusers.utils.torch_utils import get_module_execution_device
-
         video = video.to(device=get_module_execution_device(self.vae), dtype=self.vae.dtype)
         latent = self.vae.encode(video).latent_dist.mode().to(self._execution_device, torch.float32)
         mean, inv_std = self._latent_norm(latent.device, torch.float32)
@@ -503,8 +497,6 @@ class WanBackbone(DiffusionPipeline):
     ) -> torch.Tensor:
         """Unit noise ``[B, F, C, h, w]`` drawn in Wan's layout ``[B, C, F, h, w]`` (so a seed gives
         diffusers' noise), times the schedule's first level (call ``set_schedule`` first)."""
-        from diffusers.utils.torch_utils import randn_tensor
-
         if den.sigmas is None:
             raise RuntimeError("call denoiser.set_schedule(steps) before initial_latents")
         b, f, c, h, w = den.latent_shape(den.num_frames)
@@ -565,10 +557,6 @@ class _VariantInfo:
 
 def _load_component(root: Path, name: str, library: str, class_name: str, torch_dtype) -> Any:
     """One component from its subfolder, safetensors only; errors name the component."""
-    import importlib
-
-    from stillmotion.diffusion.pipeline import _short
-
     folder = root / name
     try:
         cls = getattr(importlib.import_module(library), class_name)
@@ -692,8 +680,6 @@ class WanDenoiser:
     def set_schedule(self, steps: int) -> torch.Tensor:
         """Flow times of FlowMatchEulerDiscreteScheduler with this model's shift: ``steps + 1`` values from 1
         down to 0 (float32, CPU)."""
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
         if int(steps) < 1:
             raise UserInputError(f"--steps must be >= 1, got {steps}")
         sched = FlowMatchEulerDiscreteScheduler(
@@ -716,8 +702,6 @@ class WanDenoiser:
         if self.backbone.main_transformer.config.image_dim is None:
             return None
         frame = ((pixels[0].permute(1, 2, 0).float().cpu().numpy() + 1) * 127.5 + 0.5).clip(0, 255)
-        from stillmotion.diffusion.pipeline import _to_pil
-
         return self.backbone.encode_image_embeds(_to_pil(frame.astype(np.uint8)))
 
     # ---- the call -------------------------------------------------------------------------------
@@ -851,9 +835,6 @@ class WanReferenceLatents:
         self, backbone: WanBackbone, image: np.ndarray, field: np.ndarray, latent_count: int,
         mask: np.ndarray | None, *, loop: bool, batch: int = 1, cache_size: int = 4,
     ) -> None:  # fmt: skip
-        from collections import OrderedDict
-
-        from stillmotion.diffusion.warp_condition import WarpedCondition
 
         loop = bool(loop) and field.ndim == 3  # a flow sequence animates forward only
         self.loop = loop
@@ -1001,8 +982,6 @@ class WanStreamDecoder:
         return self.vae.decoder(x, feat_cache=cache, feat_idx=[0], first_chunk=self.index == 0)
 
     def _frame(self, z: torch.Tensor) -> torch.Tensor:
-        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-
         vae = self.vae
         h, w = z.shape[-2:]
         tile_h = vae.tile_sample_min_height // vae.spatial_compression_ratio

@@ -21,6 +21,7 @@ VOCAB_WORDS = (
 
 def tiny_tokenizer():
     """A word-level tokenizer (pad 0, eos 1, unk 2) that appends </s> like T5's."""
+    # lazy: tokenizers is an optional extra, imported only on this path
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -35,6 +36,7 @@ def tiny_tokenizer():
 
 
 def tiny_text_encoder(seed: int = 0, vocab_size: int | None = None):
+    # lazy: transformers is an optional extra, imported only on this path
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
@@ -46,6 +48,7 @@ def tiny_text_encoder(seed: int = 0, vocab_size: int | None = None):
 
 
 def _transformer(seed: int, in_channels: int, out_channels: int, image_dim: int | None, rope: int = 32):
+    # lazy: diffusers is an optional extra, imported only on this path
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
@@ -65,6 +68,7 @@ def tiny_wan_components(
     layout: 48-channel VAE with patch 2, first-frame latent replaced, ``expand_timesteps``).
     ``rope_max_seq_len``: the rotary table's length (32 in diffusers' tests: sides up to 512 px; the real
     models' 1024)."""
+    # lazy: diffusers is an optional extra, imported only on this path
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 
     if variant not in ("wan2.1", "wan2.2", "ti2v"):
@@ -93,6 +97,7 @@ def tiny_wan_components(
         "boundary_ratio": None,
     }  # fmt: skip
     if variant == "wan2.1":
+        # lazy: transformers is an optional extra, imported only on this path
         from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
         parts["transformer"] = _transformer(seed, 36, 16, image_dim=4, rope=rope_max_seq_len)

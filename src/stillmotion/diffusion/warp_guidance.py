@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stillmotion.diffusion.prepared import Prepared
 from stillmotion.errors import UserInputError
@@ -115,8 +116,6 @@ def latent_mask(region: np.ndarray, latent_size: tuple[int, int], device: torch.
 
     A cell counts whole (max, not the area share): the reference is right everywhere (its still pixels
     are the photo's), while a half-held cell lets the model slow a thin moving region down (measured)."""
-    import torch.nn.functional as F
-
     px = torch.from_numpy(region.astype(np.float32))[None, None]
     h, w = latent_size
     cells = F.adaptive_max_pool2d(px, (h, w)) if px.shape[-2] % h or px.shape[-1] % w else F.max_pool2d(
@@ -139,6 +138,7 @@ class ReferenceLatents:
         encode: Callable[[torch.Tensor], torch.Tensor], *, scale: float, loop: bool, batch: int = 1,
         cache_size: int = 4,
     ) -> None:  # fmt: skip
+        # lazy: numba takes about a second to import (start-up); only this path needs it
         from stillmotion.diffusion.warp_condition import WarpedCondition
 
         loop = bool(loop) and field.ndim == 3  # a flow sequence animates forward only

@@ -15,26 +15,25 @@ motion strength M_s (eq. 8) the model is conditioned on is measured on the scale
 the warp engine's animation as the dual-clock reference (any image-to-video model, no training),
 ``none`` nothing (plain image-to-video, the arrows ignored), ``auto`` ``trained`` for a model whose motion
 modules are trained and ``warp-guided`` otherwise.
+
+Importing this module is light (numpy only): the web app and the demo use its model-folder helpers
+(``default_model``, ``model_path``); torch, the samplers and diffusers are imported when a model loads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from stillmotion.engines.options import DiffusionOptions, RenderRequest
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.scene import Scene
-from stillmotion.progress import progress_bar
-
-if TYPE_CHECKING:
-    from stillmotion.sampling.long import LongOptions
 
 logger = logging.getLogger("stillmotion.diffusion")
 
@@ -44,31 +43,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "models" / 
 # stock SVD), selected with --model plain.
 PLAIN_MODEL_DIR = DEFAULT_MODEL_DIR.with_name("stillmotion-tiny-plain")
 MODEL_NAMES = ("bundled", "plain")
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 _CACHE: dict[tuple, Any] = {}
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserInputError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserInputError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str):
-    import torch
-
-    if dtype in (None, "auto"):
-        return torch.float16 if device.startswith("cuda") else torch.float32
-    if dtype not in DTYPES:
-        raise UserInputError(f"--dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
-    return getattr(torch, DTYPES[dtype])
 
 
 def default_model_dir() -> Path | None:
@@ -100,15 +76,17 @@ def model_path(model: str | Path | None) -> Path | str:
 
 def model_defaults(model: str | Path) -> dict:
     """Inference defaults a model folder ships in stillmotion_defaults.json (steps, guidance), or {}."""
-    import json
-
     path = Path(model) / "stillmotion_defaults.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "auto", offload: bool = False):
     """Load (and cache the last) pipeline on ``device`` in ``dtype``; offload = model CPU offload on CUDA."""
+    # lazy: torch and diffusers (an optional extra) load only when a model does; the web app and the demo
+    # use this module's model-folder helpers without them
+    # lazy: diffusers (an optional extra), numba and torch load only on this path
     from stillmotion.diffusion.pipeline import StillMotionPipeline
+    from stillmotion.engines.backbone_run import resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -189,11 +167,12 @@ def _animate(
     scene: Scene, field: np.ndarray | None, request: RenderRequest, o: DiffusionOptions
 ) -> tuple[Iterator[np.ndarray], dict]:
     """One backbone or the other: Wan for a Wan folder, SVD (the StillMotion pipeline) otherwise."""
+    # lazy: torch and diffusers (an optional extra) load only when the engine runs (module docstring)
     from stillmotion.diffusion.wan import wan_model_dir
+    from stillmotion.engines.wan import animate_wan_with
 
     wan = wan_model_dir(o.model)
     if wan is not None:
-        from stillmotion.engines.wan import animate_wan_with  # the engines import each other only here
 
         return animate_wan_with(scene, field, request, dataclasses.replace(o, model=wan))
     return _animate_svd(scene, field, request, o)
@@ -202,9 +181,11 @@ def _animate(
 def _animate_svd(
     scene: Scene, field: np.ndarray | None, request: RenderRequest, o: DiffusionOptions
 ) -> tuple[Iterator[np.ndarray], dict]:
+    # lazy: torch and the samplers load only when the engine runs (module docstring)
     import torch
 
     from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
+    from stillmotion.engines.backbone_run import fit_sequence, long_options, step_progress, to_uint8
     from stillmotion.engines.long_video import stream_long_video
     from stillmotion.sampling.base import sample_euler
     from stillmotion.sampling.frame_noise import FrameNoise
@@ -333,42 +314,3 @@ def _animate_svd(
     if frames <= den.clip_frames:
         return one_clip(), stats
     return long_video(), stats
-
-
-def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
-    """The long-video sampler options of ``o`` (checked here, before any work)."""
-    from stillmotion.sampling.long import LongOptions
-
-    return LongOptions(method=o.long_method or "phased", gamma=o.gamma, omega=o.omega,
-                       branch_sigma=o.branch_sigma, carry=o.carry, stride=o.stride, **more,
-                       **({} if o.overlap is None else {"overlap": int(o.overlap)}))  # fmt: skip
-
-
-def fit_sequence(motion: np.ndarray, frames: int) -> np.ndarray:
-    """A field sequence steers frame step t by field t: cut to the video's steps, the last one repeated."""
-    need = max(1, frames - 1)
-    motion = motion[:need]
-    if len(motion) < need:
-        motion = np.concatenate([motion, np.repeat(motion[-1:], need - len(motion), 0)])
-    return motion
-
-
-@contextlib.contextmanager
-def step_progress(
-    total: int, desc: str, enabled: bool, on_step: Callable[[int, int], None] | None
-) -> Iterator[Callable[[int, Any, Any], None]]:
-    """A sampler callback advancing a progress bar and telling ``on_step(done, total)`` after each step."""
-    with progress_bar(total=total, desc=desc, enabled=enabled, unit="step") as bar:
-
-        def step_done(i: int, x_: Any, x0: Any) -> None:
-            bar.update(1)
-            if on_step is not None:
-                on_step(i + 1, total)
-
-        yield step_done
-
-
-def to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
-    """Float frames ``[1, n, H, W, 3]`` in [0, 1] -> uint8 (H, W, 3) frames, one at a time."""
-    for frame in frames[0]:
-        yield (frame * 255.0 + 0.5).clip(0, 255).astype(np.uint8)

@@ -6,6 +6,8 @@ model_index.json): it loads the backbone (cached), fits the scene to the model's
 of uint8 frames plus a stats dict complete once the iterator is exhausted. Up to one clip (81 video frames,
 21 latent frames) the video is sampled with the Euler sampler, as diffusers' pipeline does; longer videos go
 through the long-video samplers, in latent frames, decoded as one causal stream.
+
+Imported only when a Wan model runs (``engines.diffusion`` imports it then): torch and diffusers at the top.
 """
 
 from __future__ import annotations
@@ -16,10 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from stillmotion.diffusion.wan import WanBackbone
+from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
+from stillmotion.engines.backbone_run import (
+    fit_sequence,
+    long_options,
+    resolve_device,
+    resolve_dtype,
+    step_progress,
+    to_uint8,
+)
+from stillmotion.engines.long_video import stream_long_video
 from stillmotion.engines.options import DiffusionOptions, RenderRequest
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.scene import Scene
+from stillmotion.sampling.base import sample_euler
 
 logger = logging.getLogger("stillmotion.diffusion")
 
@@ -39,11 +54,6 @@ def load_wan(
     """Load (and cache the last) Wan backbone. ``dtype`` auto: bf16 on CUDA (Wan's weights are bf16),
     fp32 on the CPU; the VAE stays fp32. ``offload``: model CPU offload on CUDA; ``vae_tiling``: decode in
     tiles."""
-    import torch
-
-    from stillmotion.diffusion.wan import WanBackbone
-    from stillmotion.engines.diffusion import resolve_device, resolve_dtype
-
     dev = resolve_device(device)
     torch_dtype = (
         torch.bfloat16 if dtype in (None, "auto") and dev.startswith("cuda") else resolve_dtype(dtype, dev)
@@ -95,13 +105,6 @@ def animate_wan_with(
 ) -> tuple[Iterator[np.ndarray], dict]:
     """:func:`animate_wan` with the request and options as the diffusion engine holds them (``o.model`` a
     Wan folder); ``request.fps`` is not used (Wan has no frame-rate conditioning)."""
-    import torch
-
-    from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
-    from stillmotion.engines.diffusion import fit_sequence, long_options, step_progress, to_uint8
-    from stillmotion.engines.long_video import stream_long_video
-    from stillmotion.sampling.base import sample_euler
-
     frames, strength, progress, size = request.frames, request.strength, request.progress, request.size
     if o.steps is not None and int(o.steps) < 1:
         raise UserInputError(f"--steps must be >= 1, got {o.steps}")

@@ -26,6 +26,7 @@ CLIP_HUB_IDS = (
 
 def _hub_cache() -> str:
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from huggingface_hub.constants import HF_HUB_CACHE
 
         return str(HF_HUB_CACHE)
@@ -34,6 +35,7 @@ def _hub_cache() -> str:
 
 
 def _load(source: str):
+    # lazy: transformers is an optional extra, imported only on this path
     import transformers
     from transformers import AutoImageProcessor, CLIPVisionModelWithProjection
 

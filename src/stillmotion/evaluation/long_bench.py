@@ -39,9 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
+from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask, fit_points
+from stillmotion.engines.diffusion import animate_diffusion, default_model, load_pipeline
 from stillmotion.errors import UserInputError
+from stillmotion.evaluation.frame_metrics import ssim
+from stillmotion.evaluation.motion_metrics import seam_ratio, still_region_drift
+from stillmotion.io.video_writer import open_video_writer
 
 TINY_RANDOM = "tiny-random"
 DEFAULT_METHODS = "phased,direct,freenoise,gen-l-video"
@@ -72,6 +78,7 @@ class PeakMemory:
         self.start_bytes = 0
 
     def __enter__(self) -> PeakMemory:
+        # lazy: torch takes seconds to import (start-up); only this path needs it
         import torch
 
         _release_freed_memory()
@@ -92,6 +99,7 @@ class PeakMemory:
             time.sleep(self.interval)
 
     def __exit__(self, *exc: object) -> None:
+        # lazy: torch takes seconds to import (start-up); only this path needs it
         import torch
 
         if self.device.startswith("cuda"):
@@ -133,9 +141,6 @@ class StreamMetrics:
     _flow: Any = None
 
     def add(self, frame: np.ndarray) -> None:
-        from stillmotion.evaluation.frame_metrics import ssim
-        from stillmotion.evaluation.motion_metrics import still_region_drift
-
         f = frame.astype(np.float32)
         if self._prev is not None:
             self.diffs.append(float(np.abs(f - self._prev).mean()))
@@ -143,6 +148,7 @@ class StreamMetrics:
             self.consistency.append(ssim(self._prev, f) if min(f.shape[:2]) > 11 else math.nan)
             if self.still is not None:
                 if self._flow is None:
+                    # lazy: numba takes about a second to import (start-up); only this path needs it
                     from stillmotion.motion.flow import FlowEstimator
 
                     self._flow = FlowEstimator("dis")
@@ -167,8 +173,6 @@ class StreamMetrics:
     def join_smoothness(self, seams: list[range]) -> float:
         """``stillmotion.evaluation.motion_metrics.seam_ratio`` on the kept differences: a seam is judged
         by its largest step, so a cross-fade cannot hide behind its first, small step."""
-        from stillmotion.evaluation.motion_metrics import seam_ratio
-
         return seam_ratio(self.diffs, seams)
 
     def join_motion(self, seams: list[range]) -> float:
@@ -176,8 +180,6 @@ class StreamMetrics:
         over the median speed of the other steps. 1 = the motion goes on through a join as anywhere
         else; below 1 it slows or stops there (a frame difference below the median can be that, too).
         NaN without a moving region or seams."""
-        from stillmotion.evaluation.motion_metrics import seam_ratio
-
         return seam_ratio(self.speeds, seams, pick=min) if self.speeds else math.nan
 
     def drift_first_last(self) -> tuple[float, float]:
@@ -202,8 +204,6 @@ def along_arrow_speed(flow: np.ndarray, arrows: np.ndarray) -> float:
 
 def arrow_rows(arrows: list[Any], size: tuple[int, int], width: int, height: int) -> np.ndarray | None:
     """Scene arrows -> (n, 4) tails and unit directions at the output size (fit like the image)."""
-    from stillmotion.diffusion.preprocess import fit_points
-
     rows = []
     for a in arrows:
         (x0, y0), (x1, y1) = fit_points(np.array([a.start, a.end]), size, width, height)
@@ -229,8 +229,6 @@ def model_location(model: str | None, clip_frames: int, seed: int) -> Iterator[t
     real model."""
     if model != TINY_RANDOM:
         if model is None:
-            from stillmotion.engines.diffusion import default_model
-
             try:
                 yield str(default_model()), f"bundled model ({default_model().name})"
             except UserInputError as exc:
@@ -240,6 +238,7 @@ def model_location(model: str | None, clip_frames: int, seed: int) -> Iterator[t
             return
         yield model, str(model)
         return
+    # lazy: diffusers (an optional extra), numba and torch load only on this path
     from stillmotion.diffusion.pipeline import StillMotionPipeline
     from stillmotion.diffusion.tiny import tiny_components
 
@@ -275,9 +274,8 @@ def run_method(
 
     ``long_options``: further long-video options of ``animate_diffusion`` (branch_sigma, carry, stride,
     chunk_frames). ``strip_every``: keep every n-th frame in the row's ``strip`` (not in the report)."""
-    from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask
-    from stillmotion.engines.diffusion import load_pipeline, resolve_device
-    from stillmotion.io.video_writer import open_video_writer
+    # lazy: torch takes seconds to import (start-up); only this path needs it
+    from stillmotion.engines.backbone_run import resolve_device
 
     pipe = load_pipeline(model, device)  # loaded (and cached) before the clock starts
     clip_len = int(pipe.unet.config.num_frames)
@@ -352,8 +350,6 @@ def run_method(
 
 def animate_diffusion_for(scene: Any, motion: np.ndarray | None, **kwargs: Any):
     """``animate_diffusion`` without the still-image refinement step (the benchmark compares samplers)."""
-    from stillmotion.engines.diffusion import animate_diffusion
-
     return animate_diffusion(scene, motion, refine=False, **kwargs)
 
 
@@ -424,8 +420,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def write_strip(path: Path, rows: list[dict[str, Any]], every: int) -> None:
     """The comparison strip: one row per method of every ``every``-th frame (frame 0, every, ...), the
     method and frame numbers written on it, frames enlarged (nearest) to at least 96 px high. PNG."""
-    import cv2
-
     rows = [r for r in rows if r.get("strip")]
     if not rows:
         return
@@ -451,9 +445,11 @@ def write_strip(path: Path, rows: list[dict[str, Any]], every: int) -> None:
 
 
 def plot_consistency(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    # lazy: matplotlib is an optional extra, imported only on this path
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib is an optional extra, imported only on this path
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
@@ -495,6 +491,7 @@ def run_bench_long(
     ``table.md``, ``table.csv``, ``consistency.png``, ``strip.png`` (every ``strip_every``-th frame of
     each method) and ``report.json``; returns (rows, backbone label). ``long_options``: branch_sigma,
     carry, stride, chunk_frames (see ``animate_diffusion``)."""
+    # lazy: torch takes seconds to import (start-up); only this path needs it
     from stillmotion.sampling.long import LONG_METHODS
 
     for m in methods:

@@ -30,12 +30,14 @@ does for one clip, because the ablations switch parts off between those steps.
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from stillmotion.evaluation.conditions import Condition
@@ -87,8 +89,6 @@ class Method:
 
 
 def _fit_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
-    import cv2
-
     if frames.shape[1:3] == (height, width):
         return frames
     return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
@@ -99,6 +99,7 @@ def _fit_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def warp_method() -> Method:
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from stillmotion.engines.warp import warp_frames
     except ImportError as exc:
         return Method("warp", None, f"warp engine not installed ({exc})")
@@ -139,6 +140,7 @@ class DiffusionModels:
         return pipe
 
     def _load(self, which: str):
+        # lazy: torch takes seconds to import (start-up); only this path needs it
         import torch
 
         from stillmotion.diffusion.pipeline import StillMotionPipeline
@@ -155,6 +157,7 @@ class DiffusionModels:
                     "no diffusion model: pass --model DIR (no embedded default model is installed)"
                 )
             try:  # the diffusion engine's loader picks the dtype for the device (fp16 on CUDA)
+                # lazy, guarded: a part missing from this installation is reported, not an import error
                 from stillmotion.engines.diffusion import load_pipeline
             except ImportError:
                 pipe = StillMotionPipeline.from_pretrained(path)
@@ -165,8 +168,6 @@ class DiffusionModels:
 
     def default_steps(self) -> int:
         """Sampling steps the model folder recommends (its stillmotion_defaults.json), else 25."""
-        import json
-
         folder = self.model or default_model_dir()
         path = Path(folder) / "stillmotion_defaults.json" if folder else None
         if path is not None and path.is_file():
@@ -202,6 +203,7 @@ def _short_diffusion(name: str, models: DiffusionModels) -> Method:
         return Method(name, None, f"{type(pipe).__name__}: {pipe}", short_only=True)
 
     def run(cond: Condition, n: int, seed: int, steps: int) -> Generated:
+        # lazy: torch takes seconds to import (start-up); only this path needs it
         import torch
 
         from stillmotion.sampling.base import sample_euler
@@ -231,6 +233,7 @@ def _short_diffusion(name: str, models: DiffusionModels) -> Method:
 
 def _long_diffusion(name: str, models: DiffusionModels) -> Method:
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from stillmotion.engines.long_video import stream_long_video
         from stillmotion.sampling.long import LongOptions
     except ImportError as exc:
@@ -240,6 +243,7 @@ def _long_diffusion(name: str, models: DiffusionModels) -> Method:
         return Method(name, None, f"{type(pipe).__name__}: {pipe}", long_only=True)
 
     def run(cond: Condition, n: int, seed: int, steps: int) -> Generated:
+        # lazy: torch takes seconds to import (start-up); only this path needs it
         import torch
 
         h, w = cond.image.shape[:2]

@@ -37,6 +37,7 @@ def _dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def flow_method() -> str:
     """Which flow estimator the metrics use: the project's own when present, else OpenCV DIS."""
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from stillmotion.motion.flow import estimate_flow  # noqa: F401
     except ImportError:
         return "opencv-dis-medium"
@@ -46,6 +47,7 @@ def flow_method() -> str:
 def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Flow (H, W, 2) from uint8 RGB frame ``a`` to frame ``b``."""
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from stillmotion.motion.flow import estimate_flow
     except ImportError:
         return _dis_flow(a, b)

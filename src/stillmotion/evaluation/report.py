@@ -187,9 +187,11 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], protocol: int, path: Path) -> bool:
+    # lazy: matplotlib is an optional extra, imported only on this path
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib is an optional extra, imported only on this path
     import matplotlib.pyplot as plt
 
     prow = [r for r in rows if r["protocol"] == protocol and r.get("curves")]
@@ -295,6 +297,7 @@ def _summary_html(summary: list[dict[str, Any]]) -> str:
 
 def write_reports(opts, parts: list[dict[str, Any]], media: Path, *, world_size: int = 1) -> Path:
     """Merge ``parts`` and write every output into ``opts.out`` atomically (media moved from ``media``)."""
+    # lazy: numba and torch take seconds to import (start-up); only this path needs them
     from stillmotion.evaluation.runner import options_dict
 
     merged = merge(parts)

@@ -23,15 +23,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import numpy as np
+import torch
 
 from stillmotion.errors import UserInputError
 from stillmotion.evaluation import frame_metrics as fm
 from stillmotion.evaluation import motion_metrics as mm
+from stillmotion.evaluation.clip_consistency import CLIPConsistency
 from stillmotion.evaluation.conditions import CONDITIONS, condition_from_clip
+from stillmotion.evaluation.i3d import I3DFeatures, find_i3d
+from stillmotion.evaluation.lpips import LPIPSMetric
 from stillmotion.evaluation.methods import ALL_METHODS, DiffusionModels, Generated, Method, build_methods
+from stillmotion.evaluation.report import write_reports
 from stillmotion.evaluation.weights import MetricUnavailable
+from stillmotion.io.atomic import atomic_path
+from stillmotion.io.outputs import check_outputs
+from stillmotion.io.video_reader import is_image_file, is_video_file, open_frames
+from stillmotion.progress import progress_bar
 
 PSNR_CAP = 100.0  # dB; identical frames would give inf and poison the mean
 SIZE_MULTIPLE = 16
@@ -94,8 +104,6 @@ def _looks_like_path(value: str) -> bool:
 
 def discover_videos(paths: list[Path], limit: int | None = None) -> list[Path]:
     """Video files and frame folders under ``paths`` (a folder holding images is one video)."""
-    from stillmotion.io.video_reader import is_image_file, is_video_file
-
     found: list[Path] = []
 
     def visit(p: Path) -> None:
@@ -146,8 +154,6 @@ def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def read_clip(path: Path, max_frames: int, long_side: int, multiple: int) -> tuple[np.ndarray, float]:
     """First ``max_frames`` frames of a video at the working size, and its frame rate."""
-    from stillmotion.io.video_reader import open_frames
-
     src = open_frames(path, max_frames=max_frames)
     w, h = working_size(src.width, src.height, long_side, multiple)
     frames = np.stack([fit_frame(f, w, h) for f in src])
@@ -189,20 +195,14 @@ class LearnedMetrics:
 
 
 def _load_i3d(opts: EvalOptions):
-    from stillmotion.evaluation.i3d import I3DFeatures, find_i3d
-
     return I3DFeatures(find_i3d(opts.i3d), device=opts.device)
 
 
 def _load_lpips(opts: EvalOptions):
-    from stillmotion.evaluation.lpips import LPIPSMetric
-
     return LPIPSMetric(opts.lpips_dir, device=opts.device)
 
 
 def _load_clip(opts: EvalOptions):
-    from stillmotion.evaluation.clip_consistency import CLIPConsistency
-
     source = opts.clip
     if source is None and opts.svd is not None and (Path(opts.svd) / "image_encoder").is_dir():
         source = str(Path(opts.svd) / "image_encoder")  # SVD ships a CLIP vision model with projection
@@ -281,6 +281,7 @@ def write_media(path: Path, frames: np.ndarray, fps: float) -> str:
     """Write a clip for the HTML page (the project's video writer when present, else H.264 via PyAV)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from stillmotion.io.video_writer import write_video
     except ImportError:
         write_video = None
@@ -292,10 +293,6 @@ def write_media(path: Path, frames: np.ndarray, fps: float) -> str:
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-    import av
-
-    from stillmotion.io.atomic import atomic_path
-
     with atomic_path(path) as tmp, av.open(str(tmp), "w") as box:
         stream = box.add_stream("libx264", rate=max(1, int(round(fps))))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -310,8 +307,6 @@ def evaluate_videos(
     videos: list[tuple[str, Path]], opts: EvalOptions, media_root: Path, *, rank: int = 0
 ) -> dict[str, Any]:
     """Run every method on ``videos`` (id, path); return this process's part (rows, skips, notes)."""
-    from stillmotion.progress import progress_bar
-
     models = DiffusionModels(opts.model, opts.svd, opts.device)
     methods = build_methods(opts.methods, models)
     runnable = [m for m in methods if m.run is not None]
@@ -406,17 +401,13 @@ def _i3d(learned: LearnedMetrics, frames: np.ndarray) -> list[float] | None:
 
 def run(opts: EvalOptions) -> Path:
     """Run the benchmark (one process, or one of several under ``accelerate launch``); return the output."""
-    from stillmotion.evaluation.report import write_reports
-
     opts.check()
-    from stillmotion.io.outputs import check_outputs
 
     check_outputs([("-o", opts.out, "folder")], [("VIDEO", p) for p in opts.videos], overwrite=opts.overwrite)
     state = partial_state()
     if opts.device is None and state.num_processes > 1:
         opts.device = str(state.device)  # one GPU per process under accelerate launch
     videos = discover_videos(opts.videos, opts.limit)
-    from stillmotion.io.video_reader import open_frames
 
     for p in videos:  # fail on an unreadable input now, before any model is loaded
         open_frames(p, max_frames=1)
@@ -472,7 +463,7 @@ def run(opts: EvalOptions) -> Path:
 def partial_state():
     """accelerate's process state. Without CUDA (or with ACCELERATE_USE_CPU) the processes that
     ``accelerate launch --multi_gpu`` / ``torchrun`` start join one CPU (gloo) group."""
-    import torch
+    # lazy: accelerate is an optional extra, imported only on this path
     from accelerate import PartialState
 
     env_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")

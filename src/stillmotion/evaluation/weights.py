@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 
 class MetricUnavailable(Exception):
@@ -60,8 +61,6 @@ def find_first(folders: Iterable[Path], patterns: Sequence[str]) -> tuple[Path |
 def load_state_dict(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """A tensor dict from safetensors or a ``torch.save`` file (``weights_only=True``: no pickled code)."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path), device=str(device))
     sd = torch.load(path, map_location=device, weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

@@ -12,7 +12,7 @@ import numpy as np
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow, arrow_from_any, load_arrows_file
 from stillmotion.inputs.image import load_image
-from stillmotion.inputs.mask import load_mask, mask_from_polygons
+from stillmotion.inputs.mask import load_mask, mask_from_array, mask_from_polygons
 
 
 @dataclass
@@ -59,8 +59,6 @@ def load_scene(
     if mask is None:
         m = file_mask
     elif isinstance(mask, np.ndarray):
-        from stillmotion.inputs.mask import mask_from_array
-
         m = mask_from_array(mask, w, h)
     else:
         m = load_mask(_path(mask, "mask"), w, h)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stillmotion.errors import UserInputError
+from stillmotion.io.outputs import OUTPUT_MARKER, check_folder_replaceable
 
 # mkstemp creates 0600 files; give finished outputs the permissions a plain open() would.
 _UMASK = os.umask(0)
@@ -37,8 +38,6 @@ def atomic_path(
     folder that is not ours (:func:`stillmotion.io.outputs.folder_is_ours`); ``marker=True`` writes
     :data:`stillmotion.io.outputs.OUTPUT_MARKER` into the new folder so that a re-run may replace it.
     """
-    from stillmotion.io.outputs import OUTPUT_MARKER, check_folder_replaceable
-
     # Absolute, so that "." or "out/.." name a real folder and its parent.
     final = Path(os.path.abspath(final)) if directory else Path(final)
     if directory and not replace_foreign:

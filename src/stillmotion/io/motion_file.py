@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from stillmotion.errors import MAX_SPEED, UserInputError
+from stillmotion.io.flo import UNKNOWN_FLOW_THRESHOLD, read_flo
 
 MOTION_SUFFIXES = (".npy", ".npz", ".flo")
 _NPZ_KEYS = ("motion", "flow", "field")
@@ -71,8 +72,6 @@ def read_motion_file(path: str | os.PathLike) -> np.ndarray:
             f"motion file {path} does not exist" if not path.exists() else f"{path} is not a file"
         )
     if suffix == ".flo":
-        from stillmotion.io.flo import UNKNOWN_FLOW_THRESHOLD, read_flo
-
         flow = read_flo(path)
         if np.isnan(flow).any():
             raise UserInputError(f"motion file {path} holds NaN values")

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
@@ -110,8 +111,6 @@ class FrameSource:
             yield frame
 
     def _iter_video(self) -> Iterator[np.ndarray]:
-        import av
-
         try:
             container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError) as exc:
@@ -220,8 +219,6 @@ def _from_files(path, kind, files, max_frames, stride, resize, fps) -> FrameSour
 
 
 def _open_video(path: Path, max_frames, stride, resize, fps) -> FrameSource:
-    import av
-
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:

@@ -39,7 +39,10 @@ from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
+from PIL import Image
 
 from stillmotion.errors import UserInputError
 from stillmotion.io.atomic import atomic_path
@@ -199,8 +202,6 @@ class VideoWriter:
     def _open_stream(
         self, codec: str, pix_fmt: str, width: int, height: int, container_options: dict, stream_options: dict
     ) -> None:
-        import av
-
         self._container = av.open(str(self._tmp), "w", options=container_options)
         rate = Fraction(self.fps).limit_denominator(1001)
         self._stream = self._container.add_stream(codec, rate=rate)
@@ -213,8 +214,6 @@ class VideoWriter:
             self._container.mux(packet)
 
     def _write_mp4(self, frame: np.ndarray) -> None:
-        import av
-
         h, w = frame.shape[:2]
         if h % 2 or w % 2:
             frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -230,8 +229,6 @@ class VideoWriter:
         self._encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
 
     def _write_webp(self, frame: np.ndarray) -> None:
-        import av
-
         if self._stream is None:
             self._open_stream(
                 "libwebp_anim", "yuv420p", frame.shape[1], frame.shape[0], {"loop": "0"}, {"quality": "90"}
@@ -239,9 +236,6 @@ class VideoWriter:
         self._encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))
 
     def _write_gif(self, frame: np.ndarray) -> None:
-        import av
-        from PIL import Image
-
         if self._stream is None:
             self._open_stream("gif", "pal8", frame.shape[1], frame.shape[0], {"loop": "0"}, {})
             self._palette = Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT)
@@ -254,8 +248,6 @@ class VideoWriter:
         self._encode(av.VideoFrame.from_ndarray((np.asarray(indexed), palette), format="pal8"))
 
     def _write_png(self, frame: np.ndarray) -> None:
-        import cv2
-
         name = self._tmp / f"frame_{self.frames_written:05d}.png"
         if not cv2.imwrite(str(name), frame[..., ::-1]):
             raise OSError(f"could not write {name}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -174,8 +175,6 @@ class FlowRefiner(ModelMixin, ConfigMixin):
         mask: bool (H, W) (True = may move) or None. Returns float32 (H, W, 2) px/frame, exactly
         zero outside the mask. Runs on the model's device and dtype; the model is left as it was.
         """
-        import cv2
-
         field = np.asarray(field)
         if field.ndim != 3 or field.shape[2] != 2 or field.shape[0] < 1 or field.shape[1] < 1:
             raise UserInputError(f"refine: field must have shape (H, W, 2), got {field.shape}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow
+from stillmotion.io.video_writer import open_video_writer, video_format
 
 # (length of each ramp, the channel that changes, rising or falling) around the wheel.
 _RAMPS = ((15, 1, True), (6, 0, False), (4, 2, True), (11, 1, False), (13, 0, True), (6, 2, False))
@@ -198,8 +199,6 @@ class FlowVideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, *, max_magnitude: float | None = None) -> None:
-        from stillmotion.io.video_writer import video_format
-
         self.path = Path(path)
         video_format(self.path)  # refuses unknown extensions before any work is done
         self.fps = float(fps)
@@ -211,8 +210,6 @@ class FlowVideoWriter:
         return self._writer.frames_written if self._writer is not None else 0
 
     def __enter__(self) -> FlowVideoWriter:
-        from stillmotion.io.video_writer import open_video_writer
-
         self._writer = open_video_writer(self.path, fps=self.fps)
         return self
 

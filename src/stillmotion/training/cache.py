@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from stillmotion.errors import UserInputError
 from stillmotion.io.atomic import atomic_path
@@ -109,7 +111,6 @@ class ShardWriter:
     def flush(self) -> None:
         if not self._pending:
             return
-        from safetensors.numpy import save_file
 
         rel = f"shards/{self.vid}-{len(self.shards):03d}.safetensors"
         with atomic_path(self.cache / rel) as tmp:
@@ -150,8 +151,6 @@ class ClipCache:
     def _open(self, shard: str) -> Any:
         handle = self._handles.get(shard)
         if handle is None:
-            from safetensors import safe_open
-
             file = self.path / shard
             if not file.is_file():
                 raise UserInputError(f"clip cache {self.path}: shard {shard} is missing (re-run prepare)")

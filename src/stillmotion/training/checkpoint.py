@@ -195,6 +195,7 @@ def gather_rng_states(accelerator: Any = None) -> list[tuple[dict[str, torch.Ten
     mine = capture_rng_state()
     if accelerator is None or accelerator.num_processes == 1:
         return [mine]
+    # lazy: accelerate is an optional extra, imported only on this path
     from accelerate.utils import gather_object
 
     # gather_object moves in-memory objects between our own processes; nothing is read from disk.

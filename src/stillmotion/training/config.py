@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import sys
+import tomllib
 import types
 import typing
 from collections.abc import Sequence
@@ -39,8 +40,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise UserInputError(f"cannot read config file {path}: {exc}") from None
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
-
             data = tomllib.loads(text)
         elif path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from stillmotion.errors import UserInputError
 from stillmotion.motion.strength import motion_strength
@@ -210,8 +211,6 @@ def make_loader(
 
 def fixed_batch(dataset: ClipDataset, size: int, seed: int = 1234) -> dict[str, torch.Tensor]:
     """A deterministic batch (for held-out evaluation): ``size`` samples spread over the clips."""
-    from torch.utils.data import default_collate
-
     picks = [(i * len(dataset) // size if size <= len(dataset) else i % len(dataset), _mix(seed, i))
              for i in range(size)]
     return default_collate([dataset[p] for p in picks])

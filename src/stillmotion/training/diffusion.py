@@ -53,6 +53,8 @@ batch b compute the step one process with batch N*b computes (up to float summat
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Callable
@@ -61,10 +63,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from stillmotion.diffusion.tiny import tiny_components
 from stillmotion.errors import UserInputError
+from stillmotion.io.atomic import atomic_path
+from stillmotion.progress import progress_bar
 from stillmotion.sampling.parameterization import EDM
+
+from .checkpoint import TrainState, gather_rng_states, load_checkpoint, save_checkpoint
+from .config import config_to_dict, load_config
+from .runlog import BASE_FIELDS, CsvLog, StepTimer, start_output_dir
 
 # ----------------------------------------------------------------------------------------- config
 
@@ -178,11 +189,10 @@ def learning_rate(cfg: DiffusionConfig, step: int) -> float:
 
 def build_pipeline(cfg: DiffusionConfig):
     """The StillMotionPipeline to train: from a folder, or tiny random components."""
+    # lazy: diffusers (an optional extra) and numba load only on this path
     from stillmotion.diffusion.pipeline import StillMotionPipeline
 
     if cfg.tiny:
-        from stillmotion.diffusion.tiny import tiny_components
-
         s2d = cfg.tiny_autoencoder == "space_to_depth"
         ae_kwargs = {"downscale_factor": cfg.tiny_downscale} if s2d else {}
         parts = tiny_components(cfg.seed, autoencoder=cfg.tiny_autoencoder, num_frames=cfg.num_frames,
@@ -243,8 +253,6 @@ def enable_block_checkpointing(unet: nn.Module) -> None:
     motion attention sees the right features; memory keeps only the blocks' inputs and outputs.
     The instance's ``forward`` is wrapped; weights and state-dict keys are untouched.
     """
-    from torch.utils.checkpoint import checkpoint
-
     for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
         plain = type(block).forward.__get__(block)
 
@@ -400,6 +408,7 @@ def diffusion_loss(
 
     motion_in = None
     if motion_on:
+        # lazy: diffusers is an optional extra, imported only on this path
         from stillmotion.diffusion.motion_encoder import normalize_flows
 
         latent_size = tuple(z.shape[-2:])
@@ -418,6 +427,7 @@ def _warped_condition(pipe, batch, still, aug, rnd, cfg, motion_on, train, devic
     """Per-frame image latents ``[B, F, C, h, w]``: each clip's first frame warped along its mean flow
     (the inference path's function), noise-augmented like the first frame; ``still`` (SVD's repeated
     image latent) for the samples drawn to keep it (``drop_warp``) and on steps without motion."""
+    # lazy: numba takes about a second to import (start-up); only this path needs it
     from stillmotion.diffusion.warp_condition import static_field, to_pixels, warped_image_frames
 
     if "frames" not in batch:
@@ -465,21 +475,11 @@ def _mixed_precision(cfg: DiffusionConfig, use_cuda: bool) -> str:
 
 
 def _save_config(cfg: Any, out: Path) -> None:
-    import yaml
-
-    from stillmotion.io.atomic import atomic_path
-
-    from .config import config_to_dict
-
     with atomic_path(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    import json
-
-    from stillmotion.io.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
 
@@ -502,15 +502,11 @@ def train(
     name: str = "diffusion",
 ) -> Path:
     """Run (or resume) a training run; returns the output directory."""
+    # lazy: accelerate is an optional extra, imported only on this path
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from stillmotion.progress import progress_bar
-
-    from .checkpoint import TrainState, gather_rng_states, load_checkpoint, save_checkpoint
-    from .config import config_to_dict
     from .dataset import ClipDataset, _mix, fixed_batch, make_loader
-    from .runlog import BASE_FIELDS, CsvLog, StepTimer, start_output_dir
 
     # --- processes and precision ----------------------------------------------------------------
     use_cuda = cfg.device != "cpu" and torch.cuda.is_available()
@@ -687,15 +683,11 @@ def train(
 
 
 def hash_id(clip_id: str) -> int:
-    import hashlib
-
     return int.from_bytes(hashlib.sha1(clip_id.encode()).digest()[:4], "little")
 
 
 def main(config: str | None, overrides: list[str], resume: bool) -> Path:
     """``stillmotion train diffusion CONFIG [key=value ...] [--resume]``."""
-    from .config import load_config
-
     cfg = load_config(DiffusionConfig, config, overrides)
     return train(cfg, resume)
 

@@ -28,9 +28,12 @@ from pathlib import Path
 
 from torch import nn
 
+from stillmotion.diffusion.lora import add_static_camera_lora, save_lora
 from stillmotion.errors import UserInputError
+from stillmotion.io.atomic import atomic_path
 
-from .diffusion import DiffusionConfig, train
+from .config import load_config
+from .diffusion import DiffusionConfig, export_pipeline, train
 
 
 @dataclass
@@ -52,8 +55,6 @@ class LoraTrainConfig(DiffusionConfig):
 
 def make_lora_trainable(pipe, cfg: LoraTrainConfig) -> list[nn.Parameter]:
     """Freeze the whole pipeline, inject the temporal LoRA, return its parameters."""
-    from stillmotion.diffusion.lora import add_static_camera_lora
-
     for module in (pipe.unet, pipe.vae, pipe.image_encoder, pipe.motion_encoder, pipe.motion_adapter):
         module.requires_grad_(False)
     params = add_static_camera_lora(pipe.unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha)
@@ -64,11 +65,6 @@ def make_lora_trainable(pipe, cfg: LoraTrainConfig) -> list[nn.Parameter]:
 
 def export_lora(pipe, cfg: LoraTrainConfig, out: Path) -> Path:
     """Write OUTPUT/static_camera_lora (and, with save_pipeline, OUTPUT/model with the LoRA)."""
-    from stillmotion.diffusion.lora import save_lora
-    from stillmotion.io.atomic import atomic_path
-
-    from .diffusion import export_pipeline
-
     target = out / "static_camera_lora"
     with atomic_path(target, directory=True) as tmp:
         save_lora(pipe.unet, tmp)
@@ -79,8 +75,6 @@ def export_lora(pipe, cfg: LoraTrainConfig, out: Path) -> Path:
 
 def main(config: str | None, overrides: list[str], resume: bool) -> Path:
     """``stillmotion train lora CONFIG [key=value ...] [--resume]``."""
-    from .config import load_config
-
     cfg = load_config(LoraTrainConfig, config, overrides)
     return train(cfg, resume, make_trainable=make_lora_trainable, export=export_lora, name="lora")
 

@@ -22,6 +22,7 @@ size or modification time - is redone); a video interrupted half-way is redone f
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -33,12 +34,14 @@ from typing import Any
 import numpy as np
 
 from stillmotion.errors import UserInputError
+from stillmotion.io.video_reader import is_image_file, is_video_file, open_frames
+from stillmotion.motion.flow import FlowEstimator
 from stillmotion.motion.strength import motion_strength
 from stillmotion.progress import progress_bar, progress_iter
 
 from .cache import ShardWriter, empty_index, read_index, video_id, write_index
 from .camera import ANALYSIS_SIZE, STATIC_THRESHOLD, is_static_camera
-from .synthetic import crop_resize
+from .synthetic import SPEED, crop_resize, find_photos, synthetic_clips
 
 
 @dataclass
@@ -103,8 +106,6 @@ class PrepareReport:
 
 def find_videos(root: str | Path, exclude: Path | None = None) -> list[Path]:
     """Video files and frame folders under ``root`` (recursive; hidden entries skipped)."""
-    from stillmotion.io.video_reader import is_image_file, is_video_file
-
     root = Path(root)
     if root.is_file():
         return [root]
@@ -136,8 +137,7 @@ def _fingerprint(path: Path) -> dict[str, Any]:
 
 def load_vae(path: str | Path, device: str | None = None):
     """A diffusers-layout autoencoder from ``path`` (or ``path/vae``), in eval mode, on ``device``."""
-    import json
-
+    # lazy: torch takes seconds to import (start-up); only this path needs it
     import torch
 
     path = Path(path)
@@ -147,8 +147,10 @@ def load_vae(path: str | Path, device: str | None = None):
         raise UserInputError(f"--vae {path}: no config.json (expected a diffusers VAE folder or a pipeline)")
     name = json.loads((path / "config.json").read_text()).get("_class_name", "")
     if name == "SpaceToDepthAutoencoder":
+        # lazy: diffusers (an optional extra) and torch load only on this path
         from stillmotion.diffusion.autoencoder import SpaceToDepthAutoencoder as cls
     else:
+        # lazy: diffusers is an optional extra, imported only on this path
         import diffusers
 
         cls = getattr(diffusers, name, None)
@@ -160,6 +162,7 @@ def load_vae(path: str | Path, device: str | None = None):
 
 def encode_frames(vae, frames: np.ndarray, chunk: int = 8) -> np.ndarray:
     """uint8 (F, H, W, 3) -> float16 latents (F, C, h, w): the VAE's latent mode, unscaled."""
+    # lazy: torch takes seconds to import (start-up); only this path needs it
     import torch
 
     out = []
@@ -280,9 +283,6 @@ def prepare_videos(
     videos: str | Path, cache: str | Path, settings: PrepareSettings | None = None, *, progress: bool = False
 ) -> PrepareReport:
     """Prepare every video under ``videos`` into the cache folder ``cache``; see the module doc."""
-    from stillmotion.io.video_reader import open_frames
-    from stillmotion.motion.flow import FlowEstimator
-
     settings = settings or PrepareSettings()
     settings.validate()
     cache = Path(cache)
@@ -359,8 +359,6 @@ def prepare_synthetic(
     """Animate photos (a folder, or ``"skimage"``) along random arrow fields into the cache.
 
     ``speed``: (min, max) per-frame arrow speed in px at a 512-px frame (default 0.5-4)."""
-    from .synthetic import SPEED, find_photos, synthetic_clips
-
     speed = SPEED if speed is None else (float(speed[0]), float(speed[1]))
     if not 0 <= speed[0] <= speed[1] or not np.isfinite(speed[1]):
         raise UserInputError(f"--speed must be MIN,MAX with 0 <= MIN <= MAX, got {speed[0]:g},{speed[1]:g}")

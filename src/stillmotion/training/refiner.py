@@ -37,7 +37,7 @@ from stillmotion.errors import UserInputError
 from stillmotion.io.atomic import atomic_path
 from stillmotion.motion.refiner import FlowRefiner, PatchDiscriminator, field_scale
 from stillmotion.progress import progress_bar
-from stillmotion.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from stillmotion.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from stillmotion.training.config import config_to_dict, load_config
 from stillmotion.training.refiner_data import (
     MotionSample,
@@ -228,6 +228,7 @@ def main(
     resume: bool = False,
     progress: bool = True,
 ) -> Path:
+    # lazy: accelerate is an optional extra, imported only on this path
     from accelerate import Accelerator
 
     # ------------------------------------------------------------------ config and output folder
@@ -245,8 +246,6 @@ def main(
     )
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
-        from stillmotion.training.checkpoint import latest_checkpoint
-
         ckpt = latest_checkpoint(out_dir) if resume else None
     torch.manual_seed(cfg.seed)
     if cfg.torch_threads > 0:

@@ -42,6 +42,7 @@ from stillmotion.inputs.arrows import BASE_CLIP_FRAMES, Arrow
 from stillmotion.io.atomic import atomic_path
 from stillmotion.motion.dense import dense_flow_from_arrows
 from stillmotion.progress import progress_iter
+from stillmotion.training.cache import ClipCache
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v"}
 FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -135,6 +136,7 @@ def read_frames(path: str | Path, max_side: int = 512) -> Iterator[np.ndarray]:
 def _flow_function():
     """The project's flow extractor (``stillmotion.motion.flow``, DIS) when present, else OpenCV DIS."""
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from stillmotion.motion.flow import FlowEstimator
 
         return FlowEstimator("dis")
@@ -480,6 +482,7 @@ class RefinerPairs:
 
 
 def pair_to_tensors(pair: dict, size: int) -> dict:
+    # lazy: torch takes seconds to import (start-up); only this path needs it
     import torch
 
     item = {
@@ -524,8 +527,6 @@ def read_prepared_cache(cache_dir: str | Path, *, clip_frames: int = BASE_CLIP_F
     mean of its first ``clip_frames - 1`` flows, masked like video fields; its first frame is the image.
     Clips of one video form one source.
     """
-    from stillmotion.training.cache import ClipCache
-
     cache = ClipCache(cache_dir)
     out: list[MotionSample] = []
     for i, clip in enumerate(cache.clips):

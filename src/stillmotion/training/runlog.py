@@ -10,6 +10,7 @@ an unbroken one: no step missing, none twice.
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -130,7 +131,5 @@ def start_output_dir(
             f"overwrite=true to start over, or choose another output_dir"
         )
     if ckpt is not None and clean:
-        import shutil
-
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return None

@@ -29,6 +29,7 @@ import numpy as np
 
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow
+from stillmotion.inputs.image import load_image
 from stillmotion.motion.dense import dense_flow_from_arrows
 from stillmotion.motion.eulerian import warp_frames
 
@@ -57,6 +58,7 @@ def find_photos(source: str | Path) -> list[tuple[str, Any]]:
 
 def _skimage_loader(name: str):
     def load() -> np.ndarray:
+        # lazy: skimage is an optional extra, imported only on this path
         import skimage.data
 
         im = getattr(skimage.data, name)()
@@ -67,8 +69,6 @@ def _skimage_loader(name: str):
 
 def _file_loader(path: Path):
     def load() -> np.ndarray:
-        from stillmotion.inputs.image import load_image
-
         return load_image(path)
 
     return load

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 
+from stillmotion import api
 from stillmotion.engines.registry import engine_names, get_engine
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.arrows import Arrow
+from stillmotion.io.video_writer import open_video_writer
 
 PREVIEW_SIDE = 256
 PREVIEW_FRAMES = 24
@@ -123,6 +126,7 @@ def one_engine_status(name: str, model_dir: Path | None) -> dict[str, Any]:
 def _is_wan(model_dir: Path | None) -> bool:
     if model_dir is None:
         return False
+    # lazy: diffusers (an optional extra), numba and torch load only on this path
     from stillmotion.diffusion.wan import wan_model_dir
 
     return wan_model_dir(model_dir) is not None
@@ -131,6 +135,7 @@ def _is_wan(model_dir: Path | None) -> bool:
 def _default_model() -> Path | None:
     """The model bundled with the package, when this installation has one."""
     try:
+        # lazy, guarded: a part missing from this installation is reported, not an import error
         from stillmotion.engines.diffusion import default_model
     except ImportError:
         return None
@@ -186,9 +191,6 @@ def render(
     The same ``stillmotion.api`` calls as the command line, with the photo, arrows (in the photo's
     pixels) and mask held by the session, so the command printed on the page gives the same frames.
     """
-    from stillmotion import api
-    from stillmotion.io.video_writer import open_video_writer
-
     info = get_engine(settings.engine)
     status = one_engine_status(settings.engine, settings.model_dir)
     if not status["available"]:
@@ -263,8 +265,6 @@ def render(
 
 def warm_up() -> None:
     """Run the warp engine once on a tiny picture, so compiled kernels are ready before the first user."""
-    from stillmotion import api
-
     image = np.zeros((16, 16, 3), np.uint8)
     scene, field = api.prepare(image, [Arrow(((2.0, 8.0), (12.0, 8.0)))])
     frames, _ = api.render(scene, field, engine="warp", frames=2)
@@ -274,10 +274,6 @@ def warm_up() -> None:
 
 def gif_from_mp4(job, src: Path, dst: Path) -> dict:
     """Re-encode a finished run's MP4 as a GIF, frame by frame (CRF 18 detail is below GIF's palette)."""
-    import av
-
-    from stillmotion.io.video_writer import open_video_writer
-
     with av.open(str(src)) as container:
         stream = container.streams.video[0]
         total = stream.frames or 0

@@ -51,9 +51,11 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 
 from stillmotion.errors import UserInputError
+from stillmotion.motion.eulerian.kernels import blend_rows, blend_weights, compose_step, euler_rows
 from stillmotion.progress import progress_iter
 
 # A trace that smears the photo gives way to the other branch; this much weight is left to each so
@@ -270,8 +272,6 @@ class EulerianWarp:
         self, state: State, sign: float, steps: int, *, in_place: bool = False, step_index: int = 0
     ) -> State:
         """``steps`` steps of the trace; a field sequence takes one step, with field ``step_index``."""
-        from stillmotion.motion.eulerian.kernels import compose_step, euler_rows
-
         pos, alive = state if in_place else (state[0].copy(), state[1].copy())
         if steps <= 0 or not len(pos):
             return pos, alive
@@ -296,8 +296,6 @@ class EulerianWarp:
     def _sample(self, state: State, band: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """The photo's low band (bilinear) and high band (nearest pixel) read along one branch's
         map, for the region pixels of ``band``."""
-        import cv2
-
         y0, y1, x0, x1 = band
         s = self.spacing
         grid = state[0].reshape(self.hc, self.wc, 2)
@@ -317,8 +315,6 @@ class EulerianWarp:
     def _render_bands(
         self, out: np.ndarray, a: State, b: State | None, two: bool, bands: list[tuple[int, int, int, int]]
     ) -> None:
-        from stillmotion.motion.eulerian.kernels import blend_rows
-
         for band in bands:
             y0, y1, x0, x1 = band
             low_a, high_a = self._sample(a, band)
@@ -331,8 +327,6 @@ class EulerianWarp:
 
     def _render(self, a: State, weight_a: float, b: State | None, weight_b: float) -> np.ndarray:
         """One frame from one or two branches (time weights summing to 1)."""
-        from stillmotion.motion.eulerian.kernels import blend_weights
-
         out = self.image.copy()  # all that does not move
         two = b is not None and weight_b > 0 and weight_a > 0
         if not two and b is not None and weight_b > 0:
@@ -433,8 +427,6 @@ def split_bands(image: np.ndarray, sigma: float = LOW_SIGMA) -> tuple[np.ndarray
     low is the Gaussian blur, nudged where needed so that the rest fits in a byte (an edge steeper
     than 127 grey levels keeps part of its step in the low band).
     """
-    import cv2
-
     f = image.astype(np.int16)
     blur = np.rint(cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)).astype(np.int16)
     low = np.clip(blur, f - 127, f + 128)

@@ -1,0 +1,76 @@
+"""What running either diffusion backbone (SVD through ``engines.diffusion``, Wan through ``engines.wan``)
+shares: the device and dtype asked for, the long-video options, per-step progress and frames out.
+
+Imported only when a backbone runs (it loads torch and the samplers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from stillmotion.engines.options import DiffusionOptions
+from stillmotion.errors import UserInputError
+from stillmotion.progress import progress_bar
+from stillmotion.sampling.long import LongOptions
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def resolve_device(device: str) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserInputError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    if dtype in (None, "auto"):
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        raise UserInputError(f"--dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
+    return getattr(torch, DTYPES[dtype])
+
+
+def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
+    """The long-video sampler options of ``o`` (checked here, before any work)."""
+    return LongOptions(method=o.long_method or "phased", gamma=o.gamma, omega=o.omega,
+                       branch_sigma=o.branch_sigma, carry=o.carry, stride=o.stride, **more,
+                       **({} if o.overlap is None else {"overlap": int(o.overlap)}))  # fmt: skip
+
+
+def fit_sequence(motion: np.ndarray, frames: int) -> np.ndarray:
+    """A field sequence steers frame step t by field t: cut to the video's steps, the last one repeated."""
+    need = max(1, frames - 1)
+    motion = motion[:need]
+    if len(motion) < need:
+        motion = np.concatenate([motion, np.repeat(motion[-1:], need - len(motion), 0)])
+    return motion
+
+
+@contextlib.contextmanager
+def step_progress(
+    total: int, desc: str, enabled: bool, on_step: Callable[[int, int], None] | None
+) -> Iterator[Callable[[int, Any, Any], None]]:
+    """A sampler callback advancing a progress bar and telling ``on_step(done, total)`` after each step."""
+    with progress_bar(total=total, desc=desc, enabled=enabled, unit="step") as bar:
+
+        def step_done(i: int, x_: Any, x0: Any) -> None:
+            bar.update(1)
+            if on_step is not None:
+                on_step(i + 1, total)
+
+        yield step_done
+
+
+def to_uint8(frames: np.ndarray) -> Iterator[np.ndarray]:
+    """Float frames ``[1, n, H, W, 3]`` in [0, 1] -> uint8 (H, W, 3) frames, one at a time."""
+    for frame in frames[0]:
+        yield (frame * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
