@@ -15,6 +15,7 @@ Outputs in the output folder:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import io
 import json
@@ -295,11 +296,16 @@ def _summary_html(summary: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def options_dict(opts: Any) -> dict[str, Any]:
+    """The run's options (an ``EvalOptions``) as JSON-ready values, as the report records them."""
+    d = dataclasses.asdict(opts)
+    d["videos"] = [str(v) for v in opts.videos]
+    d["out"] = str(opts.out)
+    return d
+
+
 def write_reports(opts, parts: list[dict[str, Any]], media: Path, *, world_size: int = 1) -> Path:
     """Merge ``parts`` and write every output into ``opts.out`` atomically (media moved from ``media``)."""
-    # lazy: numba and torch take seconds to import (start-up); only this path needs them
-    from stillmotion.evaluation.runner import options_dict
-
     merged = merge(parts)
     summary, fvd_warnings = summarize(merged)
     opts_d = options_dict(opts)

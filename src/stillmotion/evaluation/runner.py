@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -470,8 +470,3 @@ def partial_state():
     return PartialState(cpu=env_cpu or not torch.cuda.is_available())
 
 
-def options_dict(opts: EvalOptions) -> dict[str, Any]:
-    d = asdict(opts)
-    d["videos"] = [str(v) for v in opts.videos]
-    d["out"] = str(opts.out)
-    return d
