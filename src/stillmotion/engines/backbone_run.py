@@ -7,17 +7,21 @@ Imported only when a backbone runs (it loads torch and the samplers).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
+from stillmotion.diffusion.prepared import Prepared
+from stillmotion.diffusion.warp_guidance import WarpGuidance, WarpGuidedDenoiser, warp_guided
 from stillmotion.engines.options import DiffusionOptions
 from stillmotion.errors import UserInputError
 from stillmotion.progress import progress_bar
 from stillmotion.sampling.long import LongOptions
 
+logger = logging.getLogger("stillmotion.diffusion")
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -37,6 +41,37 @@ def resolve_dtype(dtype: str, device: str):
     if dtype not in DTYPES:
         raise UserInputError(f"--dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
     return getattr(torch, DTYPES[dtype])
+
+
+def cached_load(cache: dict, key: tuple, load: Callable[[], Any]) -> Any:
+    """``cache[key]``, else ``load()`` in its place: only the last model is kept (they are gigabytes)."""
+    if key in cache:
+        return cache[key]
+    cache.clear()
+    cache[key] = load()
+    return cache[key]
+
+
+def on_device(pipe: Any, device: str, offload: bool) -> Any:
+    """A loaded pipeline on ``device`` (``offload``: model CPU offload on CUDA; no effect on the CPU, said
+    so), its progress bars off (the engines show their own)."""
+    if offload and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        if offload:
+            logger.warning("--offload has no effect on the CPU; ignoring it")
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def with_control(
+    pipe: Any, prepared: Prepared, mode: str, knobs: WarpGuidance, loop: bool
+) -> tuple[Prepared, WarpGuidedDenoiser | None]:
+    """(the video to sample, its warp-guided denoiser or None): warp-guided control wraps the denoiser when
+    ``mode`` asks for it and the video has a field to follow."""
+    guided = warp_guided(pipe, prepared, knobs, loop=loop) if mode == "warp-guided" else None
+    return (prepared, None) if guided is None else (guided, guided.denoiser)
 
 
 def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:

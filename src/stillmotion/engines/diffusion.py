@@ -84,9 +84,8 @@ def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "
     """Load (and cache the last) pipeline on ``device`` in ``dtype``; offload = model CPU offload on CUDA."""
     # lazy: torch and diffusers (an optional extra) load only when a model does; the web app and the demo
     # use this module's model-folder helpers without them
-    # lazy: diffusers (an optional extra), numba and torch load only on this path
     from stillmotion.diffusion.pipeline import StillMotionPipeline
-    from stillmotion.engines.backbone_run import resolve_device, resolve_dtype
+    from stillmotion.engines.backbone_run import cached_load, on_device, resolve_device, resolve_dtype
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -94,19 +93,8 @@ def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "
     index = Path(where) / "model_index.json"
     stamp = index.stat().st_mtime_ns if index.is_file() else None  # a re-saved folder is reloaded
     key = (where, stamp, dev, str(torch_dtype), bool(offload))
-    if key in _CACHE:
-        return _CACHE[key]
-    _CACHE.clear()
-    pipe = StillMotionPipeline.from_pretrained(where, torch_dtype=torch_dtype)
-    if offload and dev.startswith("cuda"):
-        pipe.enable_model_cpu_offload(device=dev)
-    else:
-        if offload:
-            logger.warning("--offload has no effect on the CPU; ignoring it")
-        pipe.to(dev)
-    pipe.set_progress_bar_config(disable=True)
-    _CACHE[key] = pipe
-    return pipe
+    return cached_load(_CACHE, key, lambda: on_device(
+        StillMotionPipeline.from_pretrained(where, torch_dtype=torch_dtype), dev, offload))  # fmt: skip
 
 
 def model_size(pipe, width: int, height: int) -> tuple[int, int]:
@@ -184,8 +172,14 @@ def _animate_svd(
     # lazy: torch and the samplers load only when the engine runs (module docstring)
     import torch
 
-    from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
-    from stillmotion.engines.backbone_run import fit_sequence, long_options, step_progress, to_uint8
+    from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control
+    from stillmotion.engines.backbone_run import (
+        fit_sequence,
+        long_options,
+        step_progress,
+        to_uint8,
+        with_control,
+    )
     from stillmotion.engines.long_video import stream_long_video
     from stillmotion.sampling.base import sample_euler
     from stillmotion.sampling.frame_noise import FrameNoise
@@ -245,11 +239,8 @@ def _animate_svd(
         noise_aug_strength=o.noise_aug_strength, min_guidance_scale=min_guidance_scale,
         max_guidance_scale=max_guidance_scale, generator=generator,
     )  # fmt: skip
-    guided_video = warp_guided(pipe, prepared, guidance_knobs, loop=o.loop) if mode == "warp-guided" else None
-    if guided_video is not None:
-        prepared = guided_video
+    prepared, guided = with_control(pipe, prepared, mode, guidance_knobs, o.loop)
     den = prepared.denoiser
-    guided = den if guided_video is not None else None
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,

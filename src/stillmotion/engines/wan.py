@@ -21,14 +21,17 @@ import numpy as np
 import torch
 
 from stillmotion.diffusion.wan import WanBackbone
-from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control, warp_guided
+from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control
 from stillmotion.engines.backbone_run import (
+    cached_load,
     fit_sequence,
     long_options,
+    on_device,
     resolve_device,
     resolve_dtype,
     step_progress,
     to_uint8,
+    with_control,
 )
 from stillmotion.engines.long_video import stream_long_video
 from stillmotion.engines.options import DiffusionOptions, RenderRequest
@@ -59,21 +62,14 @@ def load_wan(
         torch.bfloat16 if dtype in (None, "auto") and dev.startswith("cuda") else resolve_dtype(dtype, dev)
     )
     key = (str(model), dev, str(torch_dtype), bool(offload), bool(vae_tiling))
-    if key in _CACHE:
-        return _CACHE[key]
-    _CACHE.clear()
-    pipe = WanBackbone.from_pretrained(model, torch_dtype=torch_dtype)
-    if offload and dev.startswith("cuda"):
-        pipe.enable_model_cpu_offload(device=dev)
-    else:
-        if offload:
-            logger.warning("--offload has no effect on the CPU; ignoring it")
-        pipe.to(dev)
-    if vae_tiling:
-        pipe.vae.enable_tiling()
-    pipe.set_progress_bar_config(disable=True)
-    _CACHE[key] = pipe
-    return pipe
+
+    def load() -> WanBackbone:
+        pipe = on_device(WanBackbone.from_pretrained(model, torch_dtype=torch_dtype), dev, offload)
+        if vae_tiling:
+            pipe.vae.enable_tiling()
+        return pipe
+
+    return cached_load(_CACHE, key, load)
 
 
 def animate_wan(
@@ -146,11 +142,8 @@ def animate_wan_with(
         flow_shift=o.flow_shift,
     )  # fmt: skip
     plain = prepared.denoiser
-    guided_video = warp_guided(pipe, prepared, knobs, loop=o.loop) if mode == "warp-guided" else None
-    if guided_video is not None:
-        prepared = guided_video
+    prepared, guided = with_control(pipe, prepared, mode, knobs, o.loop)
     den = prepared.denoiser
-    guided = den if guided_video is not None else None
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
