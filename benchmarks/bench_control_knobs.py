@@ -11,12 +11,13 @@ read off each photo's real motion field, the requested mean speed in the arrow r
 through the engine (``animate_diffusion``, --control warp-guided, forward reference, same seed).
 
 The sweep varies one knob at a time around the defaults (``--follow`` values at the default
-freedom, then ``--freedom`` values at the default follow) and prints, per setting and averaged over the
-photos, the figures of bench_embedded: cosine and speed ratio in the arrow regions, still change, warp
-error (x 1000, lower = steadier) and seconds per clip. With ``--images`` it writes one PNG strip per
-knob (``control-follow.png``, ``control-freedom.png``): for the first photo, one row per setting with
-frames 0, 5, 10 and 15 and the mean measured motion as a colour wheel (hue = direction, saturation =
-speed), the warp engine's own row on top.
+freedom, then ``--freedom`` values at the default follow), or with ``--grid`` every pair, and prints,
+per setting and averaged over the photos, the figures of bench_embedded: cosine and speed ratio in the
+arrow regions, still change, warp error (x 1000, lower = steadier) and seconds per clip. With
+``--images`` it writes one PNG strip per knob (``control-follow.png``, ``control-freedom.png``): for the
+first photo, one row per value of the knob at the other knob's default, with frames 0, 5, 10 and 15 and
+the mean measured motion as a colour wheel (hue = direction, saturation = speed), the warp engine's own
+row on top.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="default: the model's clip length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=Path, default=None, help="write the PNG strips into this folder")
+    parser.add_argument("--grid", action="store_true",
+                        help="every --follow value with every --freedom value (default: one knob at a time)")
     args = parser.parse_args()
 
     import torch
@@ -86,8 +89,11 @@ def main() -> None:
     pipe = load_pipeline(args.model)
     steps = int(model_defaults(model_path(args.model)).get("steps", 25))
     frames = args.frames or int(pipe.unet.config.num_frames)
-    settings = [("follow", v, DEFAULT_FREEDOM) for v in _floats(args.follow)]
-    settings += [("freedom", DEFAULT_FOLLOW, v) for v in _floats(args.freedom)]
+    if args.grid:  # every follow with every freedom
+        settings = [("grid", fo, fr) for fr in _floats(args.freedom) for fo in _floats(args.follow)]
+    else:
+        settings = [("follow", v, DEFAULT_FREEDOM) for v in _floats(args.follow)]
+        settings += [("freedom", DEFAULT_FOLLOW, v) for v in _floats(args.freedom)]
     print(f"model {args.model}: {frames} frames, {steps} steps, defaults follow {DEFAULT_FOLLOW:g} freedom "
           f"{DEFAULT_FREEDOM:g}, photos {args.photos}, requested speed {args.speed:g} px/frame", flush=True)
     figures: dict[tuple, list[dict]] = {s: [] for s in settings}
@@ -121,27 +127,34 @@ def main() -> None:
             video, took, figs = runs[(follow, freedom)]
             seconds[setting].append(took)
             figures[setting].append(figs)
-            if k == 0:
+            if k == 0:  # a knob's strip: its values at the other knob's default
                 label = f"follow {follow:g}, freedom {freedom:g}"
-                strips[knob].append((label, video, be.measured_flow(video)))
+                for name, other, default in (("follow", freedom, DEFAULT_FREEDOM),
+                                             ("freedom", follow, DEFAULT_FOLLOW)):  # fmt: skip
+                    if knob in (name, "grid") and other == default:
+                        strips[name].append((label, video, be.measured_flow(video)))
         print(f"  {sid}: done ({time.perf_counter() - started:.0f} s)", flush=True)
 
     print()
-    print("| knob | follow | freedom | cosine | speed ratio | still change /255 | warp error x1000 "
-          "| s/clip |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| knob | follow | freedom | cosine | speed ratio | speed ratio, whole region | still change /255 "
+          "| warp error x1000 | s/clip |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     w_m = {k: float(np.mean([f[k] for f in warp_figures])) for k in warp_figures[0]}
     print(f"| warp engine | - | - | {w_m['cosine']:.3f} | {w_m['speed'] / w_m['requested_speed']:.2f} "
-          f"| {w_m['still']:.2f} | {w_m['warp_error']:.2f} | - |")
+          f"| {w_m['whole_region_ratio']:.2f} | {w_m['still']:.2f} | {w_m['warp_error']:.2f} | - |")
     for setting in settings:
         knob, follow, freedom = setting
         m = {k: float(np.mean([f[k] for f in figures[setting]])) for k in figures[setting][0]}
         ratio = m["speed"] / m["requested_speed"]
         print(f"| {knob} | {follow:g} | {freedom:g} | {m['cosine']:.3f} | {ratio:.2f} "
-              f"| {m['still']:.2f} | {m['warp_error']:.2f} | {np.mean(seconds[setting]):.1f} |")
+              f"| {m['whole_region_ratio']:.2f} | {m['still']:.2f} | {m['warp_error']:.2f} "
+              f"| {np.mean(seconds[setting]):.1f} |")
     if args.images is not None:
         args.images.mkdir(parents=True, exist_ok=True)
         for knob, rows in strips.items():
+            if len(rows) < 2:
+                print(f"no {knob} strip: no setting with the other knob at its default")
+                continue
             strip_rows(rows, args.images / f"control-{knob}.png")
             print(f"wrote {args.images / f'control-{knob}.png'}")
     print(f"\n{time.perf_counter() - started:.0f} s")
