@@ -210,3 +210,31 @@ def test_knobs_modes_and_hold_region():
     mask[:, 5:] = False
     region = hold_region(field, mask)
     assert region.sum() == 12 and region[2:6, 2:5].all() and not region[0, 0]
+
+
+def test_reference_rendered_at_twice_the_size_moves_as_asked_and_keeps_still_pixels():
+    """The reference is warped at twice the working size and area-averaged back: still pixels are the
+    photo's exactly, and content moves along the field as the working-size warp moves it."""
+    import cv2
+
+    from stillmotion.diffusion.warp_condition import WarpedCondition
+
+    rng = np.random.default_rng(3)
+    h, w = 40, 56
+    image = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (0, 0), 1.5)
+    field = np.zeros((h, w, 2), np.float32)
+    field[..., 0] = 1.0  # 1 px/frame to the right
+    mask = np.zeros((h, w), bool)
+    mask[8:32, 8:48] = True
+
+    def frames(supersample: int) -> np.ndarray:
+        source = WarpedCondition(image, field, 6, mask, lambda px: px, noise_aug_strength=0.0, seed=0,
+                                 supersample=supersample)  # fmt: skip
+        return source.frames(0, 6).astype(np.float32)
+
+    plain, fine = frames(1), frames(2)
+    assert np.array_equal(fine[:, ~mask], np.broadcast_to(image[~mask], fine[:, ~mask].shape))
+    inner = (slice(None), slice(12, 28), slice(16, 44))  # away from the mask's edge and the smear behind it
+    assert np.abs(fine[inner] - plain[inner]).mean() < 3.0  # the same motion (a resampling's difference)
+    shifted = np.abs(fine[5][12:28, 21:44] - image[12:28, 16:39].astype(np.float32)).mean()
+    assert shifted < 3.0 < np.abs(fine[5][12:28, 21:44] - image[12:28, 21:44].astype(np.float32)).mean()

@@ -65,7 +65,7 @@ from diffusers.video_processor import VideoProcessor
 from stillmotion.diffusion.pipeline import _as_uint8_rgb, _resolve_dir, _short, _to_pil
 from stillmotion.diffusion.prepared import Prepared
 from stillmotion.diffusion.preprocess import check_size, fit_inputs, still_alpha
-from stillmotion.diffusion.warp_condition import WarpedCondition
+from stillmotion.diffusion.warp_condition import REFERENCE_SUPERSAMPLE, WarpedCondition
 from stillmotion.errors import MissingWeightsError, UserInputError
 from stillmotion.sampling.parameterization import FlowMatching
 
@@ -835,7 +835,6 @@ class WanReferenceLatents:
         self, backbone: WanBackbone, image: np.ndarray, field: np.ndarray, latent_count: int,
         mask: np.ndarray | None, *, loop: bool, batch: int = 1, cache_size: int = 4,
     ) -> None:  # fmt: skip
-
         loop = bool(loop) and field.ndim == 3  # a flow sequence animates forward only
         self.loop = loop
         self.backbone = backbone
@@ -845,7 +844,7 @@ class WanReferenceLatents:
         self._cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self.frames_source = WarpedCondition(
             image, field, decoded_frames(latent_count), mask, lambda px: px, noise_aug_strength=0.0, seed=0,
-            loop=loop,
+            loop=loop, supersample=REFERENCE_SUPERSAMPLE,
         )  # fmt: skip
 
     @staticmethod

@@ -38,6 +38,12 @@ def warped_image_frames(
     return out
 
 
+# Warp guidance's reference is rendered at this many times the working size and area-averaged back: the
+# warp copies fine texture at whole pixels, which at the working size moves it in whole-pixel jumps
+# (measured in docs/diffusion-engine.md).
+REFERENCE_SUPERSAMPLE = 2
+
+
 class WarpedCondition:
     """The per-frame conditioning latents of a whole video, made per window on demand.
 
@@ -52,9 +58,13 @@ class WarpedCondition:
     def __init__(
         self, image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None,
         encode: Callable[[torch.Tensor], torch.Tensor], *, noise_aug_strength: float, seed: int,
-        keep: int = 64, cache_size: int = 4, loop: bool = False,
+        keep: int = 64, cache_size: int = 4, loop: bool = False, supersample: int = 1,
     ) -> None:
         self.image = np.ascontiguousarray(image)
+        # >1: the warp runs at this many times the size and each frame is area-averaged back (warp guidance's
+        # reference): the warp copies fine texture at whole pixels, at twice the size at half-pixel steps.
+        # Still pixels are the image's own either way.
+        self.supersample = max(1, int(supersample))
         self.field = np.ascontiguousarray(field, dtype=np.float32)
         self.mask, self.num_frames, self.keep = mask, int(frames), max(1, int(keep))
         self.encode, self.noise_aug_strength, self.seed = encode, noise_aug_strength, int(seed)
@@ -76,6 +86,7 @@ class WarpedCondition:
         return WarpedCondition(
             image, field, frames, self.mask, self.encode, noise_aug_strength=self.noise_aug_strength,
             seed=seed, keep=self.keep, cache_size=self.cache_size, loop=self.loop,
+            supersample=self.supersample,
         )  # fmt: skip
 
     def frames(self, start: int, stop: int) -> np.ndarray:
@@ -84,8 +95,7 @@ class WarpedCondition:
             raise IndexError(f"frames {start}:{stop} outside 0:{self.num_frames}")
         if self._warp is None or (start < self._next and start not in self._held):
             self.restarts += self._warp is not None
-            self._warp = warp_frames(self.image, self.field, frames=self.num_frames, loop=self.loop,
-                                     mask=self.mask)  # fmt: skip
+            self._warp = self._render()
             self._held.clear()
             self._next = 0
         out = np.empty((stop - start, *self.image.shape), np.uint8)
@@ -100,6 +110,37 @@ class WarpedCondition:
             while len(self._held) > self.keep:
                 self._held.popitem(last=False)
         return out
+
+    def _render(self) -> Iterator[np.ndarray]:
+        """The warp's frames from frame 0, at the image's size."""
+        s = self.supersample
+        if s == 1:
+            return warp_frames(self.image, self.field, frames=self.num_frames, loop=self.loop, mask=self.mask)
+        import cv2
+
+        h, w = self.image.shape[:2]
+        big = cv2.resize(self.image, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
+        resize = cv2.INTER_LINEAR
+        if self.field.ndim == 3:
+            field = cv2.resize(self.field, (w * s, h * s), interpolation=resize) * np.float32(s)
+        else:
+            field = np.stack([cv2.resize(f, (w * s, h * s), interpolation=resize) for f in self.field])
+            field *= np.float32(s)
+        still = None if self.mask is None else ~np.asarray(self.mask, bool)
+        mask = None
+        if self.mask is not None:
+            mask = cv2.resize(np.asarray(self.mask, np.uint8), (w * s, h * s),
+                              interpolation=cv2.INTER_NEAREST)
+            mask = mask.astype(bool)
+
+        def frames() -> Iterator[np.ndarray]:
+            for frame in warp_frames(big, field, frames=self.num_frames, loop=self.loop, mask=mask):
+                small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+                if still is not None:
+                    small[still] = self.image[still]
+                yield small
+
+        return frames()
 
     def window(self, start: int, stop: int) -> torch.Tensor:
         """Latents ``[1, stop - start, C, h, w]`` (unscaled) of frames ``start:stop``."""

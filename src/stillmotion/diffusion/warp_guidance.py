@@ -136,10 +136,10 @@ class ReferenceLatents:
     def __init__(
         self, image: np.ndarray, field: np.ndarray, frames: int, mask: np.ndarray | None,
         encode: Callable[[torch.Tensor], torch.Tensor], *, scale: float, loop: bool, batch: int = 1,
-        cache_size: int = 4,
+        cache_size: int = 4, supersample: int | None = None,
     ) -> None:  # fmt: skip
         # lazy: numba takes about a second to import (start-up); only this path needs it
-        from stillmotion.diffusion.warp_condition import WarpedCondition
+        from stillmotion.diffusion.warp_condition import REFERENCE_SUPERSAMPLE, WarpedCondition
 
         loop = bool(loop) and field.ndim == 3  # a flow sequence animates forward only
         self.loop = loop
@@ -147,7 +147,7 @@ class ReferenceLatents:
         self.batch = int(batch)
         self.frames_source = WarpedCondition(
             image, field, frames, mask, encode, noise_aug_strength=0.0, seed=0, cache_size=cache_size,
-            loop=loop,
+            loop=loop, supersample=REFERENCE_SUPERSAMPLE if supersample is None else supersample,
         )  # fmt: skip
 
     @property
