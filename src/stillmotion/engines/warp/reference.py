@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stillmotion.motion.eulerian.render import STRETCH_FLOOR, EulerianWarp
+from stillmotion.motion.eulerian.render import STRETCH_FLOOR, TEXTURE_SCATTER, EulerianWarp
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -69,22 +69,55 @@ def _compose(state: State, field: torch.Tensor, nodes: torch.Tensor) -> State:
     return pos, alive
 
 
-def _stretch(pos: torch.Tensor, alive: torch.Tensor, spacing: float) -> torch.Tensor:
-    def diff(axis: int) -> torch.Tensor:
-        n = pos.shape[axis]
-        if n == 1:
-            out = torch.zeros_like(pos)
-            out[..., axis ^ 1] = 1.0  # identity along a one-node axis: d x/d x = 1 for axis 1
-            return out
-        idx = torch.arange(n)
-        hi, lo = (idx + 1).clamp(max=n - 1), (idx - 1).clamp(min=0)
-        span = ((hi - lo).float() * spacing).view([-1 if a == axis else 1 for a in range(2)] + [1])
-        return (pos.index_select(axis, hi) - pos.index_select(axis, lo)) / span
+def _cell_index(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both node indices of each cell along an axis of ``count`` nodes (the last of an odd count
+    takes the node before it)."""
+    k1 = (2 * torch.arange(-(-count // 2)) + 1).clamp(max=count - 1)
+    return (k1 - 1).clamp(min=0), k1
 
-    along_x, along_y = diff(1), diff(0)
-    det = along_x[..., 0] * along_y[..., 1] - along_y[..., 0] * along_x[..., 1]
-    det = det.clamp(0, 1)
-    return torch.where(alive, det * det, torch.zeros_like(det))
+
+def _cell_stretch(pos: torch.Tensor, alive: torch.Tensor, spacing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per cell of 2 x 2 nodes: the squared smaller singular value of the map's Jacobian (forward
+    differences averaged over the cell), clipped to [0, 1], 0 where folded or dead; and the
+    cell's source point."""
+    i0, i1 = _cell_index(pos.shape[0])
+    j0, j1 = _cell_index(pos.shape[1])
+    p00, p01 = pos[i0][:, j0], pos[i0][:, j1]
+    p10, p11 = pos[i1][:, j0], pos[i1][:, j1]
+    along_x = (p01 - p00 + p11 - p10) * (0.5 / spacing)
+    along_y = (p10 - p00 + p11 - p01) * (0.5 / spacing)
+    if pos.shape[1] == 1:  # a one-node axis: the identity along it
+        along_x = torch.zeros_like(along_x)
+        along_x[..., 0] = 1.0
+    if pos.shape[0] == 1:
+        along_y = torch.zeros_like(along_y)
+        along_y[..., 1] = 1.0
+    a, c = along_x[..., 0], along_x[..., 1]
+    b, d = along_y[..., 0], along_y[..., 1]
+    det = a * d - b * c
+    frob = a * a + b * b + c * c + d * d
+    small = (0.5 * (frob - torch.sqrt((frob * frob - 4 * det * det).clamp(min=0)))).clamp(0, 1)
+    ok = alive[i0][:, j0] & alive[i0][:, j1] & alive[i1][:, j0] & alive[i1][:, j1] & (det > 0)
+    return torch.where(ok, small, torch.zeros_like(small)), (p00 + p01 + p10 + p11) * 0.25
+
+
+def _smooth(raw: torch.Tensor) -> torch.Tensor:
+    """The 3 x 3 minimum (cells beyond the grid ignored), then the 3 x 3 mean (mirrored border)."""
+    low = -F.max_pool2d(-raw[None, None], 3, stride=1, padding=1)
+    return F.avg_pool2d(F.pad(low, (1, 1, 1, 1), mode="reflect"), 3, stride=1)[0, 0]
+
+
+def _scatter(gx: torch.Tensor, gy: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed offset in [-1, 1]^2 of output pixels (gx, gy), the same integer hash as the kernel's."""
+    mask = 0xFFFFFFFF
+    h = (gx * 0x9E3779B1 + gy * 0x85EBCA77 + seed) & mask
+    h = h ^ (h >> 16)
+    h = (h * 0x7FEB352D) & mask
+    h = h ^ (h >> 15)
+    h = (h * 0x2C1B3C6D) & mask
+    h = h ^ (h >> 16)
+    scale = 2.0 / 65535.0
+    return (h & 0xFFFF).float() * scale - 1, (h >> 16).float() * scale - 1
 
 
 class _Plain:
@@ -107,7 +140,7 @@ class _Plain:
             return _compose(state, self.fields[min(index, len(self.fields) - 1)], self.nodes)
         return _euler(state, self.fields[0], self.moving, sign)
 
-    def sample(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+    def maps(self, state: State) -> torch.Tensor:
         grid = state[0]
         if self.s > 1:
             up = F.interpolate(
@@ -115,47 +148,60 @@ class _Plain:
                 align_corners=False,
             )  # fmt: skip
             grid = up[0].permute(1, 2, 0)
-        x, y = grid[..., 0], grid[..., 1]
-        low = torch.round(_bilinear(self.low, x, y))
+        return grid
+
+    def low_at(self, maps: torch.Tensor) -> torch.Tensor:
+        return torch.round(_bilinear(self.low, maps[..., 0], maps[..., 1]))
+
+    def high_at(self, maps: torch.Tensor) -> torch.Tensor:
         h, w = self.high.shape[:2]
-        high = self.high[torch.round(y).long().clamp(0, h - 1), torch.round(x).long().clamp(0, w - 1)]
-        return low, high
+        x = torch.floor(maps[..., 0].clamp(0, w - 1) + 0.5).long()
+        y = torch.floor(maps[..., 1].clamp(0, h - 1) + 0.5).long()
+        return self.high[y, x]
 
     def weights(self, a: State, wa: float, b: State, wb: float) -> torch.Tensor:
-        sa, sb = _stretch(*a, float(self.s)), _stretch(*b, float(self.s))
+        (raw_a, qa), (raw_b, qb) = _cell_stretch(*a, float(self.s)), _cell_stretch(*b, float(self.s))
+        sa, sb = _smooth(raw_a), _smooth(raw_b)
         ca = wa * (sa + STRETCH_FLOOR)
         cb = wb * (sb + STRETCH_FLOOR)
-        ka = kb = torch.ones_like(sa)  # the fast kernel counts each branch's texture in full
         share = ca / (ca + cb)
         last = len(self.rho) - 1
-        u = (torch.linalg.vector_norm(a[0] - b[0], dim=-1) / self.warp.rho_step).clamp(max=last)
+        u = (torch.linalg.vector_norm(qa - qb, dim=-1) / self.warp.rho_step).clamp(max=last)
         k = torch.floor(u).long().clamp(max=last - 1)
         frac = u - k
         r = (1 - frac) * self.rho[k] + frac * self.rho[k + 1]
         rest = 1 - share
-        var = share**2 * ka**2 + rest**2 * kb**2 + 2 * share * rest * ka * kb * r
-        target = share * ka**2 + rest * kb**2
-        gain = torch.where(var > 1e-6, torch.sqrt(target / var.clamp(min=1e-6)), torch.zeros_like(var))
-        gain = gain.clamp(max=2)
-        return torch.stack([share, share * ka * gain, rest * kb * gain], 0)
+        var = share**2 + rest**2 + 2 * share * rest * r
+        gain = torch.where(var > 1e-6, torch.sqrt(1 / var.clamp(min=1e-6)), torch.zeros_like(var)).clamp(max=2)
+        lo, hi, radius = TEXTURE_SCATTER
+        scatter_a = ((hi - sa) * (radius / (hi - lo))).clamp(0, radius)
+        scatter_b = ((hi - sb) * (radius / (hi - lo))).clamp(0, radius)
+        return torch.stack([share, share * gain, rest * gain, scatter_a, scatter_b], 0)
 
     def render(self, a: State, wa: float, b: State | None, wb: float) -> np.ndarray:
         warp = self.warp
         out = torch.from_numpy(warp.image.copy())
+        top, left = warp.top, warp.left
         if b is not None and wa > 0 and wb > 0:
-            pix = self.weights(a, wa, b, wb)[None]
-            if self.s > 1:  # node values at every pixel, as the nodes' bilinear interpolation
-                pix = F.interpolate(pix, size=(self.hc * self.s, self.wc * self.s), mode="bilinear",
-                                    align_corners=False)  # fmt: skip
-            share, ga, gb = (pix[0, k][..., None] for k in range(3))
-            (la, ha), (lb, hb) = self.sample(a), self.sample(b)
+            cells = self.weights(a, wa, b, wb)[None]
+            # cell values at every pixel, as the cells' bilinear interpolation
+            pix = F.interpolate(cells, size=(cells.shape[2] * 2 * self.s, cells.shape[3] * 2 * self.s),
+                                mode="bilinear", align_corners=False)  # fmt: skip
+            pix = pix[0, :, : self.hc * self.s, : self.wc * self.s]
+            share, ga, gb = (pix[k][..., None] for k in range(3))
+            ma, mb = self.maps(a), self.maps(b)
+            gy, gx = torch.meshgrid(
+                torch.arange(ma.shape[0]) + top, torch.arange(ma.shape[1]) + left, indexing="ij"
+            )
+            ha = self.high_at(ma + pix[3][..., None] * torch.stack(_scatter(gx, gy, 0), -1))
+            hb = self.high_at(mb + pix[4][..., None] * torch.stack(_scatter(gx, gy, 1), -1))
+            la, lb = self.low_at(ma), self.low_at(mb)
             value = share * la + (1 - share) * lb + ga * (ha - 128) + gb * (hb - 128)
         else:
-            la, ha = self.sample(b if (b is not None and wb > 0) else a)
-            value = la + ha - 128
+            maps = self.maps(b if (b is not None and wb > 0) else a)
+            value = self.low_at(maps) + self.high_at(maps) - 128
         value = torch.floor(value + 0.5).clamp(0, 255).to(torch.uint8)
         h, w = out.shape[:2]
-        top, left = warp.top, warp.left
         region = value[: h - top, : w - left]
         rh, rw = region.shape[:2]
         keep = torch.from_numpy(warp.keep[top : top + rh, left : left + rw])

@@ -159,103 +159,174 @@ def compose_step(
 
 
 @njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _stretch(pos: np.ndarray, alive: np.ndarray, i: int, j: int, inv_x: float, inv_y: float) -> float:
-    """How much of the photo's detail a gather map keeps at node (i, j): its Jacobian's determinant
-    (source area per output area), clipped to [0, 1] and squared; 0 for a dead trace.
+def _cell_stretch(
+    pos: np.ndarray, alive: np.ndarray, i0: int, i1: int, j0: int, j1: int, inv_x: float, inv_y: float
+) -> float:
+    """How little a gather map magnifies the photo over the cell of nodes rows (i0, i1) x columns
+    (j0, j1): the square of the smaller singular value of its Jacobian (source distance per output
+    distance, in the direction stretched most), clipped to [0, 1]; 0 for a folded map
+    (determinant <= 0) or a dead trace.
 
-    1 where content is carried rigidly or compressed; towards 0 where a small piece of the photo is
-    smeared over a large area (behind an arrow, where content left and nothing flowed in).
-    Central differences (one-sided at the grid's edges: ``inv_*`` is 1 / the distance used).
+    A cell's forward differences, averaged over its two rows / columns, rather than each node's
+    own central differences: where traces bunch up (content converging on a mask's edge), the
+    per-node determinant alternates from node to node and so did the branch weights (ladders).
+    ``inv_*`` is 1 / the distance between the cell's columns / rows (0: a one-node axis, taken
+    as the identity).
     """
-    hc, wc = pos.shape[0], pos.shape[1]
-    i0 = max(i - 1, 0)
-    i1 = min(i + 1, hc - 1)
-    j0 = max(j - 1, 0)
-    j1 = min(j + 1, wc - 1)
     one = np.float32(1)
     zero = np.float32(0)
-    dxx = (pos[i, j1, 0] - pos[i, j0, 0]) * inv_x if j1 > j0 else one
-    dyx = (pos[i, j1, 1] - pos[i, j0, 1]) * inv_x if j1 > j0 else zero
-    dxy = (pos[i1, j, 0] - pos[i0, j, 0]) * inv_y if i1 > i0 else zero
-    dyy = (pos[i1, j, 1] - pos[i0, j, 1]) * inv_y if i1 > i0 else one
-    det = min(max(dxx * dyy - dxy * dyx, zero), one)
-    return det * det if alive[i, j] else zero
+    half = np.float32(0.5)
+    hx = half * inv_x
+    hy = half * inv_y
+    a = (pos[i0, j1, 0] - pos[i0, j0, 0] + pos[i1, j1, 0] - pos[i1, j0, 0]) * hx
+    c = (pos[i0, j1, 1] - pos[i0, j0, 1] + pos[i1, j1, 1] - pos[i1, j0, 1]) * hx
+    b = (pos[i1, j0, 0] - pos[i0, j0, 0] + pos[i1, j1, 0] - pos[i0, j1, 0]) * hy
+    d = (pos[i1, j0, 1] - pos[i0, j0, 1] + pos[i1, j1, 1] - pos[i0, j1, 1]) * hy
+    a = a if inv_x > zero else one
+    c = c if inv_x > zero else zero
+    b = b if inv_y > zero else zero
+    d = d if inv_y > zero else one
+    det = a * d - b * c
+    frob = a * a + b * b + c * c + d * d
+    small = min(max(half * (frob - np.sqrt(max(frob * frob - np.float32(4) * det * det, zero))), zero), one)
+    ok = alive[i0, j0] & alive[i0, j1] & alive[i1, j0] & alive[i1, j1] & (det > zero)
+    return small if ok else zero
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def cell_stretch(
+    pos_a: np.ndarray,
+    alive_a: np.ndarray,
+    pos_b: np.ndarray,
+    alive_b: np.ndarray,
+    spacing: float,
+    out_a: np.ndarray,
+    out_b: np.ndarray,
+    out_dist: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    row_start: int,
+    row_stop: int,
+) -> None:
+    """Cells lo[i] <= j < hi[i] of cell rows [row_start, row_stop) (cell (i, j): nodes 2i, 2i + 1 x
+    2j, 2j + 1; the last of an odd count takes the node before it): how little each branch
+    magnifies there (:func:`_cell_stretch`) and the distance between the two branches' source
+    points (the cells' centres)."""
+    hc, wc = pos_a.shape[0], pos_a.shape[1]
+    quarter = np.float32(0.25)
+    for ci in range(row_start, row_stop):
+        i1 = min(2 * ci + 1, hc - 1)
+        i0 = max(i1 - 1, 0)
+        inv_y = np.float32(1.0 / spacing) if i1 > i0 else np.float32(0)
+        for cj in range(lo[ci], hi[ci]):
+            j1 = min(2 * cj + 1, wc - 1)
+            j0 = max(j1 - 1, 0)
+            inv_x = np.float32(1.0 / spacing) if j1 > j0 else np.float32(0)
+            out_a[ci, cj] = _cell_stretch(pos_a, alive_a, i0, i1, j0, j1, inv_x, inv_y)
+            out_b[ci, cj] = _cell_stretch(pos_b, alive_b, i0, i1, j0, j1, inv_x, inv_y)
+            dx = pos_a[i0, j0, 0] + pos_a[i0, j1, 0] + pos_a[i1, j0, 0] + pos_a[i1, j1, 0]
+            dx -= pos_b[i0, j0, 0] + pos_b[i0, j1, 0] + pos_b[i1, j0, 0] + pos_b[i1, j1, 0]
+            dy = pos_a[i0, j0, 1] + pos_a[i0, j1, 1] + pos_a[i1, j0, 1] + pos_a[i1, j1, 1]
+            dy -= pos_b[i0, j0, 1] + pos_b[i0, j1, 1] + pos_b[i1, j0, 1] + pos_b[i1, j1, 1]
+            out_dist[ci, cj] = quarter * np.sqrt(dx * dx + dy * dy)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def blend_weights(
-    pos_a: np.ndarray,
-    alive_a: np.ndarray,
+    stretch_a: np.ndarray,
+    stretch_b: np.ndarray,
+    dist: np.ndarray,
     weight_a: float,
-    pos_b: np.ndarray,
-    alive_b: np.ndarray,
     weight_b: float,
-    spacing: float,
     rho: np.ndarray,
     rho_step: float,
     floor: float,
+    scatter_lo: float,
+    scatter_hi: float,
+    scatter_px: float,
     out: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
     row_start: int,
     row_stop: int,
 ) -> None:
-    """Nodes lo[i] <= j < hi[i] of rows [row_start, row_stop): the share of branch a (out[..., 0])
-    and the weights of the two branches' texture bands (out[..., 1], out[..., 2]).
+    """Cells lo[i] <= j < hi[i] of rows [row_start, row_stop): the share of branch a (out[..., 0]),
+    the weights of the two branches' texture bands (out[..., 1], out[..., 2]) and how far each
+    branch scatters its texture reads (out[..., 3], out[..., 4], source pixels).
 
-    The branches' time weights are scaled by how much detail each keeps there (:func:`_stretch`,
-    plus ``floor`` so that two equally smeared branches fall back to the time weights). The gain
-    keeps the texture band's variance when two branches are averaged (Heitz and Neyret 2018):
-    each branch's texture, scaled by what it keeps (ka, kb), gives Var(a ka A + b kb B) =
-    a^2 ka^2 + b^2 kb^2 + 2ab ka kb rho for unit-variance bands with correlation rho, rescaled to
-    a ka^2 + b kb^2; rho is the photo's own texture autocorrelation at the distance between the
-    two branches' source points (``rho`` sampled every ``rho_step`` px), so nothing is boosted
-    where the branches agree.
+    ``stretch_*`` is how little each branch magnifies the photo (squared smaller singular value
+    of its Jacobian, smoothed over neighbouring cells). The branches' time weights are scaled by
+    it (plus ``floor`` so that two equally smeared branches fall back to the time weights): a
+    branch that smears a small piece of the photo over a large area gives way to the other.
+    Where a branch magnifies, its texture read at the nearest source pixel would repeat each
+    pixel in blocks, a regular stair pattern: its reads scatter, up to ``scatter_px`` source
+    pixels, as the stretch falls from ``scatter_hi`` to ``scatter_lo``, so that neighbouring
+    output pixels draw different pixels of the same neighbourhood (the photo's own texture and
+    histogram, without the blocks). The gain keeps the texture band's variance when two
+    branches are averaged (Heitz and Neyret 2018): Var(a A + b B) = a^2 + b^2 + 2ab rho for
+    unit-variance bands with correlation rho, rescaled to 1; rho is the photo's own texture
+    autocorrelation at the distance between the two branches' source points (``rho`` sampled
+    every ``rho_step`` px), so nothing is boosted where they agree.
     """
-    hc, wc = pos_a.shape[0], pos_a.shape[1]
     wa0 = np.float32(weight_a)
     wb0 = np.float32(weight_b)
     fl = np.float32(floor)
     inv_step = np.float32(1.0 / rho_step)
     last = rho.shape[0] - 1
     one = np.float32(1)
-    central = np.float32(0.5 / spacing)
-    edge = np.float32(1.0 / spacing)
+    zero = np.float32(0)
+    s_hi = np.float32(scatter_hi)
+    reach = np.float32(scatter_px / (scatter_hi - scatter_lo))
+    radius = np.float32(scatter_px)
     for i in range(row_start, row_stop):
-        inv_y = central if 0 < i < hc - 1 else edge
         for j in range(lo[i], hi[i]):
-            inv_x = central if 0 < j < wc - 1 else edge
-            sa = _stretch(pos_a, alive_a, i, j, inv_x, inv_y)
-            sb = _stretch(pos_b, alive_b, i, j, inv_x, inv_y)
+            sa = stretch_a[i, j]
+            sb = stretch_b[i, j]
             a = wa0 * (sa + fl)
             b = wb0 * (sb + fl)
-            # Each branch's texture counts in full: scaling it by what the branch keeps (its
-            # Jacobian) was measured to lose detail without removing the patterns of smeared areas.
-            ka = one
-            kb = one
             share = a / (a + b)
-            dx = pos_a[i, j, 0] - pos_b[i, j, 0]
-            dy = pos_a[i, j, 1] - pos_b[i, j, 1]
-            u = min(np.sqrt(dx * dx + dy * dy) * inv_step, np.float32(last))
+            u = min(dist[i, j] * inv_step, np.float32(last))
             k = min(int(u), last - 1)
             f = u - np.float32(k)
             r = (one - f) * rho[k] + f * rho[k + 1]
             rest = one - share
-            var = share * share * ka * ka + rest * rest * kb * kb + np.float32(2) * share * rest * ka * kb * r
-            target = share * ka * ka + rest * kb * kb
-            gain = np.sqrt(target / var) if var > np.float32(1e-6) else np.float32(0)
-            gain = min(gain, np.float32(2))
+            var = share * share + rest * rest + np.float32(2) * share * rest * r
+            gain = min(np.sqrt(one / var), np.float32(2)) if var > np.float32(1e-6) else zero
             out[i, j, 0] = share
-            out[i, j, 1] = share * ka * gain
-            out[i, j, 2] = rest * kb * gain
+            out[i, j, 1] = share * gain
+            out[i, j, 2] = rest * gain
+            out[i, j, 3] = min(max((s_hi - sa) * reach, zero), radius)
+            out[i, j, 4] = min(max((s_hi - sb) * reach, zero), radius)
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _scatter(gx: int, gy: int, seed: int) -> tuple:
+    """A fixed pseudo-random offset in [-1, 1]^2 for output pixel (gx, gy) (an integer hash)."""
+    mask = np.int64(0xFFFFFFFF)
+    h = (np.int64(gx) * np.int64(0x9E3779B1) + np.int64(gy) * np.int64(0x85EBCA77) + np.int64(seed)) & mask
+    h ^= h >> 16
+    h = (h * np.int64(0x7FEB352D)) & mask
+    h ^= h >> 15
+    h = (h * np.int64(0x2C1B3C6D)) & mask
+    h ^= h >> 16
+    scale = np.float32(2.0 / 65535.0)
+    return np.float32(h & 0xFFFF) * scale - np.float32(1), np.float32(h >> 16) * scale - np.float32(1)
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _lerp4(weights: np.ndarray, i0: int, i1: int, j0: int, j1: int, k: int, p: float, q: float, r: float,
+           s: float) -> float:  # fmt: skip
+    """Channel k of ``weights`` interpolated between cells (i0, j0), (i0, j1), (i1, j0), (i1, j1)."""
+    return p * weights[i0, j0, k] + q * weights[i0, j1, k] + r * weights[i1, j0, k] + s * weights[i1, j1, k]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def blend_rows(
     low_a: np.ndarray,
-    high_a: np.ndarray,
+    map_a: np.ndarray,
     low_b: np.ndarray,
-    high_b: np.ndarray,
+    map_b: np.ndarray,
+    high: np.ndarray,
     two: bool,
     weights: np.ndarray,
     col0: np.ndarray,
@@ -272,16 +343,24 @@ def blend_rows(
 ) -> None:
     """Rows [row_start, row_stop) of the region: out = a*low_a + (1-a)*low_b + ga*high_a + gb*high_b.
 
-    low_* and high_* (hr, wr, 3) uint8 are the photo's two bands sampled by each branch (the high
-    band stored + 128); (a, ga, gb) come from the node grid ``weights``, interpolated with the row/column
-    tables (node index, fraction). With one branch (``two`` False) this is low_a + high_a, the
-    photo's own pixels wherever the map is the identity. Pixels where ``keep`` is set get ``image``.
+    low_* (hr, wr, 3) uint8 is the photo's low band sampled (bilinearly) by each branch along its
+    map map_* (hr, wr, 2) (x, y source positions); high_* is the texture band ``high`` (the whole
+    photo's, stored + 128) read at the nearest pixel to the map, scattered by the branch's
+    scatter radius times a fixed offset per output pixel (:func:`blend_weights`). (a, ga, gb,
+    scatter_a, scatter_b) come from the cell grid ``weights``, interpolated with the row/column
+    tables (cell index, fraction). With one branch (``two`` False) this is low_a + high_a read
+    unscattered, the photo's own pixels wherever the map is the identity. Pixels where ``keep``
+    is set get ``image``.
     """
     hh, ww = image.shape[0], image.shape[1]
     wr = low_a.shape[1]
     wc = weights.shape[1]
     one = np.float32(1)
     half = np.float32(0.5)
+    zero = np.float32(0)
+    xmax = np.float32(ww - 1)
+    ymax = np.float32(hh - 1)
+    c = np.float32(128)
     for y in range(row_start, row_stop):
         gy = top + y
         if gy >= hh:
@@ -305,20 +384,26 @@ def blend_rows(
                 q = fx * (one - fy)
                 r = (one - fx) * fy
                 s = fx * fy
-                a = p * weights[i0, j0, 0] + q * weights[i0, j1, 0]
-                a += r * weights[i1, j0, 0] + s * weights[i1, j1, 0]
-                ga = p * weights[i0, j0, 1] + q * weights[i0, j1, 1]
-                ga += r * weights[i1, j0, 1] + s * weights[i1, j1, 1]
-                gb = p * weights[i0, j0, 2] + q * weights[i0, j1, 2]
-                gb += r * weights[i1, j0, 2] + s * weights[i1, j1, 2]
+                a = _lerp4(weights, i0, i1, j0, j1, 0, p, q, r, s)
+                ga = _lerp4(weights, i0, i1, j0, j1, 1, p, q, r, s)
+                gb = _lerp4(weights, i0, i1, j0, j1, 2, p, q, r, s)
+                sa = _lerp4(weights, i0, i1, j0, j1, 3, p, q, r, s)
+                sb = _lerp4(weights, i0, i1, j0, j1, 4, p, q, r, s)
+                ox, oy = _scatter(gx, gy, 0)
+                ax = int(min(max(map_a[y, x, 0] + sa * ox, zero), xmax) + half)
+                ay = int(min(max(map_a[y, x, 1] + sa * oy, zero), ymax) + half)
+                ox, oy = _scatter(gx, gy, 1)
+                bx = int(min(max(map_b[y, x, 0] + sb * ox, zero), xmax) + half)
+                by = int(min(max(map_b[y, x, 1] + sb * oy, zero), ymax) + half)
                 b = one - a
-                c = np.float32(128)
                 for k in range(3):
                     low = a * np.float32(low_a[y, x, k]) + b * np.float32(low_b[y, x, k])
-                    high = ga * (np.float32(high_a[y, x, k]) - c) + gb * (np.float32(high_b[y, x, k]) - c)
-                    v = low + high + half
+                    tex = ga * (np.float32(high[ay, ax, k]) - c) + gb * (np.float32(high[by, bx, k]) - c)
+                    v = low + tex + half
                     out[gy, gx, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
             else:
+                ax = int(min(max(map_a[y, x, 0], zero), xmax) + half)
+                ay = int(min(max(map_a[y, x, 1], zero), ymax) + half)
                 for k in range(3):
-                    v = np.int32(low_a[y, x, k]) + np.int32(high_a[y, x, k]) - 128
+                    v = np.int32(low_a[y, x, k]) + np.int32(high[ay, ax, k]) - 128
                     out[gy, gx, k] = 0 if v < 0 else (255 if v > 255 else np.uint8(v))

@@ -67,6 +67,13 @@ LOW_SIGMA = 1.0  # px: the low band is what moves by fractions of a pixel
 TIE_BIAS = 1.0 / 1024
 CHECKPOINT_STATES = 48  # 24 checkpoints x 24 steps: two passes up to 576 frames
 MIN_CHECKPOINT_MB = 64.0
+# Where a branch's map magnifies the photo (the squared smaller singular value of its Jacobian
+# below 0.6^2, i.e. more than 1.7x), its texture reads scatter up to 1 source pixel (reached at
+# 4x): read at the nearest pixel, each texture pixel would otherwise repeat in blocks.
+TEXTURE_SCATTER = (0.25**2, 0.6**2, 1.0)
+SMOOTH_KERNEL = np.ones((3, 3), np.uint8)
+SMOOTH_SIZE = (3, 3)
+SMOOTH_REACH = 2  # cells: the minimum's and the average's radii
 # The region is rendered in bands of this many rows, each only as wide as its moving pixels: a
 # mask's bounding box holds 2-3 times more pixels than the mask.
 BAND_ROWS = 32
@@ -190,9 +197,12 @@ class EulerianWarp:
         self.nodes[..., 0] = np.clip(node_x, 0, w - 1)[None, :]
         self.nodes[..., 1] = np.clip(node_y, 0, h - 1)[:, None]
         self.n_nodes = self.hc * self.wc
-        # bilinear interpolation of node values at each pixel of the region: (node index, fraction)
-        self._col0, self._colf = _node_table(self.wc * s, s, self.wc)
-        self._row0, self._rowf = _node_table(self.hc * s, s, self.hc)
+        # The blend weights live on cells of 2 x 2 nodes (their Jacobian from the cell's four
+        # corners; see kernels.cell_stretch), interpolated bilinearly to each pixel of the region:
+        # (cell index, fraction) per column and row; a cell sits at the centre of its 2s x 2s pixels.
+        self.hw, self.ww = -(-self.hc // 2), -(-self.wc // 2)
+        self._col0, self._colf = _node_table(self.wc * s, 2 * s, self.ww)
+        self._row0, self._rowf = _node_table(self.hc * s, 2 * s, self.hw)
         self._plan_bands(moving, BAND_ROWS)
 
         self.low, self.high = split_bands(self.image)
@@ -210,7 +220,11 @@ class EulerianWarp:
         self.euler_steps = 0  # steps taken per node (both branches, recomputation included)
         self.threads = min(2, os.cpu_count() or 1) if threads is None else max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
-        self._weights = np.empty((self.hc, self.wc, 3), np.float32)
+        self._weights = np.empty((self.hw, self.ww, 5), np.float32)
+        # per cell: how little each branch magnifies (raw, then smoothed) and their sources' distance;
+        # cells no pixel reads keep 1 (they only border the smoothing of the cells that are read)
+        self._stretch = np.ones((4, self.hw, self.ww), np.float32)
+        self._dist = np.zeros((self.hw, self.ww), np.float32)
 
     # ------------------------------------------------------------------------------------ steps
     def _both(self, first: tuple[Callable, tuple], second: tuple[Callable, tuple]) -> tuple:
@@ -228,16 +242,20 @@ class EulerianWarp:
         return self.nodes.reshape(-1, 2).copy(), np.ones(self.n_nodes, bool)
 
     def _plan_bands(self, moving: np.ndarray, rows: int) -> None:
-        """Bands (y0, y1, x0, x1) of region pixels that hold moving pixels, and the nodes they need.
+        """Bands (y0, y1, x0, x1) of region pixels that hold moving pixels, and what they need.
 
-        A band reads the nodes under it plus one around (bilinear interpolation between nodes);
-        those need their neighbours' traces too (the Jacobian): per node row, the columns
-        [weights_lo, weights_hi) get weights and [trace_lo, trace_hi) get traces.
+        A band's pixels read the blend weights of the cells under them and one beyond (bilinear
+        interpolation); those cells are smoothed with their neighbours (one more cell around),
+        whose Jacobians need the traces of their 2 x 2 nodes; the band's own maps need the nodes
+        under it (plus one around when the nodes are interpolated to pixels). Per cell row the
+        columns [weights_lo, weights_hi) get weights and [cells_lo, cells_hi) a stretch; per
+        node row [trace_lo, trace_hi) get traces.
         """
-        s, hc, wc = self.spacing, self.hc, self.wc
+        s, hc, wc, hw, ww = self.spacing, self.hc, self.wc, self.hw, self.ww
         h, w = moving.shape
         self.bands: list[tuple[int, int, int, int]] = []
-        weights_lo, weights_hi = np.full(hc, wc, np.int64), np.zeros(hc, np.int64)
+        weights_lo, weights_hi = np.full(hw, ww, np.int64), np.zeros(hw, np.int64)
+        trace_lo, trace_hi = np.full(hc, wc, np.int64), np.zeros(hc, np.int64)
         for y0 in range(0, hc * s, rows):
             y1 = min(y0 + rows, hc * s)
             gy0, gy1 = self.top + y0, min(self.top + y1, h)
@@ -248,25 +266,40 @@ class EulerianWarp:
                 continue
             x0, x1 = (int(cols[0]) // s) * s, min(-(-(int(cols[-1]) + 1) // s) * s, wc * s)
             self.bands.append((y0, y1, x0, x1))
-            i0, i1 = max(y0 // s - 1, 0), min(-(-y1 // s) + 1, hc)
-            weights_lo[i0:i1] = np.minimum(weights_lo[i0:i1], max(x0 // s - 1, 0))
-            weights_hi[i0:i1] = np.maximum(weights_hi[i0:i1], min(-(-x1 // s) + 1, wc))
-        self._weights_lo, self._weights_hi = weights_lo, weights_hi
-        trace_lo, trace_hi = weights_lo.copy(), weights_hi.copy()
-        for d in (-1, 1):  # one more node around, rows and columns
-            shifted_lo = np.roll(weights_lo, d)
-            shifted_hi = np.roll(weights_hi, d)
-            if d == 1:
-                shifted_lo[0], shifted_hi[0] = wc, 0
+            c0, c1 = int(self._row0[y0]), min(int(self._row0[y1 - 1]) + 2, hw)
+            weights_lo[c0:c1] = np.minimum(weights_lo[c0:c1], int(self._col0[x0]))
+            weights_hi[c0:c1] = np.maximum(weights_hi[c0:c1], min(int(self._col0[x1 - 1]) + 2, ww))
+            if s == 1:
+                i0, i1, j0, j1 = y0, y1, x0, x1
             else:
-                shifted_lo[-1], shifted_hi[-1] = wc, 0
-            trace_lo, trace_hi = np.minimum(trace_lo, shifted_lo), np.maximum(trace_hi, shifted_hi)
-        active = trace_hi > trace_lo
-        self._trace_lo = np.where(active, np.maximum(trace_lo - 1, 0), 0)
-        self._trace_hi = np.where(active, np.minimum(trace_hi + 1, wc), 0)
+                i0, j0 = max(y0 // s - 1, 0), max(x0 // s - 1, 0)
+                i1, j1 = min(-(-y1 // s) + 1, hc), min(-(-x1 // s) + 1, wc)
+            trace_lo[i0:i1] = np.minimum(trace_lo[i0:i1], j0)
+            trace_hi[i0:i1] = np.maximum(trace_hi[i0:i1], j1)
+        self._weights_lo, self._weights_hi = weights_lo, weights_hi
+        cells_lo, cells_hi = weights_lo.copy(), weights_hi.copy()
+        for d in range(-SMOOTH_REACH, SMOOTH_REACH + 1):  # the cells around that the smoothing reads
+            shifted_lo, shifted_hi = np.full(hw, ww, np.int64), np.zeros(hw, np.int64)
+            src = slice(max(-d, 0), hw - max(d, 0))
+            dst = slice(max(d, 0), hw - max(-d, 0))
+            shifted_lo[dst], shifted_hi[dst] = weights_lo[src], weights_hi[src]
+            cells_lo, cells_hi = np.minimum(cells_lo, shifted_lo), np.maximum(cells_hi, shifted_hi)
+        active = cells_hi > cells_lo
+        self._cells_lo = np.where(active, np.maximum(cells_lo - SMOOTH_REACH, 0), 0)
+        self._cells_hi = np.where(active, np.minimum(cells_hi + SMOOTH_REACH, ww), 0)
+        for ci in np.nonzero(active)[0]:  # the 2 x 2 nodes of every such cell
+            r0, r1 = _cell_pair(int(ci), hc)
+            n0 = _cell_pair(int(self._cells_lo[ci]), wc)[0]
+            n1 = _cell_pair(int(self._cells_hi[ci]) - 1, wc)[1] + 1
+            for r in (r0, r1):
+                trace_lo[r], trace_hi[r] = min(trace_lo[r], n0), max(trace_hi[r], n1)
+        traced = trace_hi > trace_lo
+        self._trace_lo = np.where(traced, trace_lo, 0)
+        self._trace_hi = np.where(traced, trace_hi, 0)
         self.n_traced = int((self._trace_hi - self._trace_lo).sum())
-        counts = np.cumsum(self._trace_hi - self._trace_lo)
-        self._trace_mid = int(np.searchsorted(counts, counts[-1] / 2)) + 1 if len(counts) else 0
+        self._trace_mid = _balanced_split(self._trace_hi - self._trace_lo)
+        self._cells_mid = _balanced_split(self._cells_hi - self._cells_lo)
+        self._weights_mid = _balanced_split(self._weights_hi - self._weights_lo)
 
     def _advance(
         self, state: State, sign: float, steps: int, *, in_place: bool = False, step_index: int = 0
@@ -294,8 +327,10 @@ class EulerianWarp:
         return pos, alive
 
     def _sample(self, state: State, band: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """The photo's low band (bilinear) and high band (nearest pixel) read along one branch's
-        map, for the region pixels of ``band``."""
+        """One branch's map for the region pixels of ``band`` and the photo's low band read along
+        it (bilinearly; the texture band is read at the nearest pixel by the blend itself)."""
+        import cv2
+
         y0, y1, x0, x1 = band
         s = self.spacing
         grid = state[0].reshape(self.hc, self.wc, 2)
@@ -309,37 +344,50 @@ class EulerianWarp:
             maps = up[y0 - i0 * s : y1 - i0 * s, x0 - j0 * s : x1 - j0 * s]
         maps = np.ascontiguousarray(maps)
         low = cv2.remap(self.low, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        high = cv2.remap(self.high, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-        return low, high
+        return low, maps
 
     def _render_bands(
         self, out: np.ndarray, a: State, b: State | None, two: bool, bands: list[tuple[int, int, int, int]]
     ) -> None:
         for band in bands:
             y0, y1, x0, x1 = band
-            low_a, high_a = self._sample(a, band)
-            low_b, high_b = self._sample(b, band) if two else (low_a, high_a)
+            low_a, map_a = self._sample(a, band)
+            low_b, map_b = self._sample(b, band) if two else (low_a, map_a)
             blend_rows(
-                low_a, high_a, low_b, high_b, two, self._weights, self._col0[x0:x1], self._colf[x0:x1],
-                self._row0[y0:y1], self._rowf[y0:y1], self.image, self.keep, self.top + y0, self.left + x0,
-                out, 0, y1 - y0,
+                low_a, map_a, low_b, map_b, self.high, two, self._weights, self._col0[x0:x1],
+                self._colf[x0:x1], self._row0[y0:y1], self._rowf[y0:y1], self.image, self.keep,
+                self.top + y0, self.left + x0, out, 0, y1 - y0,
             )  # fmt: skip
 
     def _render(self, a: State, weight_a: float, b: State | None, weight_b: float) -> np.ndarray:
         """One frame from one or two branches (time weights summing to 1)."""
+        import cv2
+
+        from stillmotion.motion.eulerian.kernels import blend_weights, cell_stretch
+
         out = self.image.copy()  # all that does not move
         two = b is not None and weight_b > 0 and weight_a > 0
         if not two and b is not None and weight_b > 0:
             a = b
         if two:
+            pooled = self._pool is not None
+            raw_a, raw_b, smooth_a, smooth_b = self._stretch
             common = (
-                a[0].reshape(self.hc, self.wc, 2), a[1].reshape(self.hc, self.wc), weight_a,
-                b[0].reshape(self.hc, self.wc, 2), b[1].reshape(self.hc, self.wc), weight_b,
-                float(self.spacing), self.rho, self.rho_step, STRETCH_FLOOR, self._weights,
-                self._weights_lo, self._weights_hi,
+                a[0].reshape(self.hc, self.wc, 2), a[1].reshape(self.hc, self.wc),
+                b[0].reshape(self.hc, self.wc, 2), b[1].reshape(self.hc, self.wc),
+                float(self.spacing), raw_a, raw_b, self._dist, self._cells_lo, self._cells_hi,
             )  # fmt: skip
-            mid = self._trace_mid if self._pool is not None else self.hc
-            self._both((blend_weights, (*common, 0, mid)), (blend_weights, (*common, mid, self.hc)))
+            mid = self._cells_mid if pooled else self.hw
+            self._both((cell_stretch, (*common, 0, mid)), (cell_stretch, (*common, mid, self.hw)))
+            # the least over 3 x 3 cells, smoothed over 3 x 3: a branch's weight follows its
+            # region, not single traces (a stretched branch folds and unfolds from cell to cell)
+            self._both((_smooth_stretch, (raw_a, smooth_a)), (_smooth_stretch, (raw_b, smooth_b)))
+            common = (
+                smooth_a, smooth_b, self._dist, weight_a, weight_b, self.rho, self.rho_step, STRETCH_FLOOR,
+                *TEXTURE_SCATTER, self._weights, self._weights_lo, self._weights_hi,
+            )  # fmt: skip
+            mid = self._weights_mid if pooled else self.hw
+            self._both((blend_weights, (*common, 0, mid)), (blend_weights, (*common, mid, self.hw)))
         # bands alternate between the two threads (neighbouring bands cost about the same)
         self._both(
             (self._render_bands, (out, a, b, two, self.bands[0::2])),
@@ -463,6 +511,28 @@ def detail_autocorrelation(
     rho = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
     rho[0] = 1.0
     return np.clip(rho, 0.0, 1.0).astype(np.float32), step
+
+
+def _smooth_stretch(raw: np.ndarray, out: np.ndarray) -> None:
+    """``out`` = the 3 x 3 minimum of ``raw``, averaged over 3 x 3 (OpenCV's default border)."""
+    import cv2
+
+    cv2.blur(cv2.erode(raw, SMOOTH_KERNEL), SMOOTH_SIZE, out)
+
+
+def _cell_pair(k: int, count: int) -> tuple[int, int]:
+    """The two node indices of cell ``k`` along an axis of ``count`` nodes (as kernels._cell_nodes)."""
+    k0, k1 = 2 * k, 2 * k + 1
+    if k1 >= count:
+        k1 = count - 1
+        k0 = max(k1 - 1, 0)
+    return k0, k1
+
+
+def _balanced_split(counts: np.ndarray) -> int:
+    """The row that splits rows of ``counts`` items into two halves of about equal work."""
+    total = np.cumsum(counts)
+    return int(np.searchsorted(total, total[-1] / 2)) + 1 if len(total) and total[-1] else len(counts)
 
 
 def _node_table(pixels: int, spacing: int, count: int) -> tuple[np.ndarray, np.ndarray]:
