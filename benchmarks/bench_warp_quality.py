@@ -19,6 +19,16 @@ mask eroded by 7 px, grey levels) relative to the photo's, min and median over f
 every 5th pair) and the field, where the field is faster than half its maximum; **closure**,
 frame N equals frame 0 bit for bit; **still exact**, every frame equals the photo outside the mask.
 
+Stretched areas (the bundled example, frame N/2): the region where both of a loop's branches
+magnify the photo (each map's smaller Jacobian singular value below 0.5, smoothed by 2 px; the
+maps traced here independently of any engine, within the eroded mask). Printed per engine:
+**periodicity**, the largest normalised autocorrelation of the frame's Laplacian at lags of 2-8
+px within that region (a ladder or stair pattern repeats: high; the photo's own texture: low);
+**coherence**, the median structure-tensor coherence there (0: isotropic, 1: all gradients
+one way, streaks); **Laplacian energy** there relative to the photo's in the same region (above
+1: edges the photo does not have). ``--before`` names the revision of the previous renderer
+(before its ladder fix), timed alongside.
+
 Forward motion: the cinemagraphy3d waterfall at 176x176 with its first two arrows, 125 and 500
 frames (not a loop): the along-arrow speed of DIS flow within 6 px of each arrow's tail, mean per
 third of the video, its ratio to the first third, and the number of frame steps whose along-arrow
@@ -56,6 +66,7 @@ SHARED = next(
 )
 EXAMPLES = ROOT / "src" / "stillmotion" / "assets" / "examples"
 BASELINE = "25cc021"  # the splatting engine (bilinear softmax splatting, push-pull holes)
+BEFORE = "06feea4"  # the gather renderer before its blend weights moved to cells (ladders at N/2)
 
 
 def load_baseline(rev: str):
@@ -131,6 +142,66 @@ def laplacian_energy(frame: np.ndarray, region: np.ndarray) -> float:
     return float((cv2.Laplacian(grey, cv2.CV_32F)[region] ** 2).mean())
 
 
+def _trace(field: np.ndarray, mask: np.ndarray, sign: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel traced ``steps`` Euler steps along ``sign`` * field (bilinear), never stepping
+    onto a still pixel or out of the frame: the maps a loop's two branches read along."""
+    h, w = mask.shape
+    y, x = (a.astype(np.float32) for a in np.mgrid[0:h, 0:w])
+    for _ in range(steps):
+        mx = cv2.remap(field[..., 0], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        my = cv2.remap(field[..., 1], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        nx, ny = x + sign * mx, y + sign * my
+        ok = (nx >= 0) & (nx <= w - 1) & (ny >= 0) & (ny <= h - 1)
+        ok &= mask[np.clip(np.rint(ny), 0, h - 1).astype(int), np.clip(np.rint(nx), 0, w - 1).astype(int)]
+        x, y = np.where(ok, nx, x), np.where(ok, ny, y)
+    return x, y
+
+
+def _magnification(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The smaller singular value of the map's Jacobian per pixel, smoothed (sigma 2 px)."""
+    jac = np.stack([np.stack([np.gradient(x, axis=1), np.gradient(x, axis=0)], -1),
+                    np.stack([np.gradient(y, axis=1), np.gradient(y, axis=0)], -1)], -2)  # fmt: skip
+    return cv2.GaussianBlur(np.linalg.svd(jac, compute_uv=False)[..., 1].astype(np.float32), (0, 0), 2)
+
+
+def stretched_region(item: dict, frames: int) -> np.ndarray:
+    """Where both branches of frame N/2 magnify the photo (smaller singular value < 0.5)."""
+    field, mask = item["field"], item["mask"]
+    u = frames // 2
+    back = _magnification(*_trace(field, mask, -1.0, u))
+    ahead = _magnification(*_trace(field, mask, 1.0, frames - u))
+    region = cv2.erode(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
+    return region & (np.maximum(back, ahead) < 0.5)
+
+
+def periodicity(frame: np.ndarray, region: np.ndarray, lags: tuple[int, int] = (2, 8)) -> float:
+    """The largest normalised autocorrelation of the Laplacian within ``region`` at distances
+    lags[0]..lags[1] px (over shifts where at least a quarter of the region overlaps itself)."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    lap = cv2.Laplacian(grey, cv2.CV_32F) * region
+    h, w = region.shape
+    size = (2 * h, 2 * w)  # zero-padded: no wrap-around
+    spec, spec_m = np.fft.rfft2(lap, size), np.fft.rfft2(region.astype(np.float32), size)
+    corr = np.fft.irfft2(spec * np.conj(spec), size)
+    pairs = np.fft.irfft2(spec_m * np.conj(spec_m), size)
+    corr = corr / np.maximum(pairs, 1.0)
+    corr /= corr[0, 0]
+    dy = np.minimum(np.arange(size[0]), size[0] - np.arange(size[0]))[:, None]
+    dx = np.minimum(np.arange(size[1]), size[1] - np.arange(size[1]))[None]
+    radius = np.hypot(dy, dx)
+    ring = (radius >= lags[0]) & (radius <= lags[1]) & (pairs > 0.25 * pairs[0, 0])
+    return float(corr[ring].max())
+
+
+def coherence(frame: np.ndarray, region: np.ndarray) -> float:
+    """Median structure-tensor coherence ((l1 - l2) / (l1 + l2), tensor smoothed by 3 px) in ``region``."""
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    jxx, jyy, jxy = (cv2.GaussianBlur(v, (0, 0), 3) for v in (gx * gx, gy * gy, gx * gy))
+    spread = np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2)
+    return float(np.median((spread / np.maximum(jxx + jyy, 1e-6))[region]))
+
+
 def measure(engine, item: dict, frames: int, keep: tuple[int, ...] = ()) -> dict:
     image, field, mask = item["image"], item["field"], item["mask"]
     region = cv2.erode(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
@@ -200,32 +271,43 @@ def forward_speeds(engine, frames: int) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------- picture
-def picture(path: Path, item: dict, new: dict, old: dict | None, frames: int) -> None:
-    """Frames 0, N/4, N/2 of the new engine (top row) and the baseline (bottom row)."""
-    rows = [new] + ([old] if old else [])
+def _save_palette_png(path: Path, rgb: np.ndarray) -> None:
+    """An 8-bit palette PNG (256 colours, median cut, no dithering): a fraction of a full-colour
+    PNG's size for the docs."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        path, optimize=True
+    )
+
+
+def picture(
+    path: Path, item: dict, rows: list[tuple[str, dict]], frames: int, focus: np.ndarray
+) -> None:
+    """Frames 0, N/4, N/2 of each engine (one row each, 480 px wide tiles), and a 1:1 crop of
+    the same frames around ``focus`` (the stretched region) beside it."""
     picks = (0, frames // 4, frames // 2)
     h, w = item["image"].shape[:2]
-    scale = min(1.0, 640 / w)
-    tiles = []
-    for row in rows:
-        size = (round(w * scale), round(h * scale))
-        cells = [cv2.resize(row["kept"][t], size, interpolation=cv2.INTER_AREA) for t in picks]
-        tiles.append(np.concatenate(cells, 1))
-    sheet = np.concatenate(tiles, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    # and a 1:1 crop of the moving region, where the difference in detail is visible
-    ys, xs = np.nonzero(item["mask"])
+    scale = min(1.0, 480 / w)
+    size = (round(w * scale), round(h * scale))
+    sheet = np.concatenate(
+        [np.concatenate([cv2.resize(r["kept"][t], size, interpolation=cv2.INTER_AREA) for t in picks], 1)
+         for _, r in rows], 0,
+    )  # fmt: skip
+    _save_palette_png(path, sheet)
+    ys, xs = np.nonzero(focus if focus.any() else item["mask"])
     cy, cx = int(np.median(ys)), int(np.median(xs))
-    size = min(200, h, w)
-    y0, x0 = max(0, min(cy - size // 2, h - size)), max(0, min(cx - size // 2, w - size))
-    crops = [
-        np.concatenate([row["kept"][t][y0 : y0 + size, x0 : x0 + size] for t in picks], 1) for row in rows
-    ]
+    side = min(160, h, w)
+    y0, x0 = max(0, min(cy - side // 2, h - side)), max(0, min(cx - side // 2, w - side))
+    crops = [np.concatenate([r["kept"][t][y0 : y0 + side, x0 : x0 + side] for t in picks], 1)
+             for _, r in rows]  # fmt: skip
     crop_path = path.with_name(path.stem + "-crop" + path.suffix)
-    cv2.imwrite(str(crop_path), cv2.cvtColor(np.concatenate(crops, 0), cv2.COLOR_RGB2BGR))
-    print(f"\npicture: {path} and {crop_path} (columns: frames {', '.join(map(str, picks))}; "
-          f"rows: this engine{', then the baseline' if old else ''})")  # fmt: skip
+    _save_palette_png(crop_path, np.concatenate(crops, 0))
+    kb = [round(p.stat().st_size / 1024) for p in (path, crop_path)]
+    print(f"\npicture: {path} ({kb[0]} KB) and {crop_path} ({kb[1]} KB; 1:1, x {x0}-{x0 + side}, "
+          f"y {y0}-{y0 + side}); columns: frames {', '.join(map(str, picks))}; rows: "
+          f"{', '.join(name for name, _ in rows)}")  # fmt: skip
 
 
 def main() -> None:
@@ -240,6 +322,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="two StyleCineGAN photos, no 1080p, 48 frames")
     parser.add_argument(
         "--picture", type=Path, default=None, help="write frames 0, N/4, N/2 of the bundled example"
+    )
+    parser.add_argument(
+        "--before", default=BEFORE, help="git revision of the previous renderer (stretched areas), or 'none'"
     )
     parser.add_argument("--skip-forward", action="store_true")
     args = parser.parse_args()
@@ -272,9 +357,29 @@ def main() -> None:
             closure, still = ("yes" if r[k] else "NO" for k in ("closure", "still"))
             print(f"| {item['name']} | {name} | {r['detail_min']:.3f} | {r['detail_median']:.3f} | "
                   f"{r['dis_cos']:.3f} | {closure} | {still} | {r['seconds']:.1f} |", flush=True)  # fmt: skip
+    before = None if args.before == "none" else (f"before {args.before}", load_baseline(args.before))
+    focus = stretched_region(items[0], frames)
+    share = focus.sum() / max(int(items[0]["mask"].sum()), 1)
+    print(f"\n## Stretched areas: {items[0]['name']}, frame {frames // 2} of {frames}, where both branches "
+          f"magnify ({int(focus.sum())} px, {share:.0%} of the mask)\n")  # fmt: skip
+    print("| engine | periodicity (lags 2-8 px) | coherence | Laplacian energy / photo's | detail min | "
+          "detail median |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    grey = cv2.Laplacian(cv2.cvtColor(items[0]["image"], cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
+    base = float((grey[focus] ** 2).mean())
+    photo = items[0]["image"]
+    print(f"| the photo | {periodicity(photo, focus):.3f} | {coherence(photo, focus):.3f} | 1.000 | | |")
+    for name, engine in engines[:1] + ([before] if before else []) + engines[1:]:
+        r = pictured.get(name) or measure(engine, items[0], frames, (0, frames // 4, frames // 2))
+        pictured[name] = r
+        frame = r["kept"][frames // 2]
+        lap = cv2.Laplacian(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F)
+        energy = float((lap[focus] ** 2).mean()) / base
+        print(f"| {name} | {periodicity(frame, focus):.3f} | {coherence(frame, focus):.3f} | {energy:.3f} | "
+              f"{r['detail_min']:.3f} | {r['detail_median']:.3f} |", flush=True)  # fmt: skip
     if args.picture:
-        old = pictured.get(engines[-1][0]) if old_engine else None
-        picture(args.picture, items[0], pictured["this engine"], old, frames)
+        rows = [(name, pictured[name]) for name in pictured]
+        picture(args.picture, items[0], rows, frames, focus)
     if not args.skip_forward:
         print(
             "\n## Forward motion (no loop), 176x176 waterfall, two arrows: along-arrow speed at the tails\n"

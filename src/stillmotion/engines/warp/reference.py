@@ -76,7 +76,9 @@ def _cell_index(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (k1 - 1).clamp(min=0), k1
 
 
-def _cell_stretch(pos: torch.Tensor, alive: torch.Tensor, spacing: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _cell_stretch(
+    pos: torch.Tensor, alive: torch.Tensor, spacing: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per cell of 2 x 2 nodes: the squared smaller singular value of the map's Jacobian (forward
     differences averaged over the cell), clipped to [0, 1], 0 where folded or dead; and the
     cell's source point."""
@@ -172,7 +174,8 @@ class _Plain:
         r = (1 - frac) * self.rho[k] + frac * self.rho[k + 1]
         rest = 1 - share
         var = share**2 + rest**2 + 2 * share * rest * r
-        gain = torch.where(var > 1e-6, torch.sqrt(1 / var.clamp(min=1e-6)), torch.zeros_like(var)).clamp(max=2)
+        gain = torch.where(var > 1e-6, torch.sqrt(1 / var.clamp(min=1e-6)), torch.zeros_like(var))
+        gain = gain.clamp(max=2)
         lo, hi, radius = TEXTURE_SCATTER
         scatter_a = ((hi - sa) * (radius / (hi - lo))).clamp(0, radius)
         scatter_b = ((hi - sb) * (radius / (hi - lo))).clamp(0, radius)

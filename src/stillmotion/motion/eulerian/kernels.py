@@ -313,20 +313,48 @@ def _scatter(gx: int, gy: int, seed: int) -> tuple:
     return np.float32(h & 0xFFFF) * scale - np.float32(1), np.float32(h >> 16) * scale - np.float32(1)
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _lerp4(weights: np.ndarray, i0: int, i1: int, j0: int, j1: int, k: int, p: float, q: float, r: float,
-           s: float) -> float:  # fmt: skip
-    """Channel k of ``weights`` interpolated between cells (i0, j0), (i0, j1), (i1, j0), (i1, j1)."""
-    return p * weights[i0, j0, k] + q * weights[i0, j1, k] + r * weights[i1, j0, k] + s * weights[i1, j1, k]
+@njit(cache=True, nogil=True, fastmath=True)
+def scatter_map(
+    maps: np.ndarray,
+    weights: np.ndarray,
+    channel: int,
+    seed: int,
+    col0: np.ndarray,
+    colf: np.ndarray,
+    row0: np.ndarray,
+    rowf: np.ndarray,
+    top: int,
+    left: int,
+    out: np.ndarray,
+) -> None:
+    """``out`` = ``maps`` (hr, wr, 2) moved by the branch's scatter radius (``weights`` channel
+    ``channel``, interpolated from the cells) times the fixed offset of each output pixel
+    (:func:`_scatter`, pixel (left + x, top + y))."""
+    hr, wr = maps.shape[0], maps.shape[1]
+    wc = weights.shape[1]
+    one = np.float32(1)
+    for y in range(hr):
+        i0 = row0[y]
+        i1 = min(i0 + 1, weights.shape[0] - 1)
+        fy = rowf[y]
+        for x in range(wr):
+            j0 = col0[x]
+            j1 = min(j0 + 1, wc - 1)
+            fx = colf[x]
+            top_row = (one - fx) * weights[i0, j0, channel] + fx * weights[i0, j1, channel]
+            bottom_row = (one - fx) * weights[i1, j0, channel] + fx * weights[i1, j1, channel]
+            radius = (one - fy) * top_row + fy * bottom_row
+            ox, oy = _scatter(left + x, top + y, seed)
+            out[y, x, 0] = maps[y, x, 0] + radius * ox
+            out[y, x, 1] = maps[y, x, 1] + radius * oy
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def blend_rows(
     low_a: np.ndarray,
-    map_a: np.ndarray,
+    high_a: np.ndarray,
     low_b: np.ndarray,
-    map_b: np.ndarray,
-    high: np.ndarray,
+    high_b: np.ndarray,
     two: bool,
     weights: np.ndarray,
     col0: np.ndarray,
@@ -343,31 +371,32 @@ def blend_rows(
 ) -> None:
     """Rows [row_start, row_stop) of the region: out = a*low_a + (1-a)*low_b + ga*high_a + gb*high_b.
 
-    low_* (hr, wr, 3) uint8 is the photo's low band sampled (bilinearly) by each branch along its
-    map map_* (hr, wr, 2) (x, y source positions); high_* is the texture band ``high`` (the whole
-    photo's, stored + 128) read at the nearest pixel to the map, scattered by the branch's
-    scatter radius times a fixed offset per output pixel (:func:`blend_weights`). (a, ga, gb,
-    scatter_a, scatter_b) come from the cell grid ``weights``, interpolated with the row/column
-    tables (cell index, fraction). With one branch (``two`` False) this is low_a + high_a read
-    unscattered, the photo's own pixels wherever the map is the identity. Pixels where ``keep``
-    is set get ``image``.
+    low_* and high_* (hr, wr, 3) uint8 are the photo's two bands sampled by each branch (the high
+    band stored + 128); (a, ga, gb) come from the cell grid ``weights``, interpolated with the
+    row/column tables (cell index, fraction). With one branch (``two`` False) this is
+    low_a + high_a, the photo's own pixels wherever the map is the identity. Pixels where
+    ``keep`` is set get ``image``.
     """
     hh, ww = image.shape[0], image.shape[1]
     wr = low_a.shape[1]
     wc = weights.shape[1]
     one = np.float32(1)
     half = np.float32(0.5)
-    zero = np.float32(0)
-    xmax = np.float32(ww - 1)
-    ymax = np.float32(hh - 1)
     c = np.float32(128)
+    first = col0[0]
+    span = min(col0[wr - 1] + 2, wc) - first
+    row = np.empty((span, 3), np.float32)  # the weights of this row's cells, between cell rows
     for y in range(row_start, row_stop):
         gy = top + y
         if gy >= hh:
             break
-        i0 = row0[y]
-        i1 = min(i0 + 1, weights.shape[0] - 1)
-        fy = rowf[y]
+        if two:
+            i0 = row0[y]
+            i1 = min(i0 + 1, weights.shape[0] - 1)
+            fy = rowf[y]
+            for j in range(span):
+                for k in range(3):
+                    row[j, k] = (one - fy) * weights[i0, first + j, k] + fy * weights[i1, first + j, k]
         for x in range(wr):
             gx = left + x
             if gx >= ww:
@@ -377,33 +406,19 @@ def blend_rows(
                     out[gy, gx, k] = image[gy, gx, k]
                 continue
             if two:
-                j0 = col0[x]
-                j1 = min(j0 + 1, wc - 1)
+                j0 = col0[x] - first
+                j1 = min(j0 + 1, span - 1)
                 fx = colf[x]
-                p = (one - fx) * (one - fy)
-                q = fx * (one - fy)
-                r = (one - fx) * fy
-                s = fx * fy
-                a = _lerp4(weights, i0, i1, j0, j1, 0, p, q, r, s)
-                ga = _lerp4(weights, i0, i1, j0, j1, 1, p, q, r, s)
-                gb = _lerp4(weights, i0, i1, j0, j1, 2, p, q, r, s)
-                sa = _lerp4(weights, i0, i1, j0, j1, 3, p, q, r, s)
-                sb = _lerp4(weights, i0, i1, j0, j1, 4, p, q, r, s)
-                ox, oy = _scatter(gx, gy, 0)
-                ax = int(min(max(map_a[y, x, 0] + sa * ox, zero), xmax) + half)
-                ay = int(min(max(map_a[y, x, 1] + sa * oy, zero), ymax) + half)
-                ox, oy = _scatter(gx, gy, 1)
-                bx = int(min(max(map_b[y, x, 0] + sb * ox, zero), xmax) + half)
-                by = int(min(max(map_b[y, x, 1] + sb * oy, zero), ymax) + half)
+                a = (one - fx) * row[j0, 0] + fx * row[j1, 0]
+                ga = (one - fx) * row[j0, 1] + fx * row[j1, 1]
+                gb = (one - fx) * row[j0, 2] + fx * row[j1, 2]
                 b = one - a
                 for k in range(3):
                     low = a * np.float32(low_a[y, x, k]) + b * np.float32(low_b[y, x, k])
-                    tex = ga * (np.float32(high[ay, ax, k]) - c) + gb * (np.float32(high[by, bx, k]) - c)
-                    v = low + tex + half
+                    high = ga * (np.float32(high_a[y, x, k]) - c) + gb * (np.float32(high_b[y, x, k]) - c)
+                    v = low + high + half
                     out[gy, gx, k] = 0 if v < 0 else (255 if v >= 255 else np.uint8(v))
             else:
-                ax = int(min(max(map_a[y, x, 0], zero), xmax) + half)
-                ay = int(min(max(map_a[y, x, 1], zero), ymax) + half)
                 for k in range(3):
-                    v = np.int32(low_a[y, x, k]) + np.int32(high[ay, ax, k]) - 128
+                    v = np.int32(low_a[y, x, k]) + np.int32(high_a[y, x, k]) - 128
                     out[gy, gx, k] = 0 if v < 0 else (255 if v > 255 else np.uint8(v))
