@@ -222,11 +222,7 @@ class EulerianWarp:
         self.euler_steps = 0  # steps taken per node (both branches, recomputation included)
         self.threads = min(2, os.cpu_count() or 1) if threads is None else max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
-        self._weights = np.empty((self.hw, self.ww, 5), np.float32)
-        # per cell: how little each branch magnifies (raw, then smoothed) and their sources' distance;
-        # cells no pixel reads keep 1 (they only border the smoothing of the cells that are read)
-        self._stretch = np.ones((4, self.hw, self.ww), np.float32)
-        self._dist = np.zeros((self.hw, self.ww), np.float32)
+        self._halves = self._plan_halves()
 
     # ------------------------------------------------------------------------------------ steps
     def _both(self, first: tuple[Callable, tuple], second: tuple[Callable, tuple]) -> tuple:
@@ -300,8 +296,24 @@ class EulerianWarp:
         self._trace_hi = np.where(traced, trace_hi, 0)
         self.n_traced = int((self._trace_hi - self._trace_lo).sum())
         self._trace_mid = _balanced_split(self._trace_hi - self._trace_lo)
-        self._cells_mid = _balanced_split(self._cells_hi - self._cells_lo)
-        self._weights_mid = _balanced_split(self._weights_hi - self._weights_lo)
+
+    def _plan_halves(self) -> list[_Half]:
+        """The bands in two runs of rows of about equal pixel counts, one per thread; each run
+        computes the cells its pixels read (and the rows around that the smoothing reads) in its
+        own buffers, so a frame's weights and pixels take one hand-over between the threads.
+        Where two runs meet, both compute the same cells from the same traces: the same values.
+        """
+        sizes = np.array([(y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in self.bands], np.int64)
+        cut = _balanced_split(sizes) if len(sizes) > 1 else len(sizes)
+        halves = []
+        for bands in (self.bands[:cut], self.bands[cut:]):
+            if not bands:
+                continue
+            w0 = int(self._row0[bands[0][0]])
+            w1 = min(int(self._row0[bands[-1][1] - 1]) + 2, self.hw)
+            c0, c1 = max(w0 - SMOOTH_REACH, 0), min(w1 + SMOOTH_REACH, self.hw)
+            halves.append(_Half(bands, (w0, w1), (c0, c1), self.hw, self.ww))
+        return halves
 
     def _advance(
         self, state: State, sign: float, steps: int, *, in_place: bool = False, step_index: int = 0
@@ -329,11 +341,15 @@ class EulerianWarp:
         return pos, alive
 
     def _sample(
-        self, state: State, band: tuple[int, int, int, int], scatter: int = -1
+        self,
+        state: State,
+        band: tuple[int, int, int, int],
+        weights: np.ndarray | None = None,
+        scatter: int = -1,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The photo's low band (bilinear) and high band (nearest pixel) read along one branch's
-        map, for the region pixels of ``band``; the high band's reads scattered by the weights'
-        channel ``scatter`` (3 or 4; -1: none) where that branch magnifies."""
+        map, for the region pixels of ``band``; the high band's reads scattered by channel
+        ``scatter`` (3 or 4; -1: none) of the cells' ``weights`` where that branch magnifies."""
         import cv2
 
         from stillmotion.motion.eulerian.kernels import scatter_map
@@ -351,64 +367,69 @@ class EulerianWarp:
             maps = up[y0 - i0 * s : y1 - i0 * s, x0 - j0 * s : x1 - j0 * s]
         maps = np.ascontiguousarray(maps)
         low = cv2.remap(self.low, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        if scatter >= 0:
+        if weights is not None and scatter >= 0:
             c0, c1 = int(self._row0[y0]), int(self._row0[y1 - 1]) + 2
             d0, d1 = int(self._col0[x0]), int(self._col0[x1 - 1]) + 2
-            if self._weights[c0:c1, d0:d1, scatter].max() > 0:
+            if weights[c0:c1, d0:d1, scatter].max() > 0:
                 scattered = np.empty_like(maps)
                 scatter_map(
-                    maps, self._weights, scatter, scatter - 3, self._col0[x0:x1], self._colf[x0:x1],
+                    maps, weights, scatter, scatter - 3, self._col0[x0:x1], self._colf[x0:x1],
                     self._row0[y0:y1], self._rowf[y0:y1], self.top + y0, self.left + x0, scattered,
                 )  # fmt: skip
                 maps = scattered
         high = cv2.remap(self.high, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         return low, high
 
-    def _render_bands(
-        self, out: np.ndarray, a: State, b: State | None, two: bool, bands: list[tuple[int, int, int, int]]
+    def _render_half(
+        self,
+        half: _Half,
+        out: np.ndarray,
+        a: State,
+        weight_a: float,
+        b: State | None,
+        weight_b: float,
+        two: bool,
     ) -> None:
-        for band in bands:
+        """One run of bands: its cells' weights (two branches), then its pixels."""
+        from stillmotion.motion.eulerian.kernels import blend_rows, blend_weights, cell_stretch
+
+        if two:
+            (c0, c1), (w0, w1) = half.cells, half.rows
+            raw_a, raw_b, smooth_a, smooth_b = half.stretch
+            cell_stretch(
+                a[0].reshape(self.hc, self.wc, 2), a[1].reshape(self.hc, self.wc),
+                b[0].reshape(self.hc, self.wc, 2), b[1].reshape(self.hc, self.wc),
+                float(self.spacing), raw_a, raw_b, half.dist, self._cells_lo, self._cells_hi, c0, c1,
+            )  # fmt: skip
+            # the least over 3 x 3 cells, averaged over 3 x 3: a branch's weight follows its
+            # region, not single traces (a stretched branch folds and unfolds from cell to cell)
+            _smooth_stretch(raw_a[c0:c1], smooth_a[c0:c1])
+            _smooth_stretch(raw_b[c0:c1], smooth_b[c0:c1])
+            blend_weights(
+                smooth_a, smooth_b, half.dist, weight_a, weight_b, self.rho, self.rho_step, STRETCH_FLOOR,
+                *TEXTURE_SCATTER, half.weights, self._weights_lo, self._weights_hi, w0, w1,
+            )  # fmt: skip
+        for band in half.bands:
             y0, y1, x0, x1 = band
-            low_a, high_a = self._sample(a, band, 3 if two else -1)
-            low_b, high_b = self._sample(b, band, 4) if two else (low_a, high_a)
+            low_a, high_a = self._sample(a, band, half.weights, 3 if two else -1)
+            low_b, high_b = self._sample(b, band, half.weights, 4) if two else (low_a, high_a)
             blend_rows(
-                low_a, high_a, low_b, high_b, two, self._weights, self._col0[x0:x1], self._colf[x0:x1],
+                low_a, high_a, low_b, high_b, two, half.weights, self._col0[x0:x1], self._colf[x0:x1],
                 self._row0[y0:y1], self._rowf[y0:y1], self.image, self.keep, self.top + y0, self.left + x0,
                 out, 0, y1 - y0,
             )  # fmt: skip
 
     def _render(self, a: State, weight_a: float, b: State | None, weight_b: float) -> np.ndarray:
         """One frame from one or two branches (time weights summing to 1)."""
-        from stillmotion.motion.eulerian.kernels import blend_weights, cell_stretch
-
         out = self.image.copy()  # all that does not move
         two = b is not None and weight_b > 0 and weight_a > 0
         if not two and b is not None and weight_b > 0:
             a = b
-        if two:
-            pooled = self._pool is not None
-            raw_a, raw_b, smooth_a, smooth_b = self._stretch
-            common = (
-                a[0].reshape(self.hc, self.wc, 2), a[1].reshape(self.hc, self.wc),
-                b[0].reshape(self.hc, self.wc, 2), b[1].reshape(self.hc, self.wc),
-                float(self.spacing), raw_a, raw_b, self._dist, self._cells_lo, self._cells_hi,
-            )  # fmt: skip
-            mid = self._cells_mid if pooled else self.hw
-            self._both((cell_stretch, (*common, 0, mid)), (cell_stretch, (*common, mid, self.hw)))
-            # the least over 3 x 3 cells, smoothed over 3 x 3: a branch's weight follows its
-            # region, not single traces (a stretched branch folds and unfolds from cell to cell)
-            self._both((_smooth_stretch, (raw_a, smooth_a)), (_smooth_stretch, (raw_b, smooth_b)))
-            common = (
-                smooth_a, smooth_b, self._dist, weight_a, weight_b, self.rho, self.rho_step, STRETCH_FLOOR,
-                *TEXTURE_SCATTER, self._weights, self._weights_lo, self._weights_hi,
-            )  # fmt: skip
-            mid = self._weights_mid if pooled else self.hw
-            self._both((blend_weights, (*common, 0, mid)), (blend_weights, (*common, mid, self.hw)))
-        # bands alternate between the two threads (neighbouring bands cost about the same)
-        self._both(
-            (self._render_bands, (out, a, b, two, self.bands[0::2])),
-            (self._render_bands, (out, a, b, two, self.bands[1::2])),
-        )
+        jobs = [(self._render_half, (half, out, a, weight_a, b, weight_b, two)) for half in self._halves]
+        if len(jobs) == 2:
+            self._both(*jobs)
+        elif jobs:
+            jobs[0][0](*jobs[0][1])
         return out
 
     # ----------------------------------------------------------------------------------- frames
@@ -527,6 +548,23 @@ def detail_autocorrelation(
     rho = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
     rho[0] = 1.0
     return np.clip(rho, 0.0, 1.0).astype(np.float32), step
+
+
+class _Half:
+    """One thread's run of bands and its own buffers for the cells it reads."""
+
+    def __init__(
+        self, bands: list[tuple[int, int, int, int]], rows: tuple[int, int], cells: tuple[int, int], hw: int,
+        ww: int,
+    ) -> None:  # fmt: skip
+        self.bands = bands
+        self.rows = rows  # cell rows whose weights its pixels read
+        self.cells = cells  # cell rows whose stretch those weights read (smoothing)
+        # how little each branch magnifies (raw, smoothed); cells never computed keep 1: they only
+        # border the smoothing of the cells that are read
+        self.stretch = np.ones((4, hw, ww), np.float32)
+        self.dist = np.zeros((hw, ww), np.float32)  # between the branches' source points
+        self.weights = np.zeros((hw, ww, 5), np.float32)
 
 
 def _smooth_stretch(raw: np.ndarray, out: np.ndarray) -> None:
