@@ -316,13 +316,25 @@ class EulerianWarp:
         return halves
 
     def _advance(
-        self, state: State, sign: float, steps: int, *, in_place: bool = False, step_index: int = 0
+        self,
+        state: State,
+        sign: float,
+        steps: int,
+        *,
+        in_place: bool = False,
+        step_index: int = 0,
+        split: bool = True,
+        count: bool = True,
     ) -> State:
-        """``steps`` steps of the trace; a field sequence takes one step, with field ``step_index``."""
+        """``steps`` steps of the trace; a field sequence takes one step, with field ``step_index``.
+        ``split``: over both threads, else on the calling thread; ``count``: add to
+        ``euler_steps`` (not from the second thread: its caller counts)."""
+        from stillmotion.motion.eulerian.kernels import compose_step, euler_rows
+
         pos, alive = state if in_place else (state[0].copy(), state[1].copy())
         if steps <= 0 or not len(pos):
             return pos, alive
-        split = self._pool is not None and len(pos) >= _MIN_SPLIT
+        split = split and self._pool is not None and len(pos) >= _MIN_SPLIT
         grid, life = pos.reshape(self.hc, self.wc, 2), alive.reshape(self.hc, self.wc)
         if self.field.ndim == 4:  # gather maps composed with this step's field (forward only)
             # every node: the composition reads the previous map wherever content came from
@@ -330,15 +342,40 @@ class EulerianWarp:
             new_pos, new_alive = np.empty_like(grid), np.empty_like(life)
             mid = self.hc // 2 if split else self.hc
             common = (grid, life, self.nodes, field, new_pos, new_alive)
-            self._both((compose_step, (*common, 0, mid)), (compose_step, (*common, mid, self.hc)))
+            self._split((compose_step, (*common, 0, mid)), (compose_step, (*common, mid, self.hc)), split)
             pos[:] = new_pos.reshape(-1, 2)
             alive[:] = new_alive.reshape(-1)
         else:
             mid = self._trace_mid if split else self.hc
             common = (grid, life, self.field, self._moving, sign, steps, self._trace_lo, self._trace_hi)
-            self._both((euler_rows, (*common, 0, mid)), (euler_rows, (*common, mid, self.hc)))
-        self.euler_steps += steps
+            self._split((euler_rows, (*common, 0, mid)), (euler_rows, (*common, mid, self.hc)), split)
+        if count:
+            self.euler_steps += steps
         return pos, alive
+
+    def _split(self, first: tuple[Callable, tuple], second: tuple[Callable, tuple], split: bool) -> None:
+        """Both halves of a job: on two threads when ``split``, else both here (also when called
+        from the second thread, which must not wait on itself)."""
+        if split:
+            self._both(first, second)
+        else:
+            first[0](*first[1])
+            second[0](*second[1])
+
+    def _pair(self, first: tuple[Callable, tuple], second: tuple[Callable, tuple]) -> tuple:
+        """Two independent traces' steps at once, one per thread (one hand-over, not two); the
+        first job runs on the second thread."""
+        if self._pool is None:
+            return first[0](*first[1]), second[0](*second[1])
+        return self._both(first, second)
+
+    def _back_step(self, state: State, step_index: int = 0) -> None:
+        """One backward step in place, on the calling thread, uncounted (see :meth:`_pair`)."""
+        self._advance(state, -1.0, 1, in_place=True, step_index=step_index, split=False, count=False)
+
+    def _ahead(self, state: State, steps: int) -> State:
+        """The loop's forward branch: one step on this thread, more split over both."""
+        return self._advance(state, 1.0, steps, split=steps > 1)
 
     def _sample(
         self,
@@ -455,12 +492,13 @@ class EulerianWarp:
         for _ in range(0, n, period):
             back = self._start()  # reads along -M: the content that has moved forward u steps
             # reads along +M, P - u steps: the content that will arrive in P - u steps (P-1, ..., 1)
-            ahead = _descending_states(
-                self._start(), 0, period, self.checkpoint_budget, lambda s, k: self._advance(s, 1.0, k)
-            )
+            ahead = _descending_states(self._start(), 0, period, self.checkpoint_budget, self._ahead)
             for u in range(1, period):
-                self._advance(back, -1.0, 1, in_place=True)
-                yield self._render(back, 1.0 - u / period, next(ahead), u / period)
+                # the backward step on one thread, the forward branch's next state on the other
+                # (a long recomputation there splits its rows over both once the step is done)
+                _, later = self._pair((self._back_step, (back,)), (next, (ahead,)))
+                self.euler_steps += 1
+                yield self._render(back, 1.0 - u / period, later, u / period)
             yield self.image.copy()
 
     def _forward_frames(self) -> Iterator[np.ndarray]:
@@ -470,18 +508,24 @@ class EulerianWarp:
         t = 0
         while True:
             t += 1
+            jobs = []
             if t % period == 0:
                 first = self._start()
             else:
-                self._advance(first, -1.0, 1, in_place=True, step_index=t - 1)
+                jobs.append(first)
             weight = 0.0
             if t >= half:
                 age = (t - half) % period
                 if age == 0:
                     second = self._start()
                 else:
-                    self._advance(second, -1.0, 1, in_place=True, step_index=t - 1)
+                    jobs.append(second)
                 weight = 1.0 - abs(2.0 * age / period - 1.0)
+            if len(jobs) == 2:  # both phases' steps at once, one per thread
+                self._pair((self._back_step, (jobs[0], t - 1)), (self._back_step, (jobs[1], t - 1)))
+            elif jobs:
+                self._back_step(jobs[0], t - 1)
+            self.euler_steps += len(jobs)
             yield self._render(first, 1.0 - weight, second, weight)
 
     @property
