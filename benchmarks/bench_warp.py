@@ -23,7 +23,9 @@ HD (``--hd``): the real path of ``stillmotion animate`` at export sizes, each in
 render + stream to .mp4 with the project's writer (its x264 preset for the size), for the
 1920x1080 waterfall (the shared cinemagraphy3d photo upscaled from 1280x720, its five arrows and
 mask; 125-frame loop), the same without a mask (a smooth field moving every pixel), 500 frames of
-the masked loop (memory against 125), and 3840x2160 (the photo upscaled again, masked, 125 frames).
+the masked loop (memory against 125), and 3840x2160 (the photo upscaled again, masked, 125 frames);
+the masked 1080p loop also with the renderer of ``--hd-before`` (an earlier revision), for a
+same-run comparison.
 Printed: wall seconds, process CPU seconds (all threads: renderer and encoder), the encoder's
 share, peak RSS while rendering and encoding (VmHWM reset once the kernels are loaded), and the
 engine's own figures. Also the x264 presets' CPU time on the same 1080p frames.
@@ -211,13 +213,20 @@ def hd_scene(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     return item["image"], field, None
 
 
-def hd_child(kind: str, frames: int) -> None:
-    """Render a loop and stream it into an mp4; print figures as JSON (runs in its own process)."""
+def hd_child(kind: str, frames: int, engine_rev: str | None = None) -> None:
+    """Render a loop and stream it into an mp4; print figures as JSON (runs in its own process).
+    ``engine_rev``: the renderer of that git revision instead of this one."""
     from stillmotion.io.video_writer import open_video_writer, x264_preset
     from stillmotion.motion.eulerian import EulerianWarp
 
+    if engine_rev:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_warp_quality import load_baseline
+
+        EulerianWarp = load_baseline(engine_rev)  # noqa: N806
     image, field, mask = hd_scene(kind)
-    list(EulerianWarp(image[:64, :64], field[:64, :64], frames=3).frames())  # JIT before measuring
+    # JIT (and, for an earlier revision, its first compilation) before measuring, with the mask
+    list(EulerianWarp(image, field, frames=3, loop=True, mask=mask).frames())
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -271,7 +280,7 @@ def presets(frames: int = 30) -> list[tuple[str, float, float]]:
     return out
 
 
-def hd(runs: list[tuple[str, int]]) -> None:
+def hd(runs: list[tuple[str, int, str | None]]) -> None:
     print("\n## Export sizes: render + stream to .mp4 (125-frame loops unless said)\n")
     print("| input | frames | wall s | CPU s (all threads) | writer CPU s (main thread) | peak RSS MB | "
           "moving | node spacing | Euler steps/node | x264 preset |")  # fmt: skip
@@ -279,15 +288,17 @@ def hd(runs: list[tuple[str, int]]) -> None:
     names = {"mask": "1920x1080 waterfall, mask", "nomask": "1920x1080, every pixel moving",
              "4k": "3840x2160 waterfall, mask"}  # fmt: skip
     rows = {}
-    for kind, frames in runs:
+    for kind, frames, rev in runs:
         args = [sys.executable, __file__, "--hd-child", kind, "--frames", str(frames)]
-        result = subprocess.run(args, capture_output=True, text=True)
+        result = subprocess.run(args + (["--hd-engine", rev] if rev else []), capture_output=True, text=True)
         if result.returncode:
             raise SystemExit(f"HD run {kind} {frames} failed:\n{result.stderr}")
         r = json.loads(result.stdout.strip().splitlines()[-1])
-        rows[(kind, frames)] = r
+        if not rev:
+            rows[(kind, frames)] = r
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "n/a"
-        print(f"| {names[kind]} | {frames} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+        name = names[kind] + (f" (renderer of {rev})" if rev else "")
+        print(f"| {name} | {frames} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
               f"{r['encode_thread_cpu_s']:.2f} | "
               f"{peak} | {r['moving_fraction']:.0%} | {r['node_spacing']} | {r['euler_steps_per_pixel']} | "
               f"{r['preset']} |", flush=True)  # fmt: skip
@@ -334,13 +345,18 @@ def main() -> None:
     parser.add_argument("--hd", action="store_true", help="1080p and 4K render + encode (shared data)")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--hd-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--hd-engine", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--hd-before", default="06feea4",
+        help="with --hd: also the 1080p masked loop with the renderer of this git revision ('none': not)",
+    )  # fmt: skip
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
         memory_child(args.memory_child, args.size, args.trace)
         return
     if args.hd_child is not None:
-        hd_child(args.hd_child, args.frames)
+        hd_child(args.hd_child, args.frames, args.hd_engine)
         return
     if args.quick:
         args.frames, args.size, args.repeats, args.memory_frames = 64, 256, 1, "64,256"
@@ -367,7 +383,8 @@ def main() -> None:
         print("(process peak: the whole run, imports and JIT included; while rendering: VmHWM, reset through")
         print(" /proc/self/clear_refs once the kernels are loaded, so it covers only rendering and encoding)")
     if args.hd:
-        hd([("mask", 125), ("nomask", 125), ("mask", 500), ("4k", 125)])
+        before = [] if args.hd_before == "none" else [("mask", 125, args.hd_before)]
+        hd([("mask", 125, None), *before, ("nomask", 125, None), ("mask", 500, None), ("4k", 125, None)])
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
