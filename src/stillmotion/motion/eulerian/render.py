@@ -55,7 +55,14 @@ import cv2
 import numpy as np
 
 from stillmotion.errors import UserInputError
-from stillmotion.motion.eulerian.kernels import blend_rows, blend_weights, compose_step, euler_rows
+from stillmotion.motion.eulerian.kernels import (
+    blend_rows,
+    blend_weights,
+    cell_stretch,
+    compose_step,
+    euler_rows,
+    scatter_map,
+)
 from stillmotion.progress import progress_iter
 
 # A trace that smears the photo gives way to the other branch; this much weight is left to each so
@@ -329,8 +336,6 @@ class EulerianWarp:
         """``steps`` steps of the trace; a field sequence takes one step, with field ``step_index``.
         ``split``: over both threads, else on the calling thread; ``count``: add to
         ``euler_steps`` (not from the second thread: its caller counts)."""
-        from stillmotion.motion.eulerian.kernels import compose_step, euler_rows
-
         pos, alive = state if in_place else (state[0].copy(), state[1].copy())
         if steps <= 0 or not len(pos):
             return pos, alive
@@ -387,10 +392,6 @@ class EulerianWarp:
         """The photo's low band (bilinear) and high band (nearest pixel) read along one branch's
         map, for the region pixels of ``band``; the high band's reads scattered by channel
         ``scatter`` (3 or 4; -1: none) of the cells' ``weights`` where that branch magnifies."""
-        import cv2
-
-        from stillmotion.motion.eulerian.kernels import scatter_map
-
         y0, y1, x0, x1 = band
         s = self.spacing
         grid = state[0].reshape(self.hc, self.wc, 2)
@@ -428,8 +429,6 @@ class EulerianWarp:
         two: bool,
     ) -> None:
         """One run of bands: its cells' weights (two branches), then its pixels."""
-        from stillmotion.motion.eulerian.kernels import blend_rows, blend_weights, cell_stretch
-
         if two:
             (c0, c1), (w0, w1) = half.cells, half.rows
             raw_a, raw_b, smooth_a, smooth_b = half.stretch
@@ -613,8 +612,6 @@ class _Half:
 
 def _smooth_stretch(raw: np.ndarray, out: np.ndarray) -> None:
     """``out`` = the 3 x 3 minimum of ``raw``, averaged over 3 x 3 (OpenCV's default border)."""
-    import cv2
-
     cv2.blur(cv2.erode(raw, SMOOTH_KERNEL), SMOOTH_SIZE, out)
 
 
