@@ -2,7 +2,7 @@
 its figures.
 
     .venv/bin/python benchmarks/bench_wan.py [--frames 125] [--long-frames 500] [--steps 4] [--size 128x128]
-        [--methods phased,direct,freenoise,gen-l-video]
+        [--methods phased,direct,freenoise,gen-l-video] [--heap plain,no-trim,mmap-threshold]
 
 The Wan 2.1 image-to-video layout with RANDOM tiny weights (diffusers' test sizes; the costs and the memory
 are real, the pictures are not), saved in diffusers' folder layout and loaded as ``--model`` would load it;
@@ -11,10 +11,15 @@ in a fresh process: the frames produced, the latent frames, denoiser and transfo
 peak rise of resident memory while the video is sampled and decoded (after a warm-up run that allocates the
 one-off buffers). Target: 500 frames <= 1.3x the memory of 125 frames.
 
-The child processes run with ``MALLOC_MMAP_THRESHOLD_=65536``: glibc then gives blocks of 64 KiB and more
-back to the system when they are freed, so the resident set follows the memory that is alive. With glibc's
-default heap the freed blocks stay resident in a pattern that depends on the order of allocations, and the
-peak rises with the number of segments although nothing is held (``--glibc-default`` measures that way).
+``--heap`` (a comma list; each is run for every method): ``plain`` (the default) is a plain process, as a
+user runs it; the streaming loop gives freed heap memory back after every denoiser call and decoded latent
+frame (``engines.long_video.release_free_heap``). ``no-trim`` is the same with that call a no-op: glibc keeps
+freed blocks resident and the peak rises with the video's length although the tensors alive do not (the
+cause, and the cost of the fix: the time of ``plain`` against ``no-trim``, printed when both run).
+``mmap-threshold`` runs without the trim under ``MALLOC_MMAP_THRESHOLD_=65536`` (every block of 64 KiB and
+more in its own mapping, returned when freed: the resident set follows what is alive, at the cost of a page
+fault per reuse). ``tensors`` measures no resident memory but the peak of the CPU tensors alive (torch's
+profiler's allocation events), and what is still alive at the end, in a plain process.
 """
 
 from __future__ import annotations
@@ -49,16 +54,47 @@ def build_folder(root: Path) -> Path:
     return folder
 
 
-def child(folder: Path, method: str, frames: int, steps: int, size: tuple[int, int]) -> None:
+HEAPS = ("plain", "no-trim", "mmap-threshold", "tensors")
+
+
+def live_tensor_bytes(run) -> tuple[int, int]:
+    """Peak and final bytes of CPU tensors allocated while ``run()`` goes: torch's profiler's allocation
+    events summed in time order (what is alive, whatever the allocator keeps resident)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak, live
+
+
+def child(folder: Path, method: str, frames: int, steps: int, size: tuple[int, int], heap: str) -> None:
     """One run in this fresh process; prints a JSON line."""
+    import stillmotion.engines.long_video as long_video
     from stillmotion.engines.wan import animate_wan
     from stillmotion.inputs.scene import Scene
+
+    if heap in ("no-trim", "mmap-threshold"):  # the streaming loop's malloc_trim off
+        long_video.release_free_heap = lambda: None
 
     rng = np.random.default_rng(0)
     scene = Scene(image=(rng.random((size[1], size[0], 3)) * 255).astype(np.uint8), arrows=[])
     kw = dict(model=folder, steps=steps, size=size, long_method=method, prompt="water flows", guidance=4.0)
     for _ in animate_wan(scene, None, frames=90, **{**kw, "steps": 1})[0]:  # warm-up
         pass
+    if heap == "tensors":  # the tensors alive, not the resident set (the profiler's own buffers would count)
+        it, stats = animate_wan(scene, None, frames=frames, **kw)
+        peak, end = live_tensor_bytes(lambda: sum(1 for _ in it))
+        print(json.dumps({"method": method, "frames": frames, "latent_frames": stats["latent_frames"],
+                          "unet_calls": stats["unet_calls"], "transformer_calls": stats["transformer_calls"],
+                          "time_s": 0.0, "peak_mem_mib": peak / 2**20, "end_mib": end / 2**20}))  # fmt: skip
+        return
     trace: list[int] = []
     stop = threading.Event()
 
@@ -89,34 +125,48 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--size", default="128x128", help="WxH, multiples of 16")
     ap.add_argument("--methods", default="phased,direct,freenoise,gen-l-video")
-    ap.add_argument("--glibc-default", action="store_true", help="children keep glibc's default heap")
-    ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--heap", default="plain", help=f"comma list of {', '.join(HEAPS)} (module docstring)")
+    ap.add_argument("--child", nargs=4, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     w, h = (int(v) for v in args.size.lower().split("x"))
+    heaps = args.heap.split(",")
+    for heap in heaps:
+        if heap not in HEAPS:
+            ap.error(f"--heap must be a comma list of {', '.join(HEAPS)}, got {heap!r}")
     if args.child is not None:
-        folder, method, frames = args.child
-        child(Path(folder), method, int(frames), args.steps, (w, h))
+        folder, method, frames, heap = args.child
+        child(Path(folder), method, int(frames), args.steps, (w, h), heap)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = build_folder(Path(tmp))
         for method in args.methods.split(","):
-            rows = {}
-            for n in (args.frames, args.long_frames):
-                cmd = [sys.executable, __file__, "--child", str(folder), method, str(n), "--steps",
-                       str(args.steps), "--size", args.size]  # fmt: skip
-                env = dict(os.environ)
-                if not args.glibc_default:
-                    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-                rows[n] = r = json.loads(out.strip().splitlines()[-1])
-                print(f"{method}, {n} frames: {r['frames']} frames out ({r['latent_frames']} latent), "
-                      f"{r['unet_calls']} denoiser calls, {r['transformer_calls']} transformer calls, "
-                      f"{r['time_s']:.1f} s, peak memory rise {r['peak_mem_mib']:.1f} MiB")  # fmt: skip
-            a, b = rows[args.frames]["peak_mem_mib"], rows[args.long_frames]["peak_mem_mib"]
-            ratio = b / max(a, 1e-9)
-            print(f"{method}: peak memory {args.long_frames} / {args.frames} frames: {ratio:.2f}x "
-                  f"(target <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})")  # fmt: skip
+            times = {}
+            for heap in heaps:
+                rows = {}
+                for n in (args.frames, args.long_frames):
+                    cmd = [sys.executable, __file__, "--child", str(folder), method, str(n), heap, "--steps",
+                           str(args.steps), "--size", args.size]  # fmt: skip
+                    env = dict(os.environ)
+                    if heap == "mmap-threshold":
+                        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+                    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+                    rows[n] = r = json.loads(out.strip().splitlines()[-1])
+                    what = (f"{r['time_s']:.1f} s, peak memory rise {r['peak_mem_mib']:.1f} MiB"
+                            if heap != "tensors" else f"peak of live tensors {r['peak_mem_mib']:.2f} MiB, "
+                            f"{r['end_mib']:.2f} MiB alive at the end")  # fmt: skip
+                    print(f"{method}, {heap} heap, {n} frames: {r['frames']} frames out "
+                          f"({r['latent_frames']} latent), {r['unet_calls']} denoiser calls, "
+                          f"{r['transformer_calls']} transformer calls, {what}", flush=True)  # fmt: skip
+                a, b = rows[args.frames]["peak_mem_mib"], rows[args.long_frames]["peak_mem_mib"]
+                ratio = b / max(a, 1e-9)
+                print(f"{method}, {heap} heap: peak memory {args.long_frames} / {args.frames} frames: "
+                      f"{ratio:.2f}x (target <= 1.3x: {'met' if ratio <= 1.3 else 'NOT met'})",
+                      flush=True)  # fmt: skip
+                times[heap] = sum(r["time_s"] for r in rows.values())
+            if "plain" in times and "no-trim" in times:
+                print(f"{method}: time with the heap trims / without: "
+                      f"{times['plain'] / times['no-trim']:.2f}x (both lengths)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ pipeline's decoder and the denoiser's conditioning encoders, which the samplers 
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +21,37 @@ from stillmotion.sampling import segments as seg
 from stillmotion.sampling.base import Denoiser
 from stillmotion.sampling.frame_noise import FrameNoise
 from stillmotion.sampling.long import LongOptions, expected_cost, sample_long
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library if it is glibc (Linux), else None: ``malloc_trim`` is glibc's."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)  # the C library already loaded into the process
+        if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it (musl: no malloc_trim)
+            return None
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op elsewhere).
+
+    The streaming loop calls it after every denoiser call and every decoded latent frame. What a window
+    or a frame allocated is freed by then (the tensors alive are flat in video length), but glibc keeps
+    freed blocks resident: its size for blocks of their own mapping rises to the largest one freed (the
+    decoder's convolution buffers, tens of MiB on the tiny Wan), it keeps up to twice that free at the top
+    of its heap, and blocks freed below a live one (the decoder's cache, the next window's latents) stay
+    where they are. Their resident pages pile up from window to window, so without this a longer video
+    reached a higher water mark while holding no more (bench_wan.py --heap no-trim; docs/benchmarks.md,
+    which also gives its time cost)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class _CountingProgress:
@@ -32,6 +66,7 @@ class _CountingProgress:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
         out = self.denoiser(x, sigma, **cond)
+        release_free_heap()  # a window's activations are freed: keep the resident set at what is alive
         self.done += 1
         self.bar.update(1)
         if self.on_call is not None:
@@ -83,7 +118,10 @@ def stream_long_video(
     noise augmentation, or for a warped-conditioning model the frame warped along the field and encoded
     per frame, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
     the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call. A pipeline
-    with ``stream_decoder(prepared)`` (Wan's causal video VAE) decodes all chunks through one decoder state.
+    with ``stream_decoder(prepared)`` (Wan's causal video VAE) decodes all chunks through one decoder state,
+    one latent frame at a time (``decode_chunk_size``: frames per decode of a per-frame VAE, SVD's). Freed
+    heap memory goes back to the system after every denoiser call and every decode
+    (:func:`release_free_heap`).
     """
     den = prepared.denoiser
     clip = int(clip_len or den.clip_frames)
@@ -146,9 +184,12 @@ def stream_long_video(
             if stream is None:
                 parts = pipe.decode(prepared, chunk.latents, step)
             else:
+                # one latent frame at a time (the causal decoder gives the same frames however the latents
+                # are cut): the heap is trimmed after each, its convolution buffers being the largest blocks
                 n = chunk.latents.shape[1]
-                parts = (stream.push(chunk.latents[:, i : i + step]) for i in range(0, n, step))
+                parts = (stream.push(chunk.latents[:, i : i + 1]) for i in range(n))
             for frames in parts:
+                release_free_heap()  # what decoding these frames allocated is freed
                 if frames.shape[1] == 0:
                     continue
                 yield frames, join
