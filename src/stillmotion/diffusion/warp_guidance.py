@@ -56,8 +56,8 @@ logger = logging.getLogger("stillmotion.diffusion")
 
 CONTROL_MODES = ("auto", "trained", "warp-guided", "none")
 # Measured defaults (docs/diffusion-engine.md, benchmarks/bench_control_knobs.py).
-DEFAULT_FOLLOW = 0.5
-DEFAULT_FREEDOM = 0.6
+DEFAULT_FOLLOW = 0.75
+DEFAULT_FREEDOM = 0.45
 # Pixels whose requested speed is at least this share of the peak speed are held (the arrow region).
 HOLD_SPEED_SHARE = 0.25
 
