@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_embedded as be  # noqa: E402
 
 SHOW = (0, 5, 10, 15)
+TILE = 128  # px: the pictures' tile height at most
 
 
 def _floats(text: str) -> list[float]:
@@ -53,6 +54,8 @@ def strip_rows(rows: list[tuple[str, np.ndarray, np.ndarray]], path: Path) -> No
     for label, video, flow in rows:
         h, w = video.shape[1:3]
         tiles = [video[min(i, len(video) - 1)] for i in SHOW] + [flow_to_color(flow)]
+        if h > TILE:  # small pictures for the docs
+            tiles = [cv2.resize(t, (round(w * TILE / h), TILE), interpolation=cv2.INTER_AREA) for t in tiles]
         row = np.concatenate([np.pad(t, ((0, 0), (0, 4), (0, 0)), constant_values=255) for t in tiles], 1)
         band = np.full((18, row.shape[1], 3), 255, np.uint8)
         cv2.putText(band, label, (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
