@@ -413,14 +413,15 @@ def main() -> None:
             f"| {m['warp_error']:.2f} "
             f"| {'-' if name == METER_CHECK else format(m['seconds'], '.1f')} |"
         )
-    print()
-    print("| --strength | " + " | ".join(f"{s:g}" for s in STRENGTHS) + " | monotonic |")
-    print("| --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- |")
-    print(
-        "| measured speed (full model) | "
-        + " | ".join(f"{v:.2f}" for v in mean_levels)
-        + f" | {'yes' if monotone else 'NO'} |"
-    )
+    if levels:  # not with --no-strength-levels
+        print()
+        print("| --strength | " + " | ".join(f"{s:g}" for s in STRENGTHS) + " | monotonic |")
+        print("| --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- |")
+        print(
+            "| measured speed (full model) | "
+            + " | ".join(f"{v:.2f}" for v in mean_levels)
+            + f" | {'yes' if monotone else 'NO'} |"
+        )
     print(f"\n{len(inputs)} inputs, {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(

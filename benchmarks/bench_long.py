@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_long.py [--frames 125] [--steps 25] [--size 32x16] [--out DIR]
         [--model tiny-random | bundled | DIR] [--overlap N] [--branch-sigma S]
         [--carry motion|reference|own|copy] [--control auto|trained|warp-guided|none]
+        [--follow F] [--freedom F]
 
 1. All four methods (phased, direct, freenoise, gen-l-video) on the bundled waterfall example (arrows +
    mask), same backbone, input and seed, through ``stillmotion bench-long``'s code path: the tiny
@@ -160,6 +161,8 @@ def main() -> None:
                     help="phased: how later segments continue segment 1 (see sample_phased)")
     ap.add_argument("--control", default=None, choices=["auto", "trained", "warp-guided", "none"],
                     help="how the arrows steer the model (auto: trained motion modules, else warp-guided)")
+    ap.add_argument("--follow", type=float, default=None, help="warp-guided: --follow")
+    ap.add_argument("--freedom", type=float, default=None, help="warp-guided: --freedom")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="phased,direct,freenoise,gen-l-video")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "bench-long")
@@ -175,6 +178,9 @@ def main() -> None:
     long_opts = {"branch_sigma": args.branch_sigma, "carry": args.carry}
     if args.control is not None:
         long_opts["control"] = args.control
+    for knob in ("follow", "freedom"):
+        if getattr(args, knob) is not None:
+            long_opts[knob] = getattr(args, knob)
 
     if args.memory_child is not None:
         memory_child(args.memory_child, args.steps, args.size, args.seed, args.model, args.overlap, long_opts)
@@ -225,6 +231,8 @@ def main() -> None:
             cmd += ["--branch-sigma", str(args.branch_sigma)] if args.branch_sigma is not None else []
             cmd += ["--carry", args.carry]
             cmd += ["--control", args.control] if args.control is not None else []
+            cmd += ["--follow", str(args.follow)] if args.follow is not None else []
+            cmd += ["--freedom", str(args.freedom)] if args.freedom is not None else []
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             peaks[n] = json.loads(out.strip().splitlines()[-1])
             print(f"phased, {n} frames: peak memory rise {peaks[n]['peak_mem_mib']:.1f} MiB, "
