@@ -131,14 +131,14 @@ _ENGINE_HELP = (
     type=click.FloatRange(0, 1),
     default=None,
     help="diffusion, warp-guided: how closely the motion follows the arrows, 0-1: the share of the steps "
-    "the moving region is held to the warp (0: only the start; 1: exactly the warp). Default 0.5.",
+    "the moving region is held to the warp (0: only the start; 1: exactly the warp). Default 0.75.",
 )
 @click.option(
     "--freedom",
     type=click.FloatRange(0, 1, min_open=True),
     default=None,
     help="diffusion, warp-guided: how free the rest of the frame is, 0-1: the share of the denoising run "
-    "(1: from pure noise, the model invents freely; low: stays close to the warp). Default 0.6.",
+    "(1: from pure noise, the model invents freely; low: stays close to the warp). Default 0.45.",
 )
 @click.option(
     "--steps",
