@@ -325,28 +325,36 @@ def scatter_map(
     rowf: np.ndarray,
     top: int,
     left: int,
-    out: np.ndarray,
 ) -> None:
-    """``out`` = ``maps`` (hr, wr, 2) moved by the branch's scatter radius (``weights`` channel
+    """Move ``maps`` (hr, wr, 2), in place, by the branch's scatter radius (``weights`` channel
     ``channel``, interpolated from the cells) times the fixed offset of each output pixel
-    (:func:`_scatter`, pixel (left + x, top + y))."""
+    (:func:`_scatter`, pixel (left + x, top + y)); pixels of radius 0 keep their map."""
     hr, wr = maps.shape[0], maps.shape[1]
     wc = weights.shape[1]
     one = np.float32(1)
+    zero = np.float32(0)
+    first = col0[0]
+    span = min(col0[wr - 1] + 2, wc) - first
+    row = np.empty(span, np.float32)  # this row's radius at each cell column, between cell rows
     for y in range(hr):
         i0 = row0[y]
         i1 = min(i0 + 1, weights.shape[0] - 1)
         fy = rowf[y]
+        any_row = False
+        for j in range(span):
+            row[j] = (one - fy) * weights[i0, first + j, channel] + fy * weights[i1, first + j, channel]
+            any_row |= row[j] > zero
+        if not any_row:
+            continue
         for x in range(wr):
-            j0 = col0[x]
-            j1 = min(j0 + 1, wc - 1)
+            j0 = col0[x] - first
+            j1 = min(j0 + 1, span - 1)
             fx = colf[x]
-            top_row = (one - fx) * weights[i0, j0, channel] + fx * weights[i0, j1, channel]
-            bottom_row = (one - fx) * weights[i1, j0, channel] + fx * weights[i1, j1, channel]
-            radius = (one - fy) * top_row + fy * bottom_row
-            ox, oy = _scatter(left + x, top + y, seed)
-            out[y, x, 0] = maps[y, x, 0] + radius * ox
-            out[y, x, 1] = maps[y, x, 1] + radius * oy
+            radius = (one - fx) * row[j0] + fx * row[j1]
+            if radius > zero:  # the hash only where the branch magnifies
+                ox, oy = _scatter(left + x, top + y, seed)
+                maps[y, x, 0] += radius * ox
+                maps[y, x, 1] += radius * oy
 
 
 @njit(cache=True, nogil=True, fastmath=True)

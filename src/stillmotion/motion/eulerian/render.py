@@ -406,15 +406,12 @@ class EulerianWarp:
         maps = np.ascontiguousarray(maps)
         low = cv2.remap(self.low, maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if weights is not None and scatter >= 0:
-            c0, c1 = int(self._row0[y0]), int(self._row0[y1 - 1]) + 2
-            d0, d1 = int(self._col0[x0]), int(self._col0[x1 - 1]) + 2
-            if weights[c0:c1, d0:d1, scatter].max() > 0:
-                scattered = np.empty_like(maps)
-                scatter_map(
-                    maps, weights, scatter, scatter - 3, self._col0[x0:x1], self._colf[x0:x1],
-                    self._row0[y0:y1], self._rowf[y0:y1], self.top + y0, self.left + x0, scattered,
-                )  # fmt: skip
-                maps = scattered
+            if np.may_share_memory(maps, grid):  # the branch's own traces: scatter a copy
+                maps = maps.copy()
+            scatter_map(
+                maps, weights, scatter, scatter - 3, self._col0[x0:x1], self._colf[x0:x1],
+                self._row0[y0:y1], self._rowf[y0:y1], self.top + y0, self.left + x0,
+            )  # fmt: skip
         high = cv2.remap(self.high, maps, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
         return low, high
 
