@@ -57,27 +57,11 @@ def build_folder(root: Path) -> Path:
 HEAPS = ("plain", "no-trim", "mmap-threshold", "tensors")
 
 
-def live_tensor_bytes(run) -> tuple[int, int]:
-    """Peak and final bytes of CPU tensors allocated while ``run()`` goes: torch's profiler's allocation
-    events summed in time order (what is alive, whatever the allocator keeps resident)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-    )
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak, live
-
-
 def child(folder: Path, method: str, frames: int, steps: int, size: tuple[int, int], heap: str) -> None:
     """One run in this fresh process; prints a JSON line."""
     import stillmotion.engines.long_video as long_video
     from stillmotion.engines.wan import animate_wan
+    from stillmotion.evaluation.long_bench import live_tensor_bytes
     from stillmotion.inputs.scene import Scene
 
     if heap in ("no-trim", "mmap-threshold"):  # the streaming loop's malloc_trim off

@@ -55,6 +55,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from stillmotion.evaluation import warp_quality  # noqa: E402
 from stillmotion.inputs.arrows import Arrow  # noqa: E402
 from stillmotion.inputs.scene import load_scene  # noqa: E402
 from stillmotion.motion.dense import dense_flow_from_arrows  # noqa: E402
@@ -143,36 +144,9 @@ def laplacian_energy(frame: np.ndarray, region: np.ndarray) -> float:
     return float((cv2.Laplacian(grey, cv2.CV_32F)[region] ** 2).mean())
 
 
-def _trace(field: np.ndarray, mask: np.ndarray, sign: float, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every pixel traced ``steps`` Euler steps along ``sign`` * field (bilinear), never stepping
-    onto a still pixel or out of the frame: the maps a loop's two branches read along."""
-    h, w = mask.shape
-    y, x = (a.astype(np.float32) for a in np.mgrid[0:h, 0:w])
-    for _ in range(steps):
-        mx = cv2.remap(field[..., 0], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        my = cv2.remap(field[..., 1], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        nx, ny = x + sign * mx, y + sign * my
-        ok = (nx >= 0) & (nx <= w - 1) & (ny >= 0) & (ny <= h - 1)
-        ok &= mask[np.clip(np.rint(ny), 0, h - 1).astype(int), np.clip(np.rint(nx), 0, w - 1).astype(int)]
-        x, y = np.where(ok, nx, x), np.where(ok, ny, y)
-    return x, y
-
-
-def _magnification(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The smaller singular value of the map's Jacobian per pixel, smoothed (sigma 2 px)."""
-    jac = np.stack([np.stack([np.gradient(x, axis=1), np.gradient(x, axis=0)], -1),
-                    np.stack([np.gradient(y, axis=1), np.gradient(y, axis=0)], -1)], -2)  # fmt: skip
-    return cv2.GaussianBlur(np.linalg.svd(jac, compute_uv=False)[..., 1].astype(np.float32), (0, 0), 2)
-
-
 def stretched_region(item: dict, frames: int) -> np.ndarray:
     """Where both branches of frame N/2 magnify the photo (smaller singular value < 0.5)."""
-    field, mask = item["field"], item["mask"]
-    u = frames // 2
-    back = _magnification(*_trace(field, mask, -1.0, u))
-    ahead = _magnification(*_trace(field, mask, 1.0, frames - u))
-    region = cv2.erode(mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
-    return region & (np.maximum(back, ahead) < 0.5)
+    return warp_quality.stretched_region(item["field"], item["mask"], frames)
 
 
 def periodicity(frame: np.ndarray, region: np.ndarray, lags: tuple[int, int] = (2, 8)) -> float:

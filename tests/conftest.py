@@ -24,3 +24,14 @@ def _quiet_offline(monkeypatch):
     # Tests never reach a hub: weights come from local files only.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (bit-exact comparisons within a test, steady timings)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,34 +12,13 @@ import pytest
 import torch
 
 from stillmotion.engines.long_video import _glibc, release_free_heap, stream_long_video
+from stillmotion.evaluation.long_bench import live_tensor_bytes
 from stillmotion.sampling.long import LongOptions
 
 pytest.importorskip("diffusers")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _live_peak_and_end(run) -> tuple[int, int]:
-    """Peak and final bytes of CPU tensors allocated while ``run()`` goes (the profiler's allocation
-    events, summed in time order): what is alive, whatever the allocator keeps resident."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    events = sorted(
-        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
-    )
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak, live
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +45,7 @@ def test_wan_long_video_holds_no_more_at_twice_the_length(wan, method):
             count = sum(f.shape[1] for f, _ in stream_long_video(wan, prepared, options, steps=2, seed=0))
             assert count == frames
 
-        return _live_peak_and_end(run)
+        return live_tensor_bytes(run)
 
     peak(90)  # warm-up: one-off buffers
     # 42 and 84 latent frames: 2 and 4 whole clips for direct; phased's later segments full-length in both

@@ -21,12 +21,7 @@ SIZE = 32
 TOL = 1e-4  # max abs difference on [0, 1] frames against diffusers' pipeline
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

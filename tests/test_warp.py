@@ -11,6 +11,7 @@ import pytest
 from stillmotion.engines.warp import EulerianWarp, warp_frames
 from stillmotion.engines.warp.reference import reference_frames
 from stillmotion.errors import UserInputError
+from stillmotion.evaluation.warp_quality import stretched_region
 from stillmotion.motion.eulerian.render import _descending_states
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "stillmotion" / "assets" / "examples"
@@ -389,22 +390,6 @@ def test_a_magnifying_loop_matches_the_reference_with_scattered_texture_and_spac
         assert (diff > 0).mean() < 1e-3
 
 
-def _magnification(field: np.ndarray, mask: np.ndarray, sign: float, steps: int) -> np.ndarray:
-    """The smaller singular value of the Jacobian of every pixel's trace (sign * field, steps)."""
-    h, w = mask.shape
-    y, x = (a.astype(np.float32) for a in np.mgrid[0:h, 0:w])
-    for _ in range(steps):
-        mx = cv2.remap(field[..., 0], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        my = cv2.remap(field[..., 1], x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        nx, ny = x + sign * mx, y + sign * my
-        ok = (nx >= 0) & (nx <= w - 1) & (ny >= 0) & (ny <= h - 1)
-        ok &= mask[np.clip(np.rint(ny), 0, h - 1).astype(int), np.clip(np.rint(nx), 0, w - 1).astype(int)]
-        x, y = np.where(ok, nx, x), np.where(ok, ny, y)
-    jac = np.stack([np.stack([np.gradient(x, axis=1), np.gradient(x, axis=0)], -1),
-                    np.stack([np.gradient(y, axis=1), np.gradient(y, axis=0)], -1)], -2)  # fmt: skip
-    return cv2.GaussianBlur(np.linalg.svd(jac, compute_uv=False)[..., 1].astype(np.float32), (0, 0), 2)
-
-
 def test_stretched_pools_of_the_bundled_loop_hold_no_ladders():
     # Frame N/2 of the bundled example's 125-frame loop: in its pools both branches magnify the
     # photo several times. The renderer before this test drew ladders there (branch weights that
@@ -416,9 +401,7 @@ def test_stretched_pools_of_the_bundled_loop_hold_no_ladders():
     scene = load_scene(EXAMPLES / "waterfall.jpg", arrows_file=EXAMPLES / "waterfall_arrows.json")
     field = dense_flow_from_arrows(scene.arrows, scene.width, scene.height, mask=scene.mask)
     n, u = 125, 62
-    region = cv2.erode(scene.mask.astype(np.uint8), np.ones((15, 15), np.uint8)).astype(bool)
-    both = np.maximum(_magnification(field, scene.mask, -1, u), _magnification(field, scene.mask, 1, n - u))
-    stretched = region & (both < 0.5)
+    stretched = stretched_region(field, scene.mask, n)
     assert stretched.sum() > 5000  # the pools
     frames = EulerianWarp(scene.image, field, frames=n, mask=scene.mask).frames()
     frame = next(f for t, f in enumerate(frames) if t == u)

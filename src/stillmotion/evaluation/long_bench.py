@@ -34,7 +34,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,23 @@ def _release_freed_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def live_tensor_bytes(run: Callable[[], object]) -> tuple[int, int]:
+    """Peak and final bytes of CPU tensors allocated while ``run()`` goes: torch's profiler's allocation
+    events summed in time order (what is alive, whatever the allocator keeps resident)."""
+    from torch.profiler import ProfilerActivity, profile  # lazy: the profiler loads for this measure only
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    events = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak, live
 
 
 class PeakMemory:
