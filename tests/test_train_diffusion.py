@@ -30,15 +30,6 @@ def tiny_cache(tmp_path_factory):
     return cache
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny models run fastest on one thread (and the test machine is shared); restore afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(cache, out, *overrides):
     from stillmotion.training.diffusion import DiffusionConfig
 
@@ -50,7 +41,9 @@ def _eval_losses(out):
     return {int(r["step"]): float(r["eval_loss"]) for r in read_csv_log(out / "eval_log.csv")}
 
 
-def test_diffusion_training_lowers_held_out_loss_and_freezes_spatial_layers(tiny_cache, tmp_path, one_thread):
+def test_diffusion_training_lowers_held_out_loss_and_freezes_spatial_layers(
+    tiny_cache, tmp_path, one_torch_thread
+):
     from stillmotion.diffusion.pipeline import StillMotionPipeline
     from stillmotion.training.diffusion import SPATIAL, build_pipeline, train
 
@@ -81,7 +74,7 @@ def test_diffusion_training_lowers_held_out_loss_and_freezes_spatial_layers(tiny
     assert any(not torch.equal(enc0[k], enc1[k]) for k in enc0)
 
 
-def test_killed_run_resumes_exactly(tiny_cache, tmp_path, one_thread, monkeypatch):
+def test_killed_run_resumes_exactly(tiny_cache, tmp_path, one_torch_thread, monkeypatch):
     from stillmotion.training.diffusion import train
 
     full, broken = tmp_path / "full", tmp_path / "broken"
@@ -141,7 +134,7 @@ def test_cosine_decay_warms_up_then_falls_to_min_lr(tiny_cache, tmp_path):
         _config(tiny_cache, tmp_path, "lr=1e-3", "min_lr=1e-2")
 
 
-def test_fresh_run_refuses_an_output_dir_with_checkpoints(tiny_cache, tmp_path, one_thread):
+def test_fresh_run_refuses_an_output_dir_with_checkpoints(tiny_cache, tmp_path, one_torch_thread):
     from stillmotion.errors import UserInputError
     from stillmotion.training.diffusion import train
 
@@ -161,7 +154,7 @@ def test_config_errors_name_the_key(tiny_cache, tmp_path):
         _config(tiny_cache, tmp_path, "learning_rate=1")
 
 
-def test_block_gradient_checkpointing_gives_the_same_gradients(tiny_cache, tmp_path, one_thread):
+def test_block_gradient_checkpointing_gives_the_same_gradients(tiny_cache, tmp_path, one_torch_thread):
     """Checkpointing (on by default on CUDA) recomputes blocks in backward with the motion hooks."""
     from stillmotion.training.dataset import ClipDataset, fixed_batch
     from stillmotion.training.diffusion import (

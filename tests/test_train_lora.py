@@ -29,14 +29,6 @@ def tiny_cache(tmp_path_factory):
     return cache
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(cache, out, *overrides):
     from stillmotion.training.lora import LoraTrainConfig
 
@@ -44,7 +36,7 @@ def _config(cache, out, *overrides):
                        [f"data={cache}", f"output_dir={out}", *TINY, *overrides])
 
 
-def test_lora_trains_on_static_clips_only_and_lowers_held_out_loss(tiny_cache, tmp_path, one_thread):
+def test_lora_trains_on_static_clips_only_and_lowers_held_out_loss(tiny_cache, tmp_path, one_torch_thread):
     from stillmotion.diffusion.lora import WEIGHTS_NAME, lora_parameters
     from stillmotion.training.dataset import ClipDataset
     from stillmotion.training.diffusion import build_pipeline
@@ -82,7 +74,7 @@ def test_lora_trains_on_static_clips_only_and_lowers_held_out_loss(tiny_cache, t
                                                  if "lora_B" in n)
 
 
-def test_lora_resume_is_exact(tiny_cache, tmp_path, one_thread, monkeypatch):
+def test_lora_resume_is_exact(tiny_cache, tmp_path, one_torch_thread, monkeypatch):
     from stillmotion.training.diffusion import train
     from stillmotion.training.lora import export_lora, make_lora_trainable
 
