@@ -47,6 +47,17 @@ import numpy as np
 SIZE = 512
 
 
+def reset_peak_rss() -> bool:
+    """Reset Linux's peak resident counter (VmHWM) so that what follows reads its own peak; False where
+    the kernel offers no reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def scene(size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """A photo-like texture and a smooth swirling field moving every pixel (0.6-2.2 px/frame)."""
     import cv2
@@ -159,12 +170,7 @@ def memory_child(frames: int, size: int, trace: bool) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # The process peak so far comes from imports and the JIT; reset Linux's peak counter (VmHWM)
     # so that the render's own peak can be read afterwards.
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        hwm_reset = True
-    except OSError:
-        hwm_reset = False
+    hwm_reset = reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         with open_video_writer(os.path.join(tmp, "loop.mp4"), fps=30) as writer:
             for frame in EulerianWarp(image, field, frames=frames, loop=True).frames():
@@ -227,12 +233,7 @@ def hd_child(kind: str, frames: int, engine_rev: str | None = None) -> None:
     image, field, mask = hd_scene(kind)
     # JIT (and, for an earlier revision, its first compilation) before measuring, with the mask
     list(EulerianWarp(image, field, frames=3, loop=True, mask=mask).frames())
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        hwm_reset = True
-    except OSError:
-        hwm_reset = False
+    hwm_reset = reset_peak_rss()
     encode_cpu = 0.0
     wall, cpu = time.perf_counter(), time.process_time()
     warp = EulerianWarp(image, field, frames=frames, loop=True, mask=mask)

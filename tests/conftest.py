@@ -35,3 +35,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A tiny motion-conditioned SVD pipeline (random weights, seed 0) saved as ``--model`` loads it."""
+    pytest.importorskip("diffusers")
+    from stillmotion.diffusion.pipeline import StillMotionPipeline
+    from stillmotion.diffusion.tiny import tiny_components
+
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    StillMotionPipeline(**tiny_components(0)).save_pretrained(path)
+    return path

@@ -19,13 +19,6 @@ from stillmotion.inputs.arrows import Arrow  # noqa: E402
 from stillmotion.inputs.scene import Scene  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    StillMotionPipeline(**tiny_components(0)).save_pretrained(path)
-    return path
-
-
 def scene() -> tuple[Scene, np.ndarray]:
     img = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
     mask = np.zeros((32, 48), bool)
@@ -35,9 +28,9 @@ def scene() -> tuple[Scene, np.ndarray]:
     return Scene(img, [], mask), field
 
 
-def run(model_dir, field, **kw):
+def run(tiny_dir, field, **kw):
     sc, _ = scene()
-    it, stats = engine.animate_diffusion(sc, field, frames=4, steps=4, seed=1, model=str(model_dir),
+    it, stats = engine.animate_diffusion(sc, field, frames=4, steps=4, seed=1, model=str(tiny_dir),
                                          device="cpu", size=(48, 32), **kw)  # fmt: skip
     return np.stack(list(it)), stats
 
@@ -65,42 +58,42 @@ def test_untrained_motion_modules_are_skipped_entirely():
     assert den.flows is not None and calls and pipe.motion_adapter._handles
 
 
-def test_modes_on_a_model_without_trained_motion(model_dir, caplog):
+def test_modes_on_a_model_without_trained_motion(tiny_dir, caplog):
     _, field = scene()
     sc, _ = scene()
     with caplog.at_level("WARNING", logger="stillmotion.diffusion"):
-        guided, stats = run(model_dir, field)  # auto -> warp-guided (motion modules untrained)
+        guided, stats = run(tiny_dir, field)  # auto -> warp-guided (motion modules untrained)
     assert stats["control"] == "warp-guided" and "untrained" in stats["motion_modules"]
     assert stats["steps_run"] < stats["steps"] and stats["reference"] == "forward"
     assert not caplog.text  # nothing to warn about
     # still regions stay exactly the photo's
     assert np.array_equal(guided[:, :, 24 + 8 :], np.repeat(sc.image[None, :, 24 + 8 :], 4, 0))
     with caplog.at_level("WARNING", logger="stillmotion.diffusion"):
-        trained, stats_t = run(model_dir, field, control="trained")
+        trained, stats_t = run(tiny_dir, field, control="trained")
     assert stats_t["control"] == "trained"
     assert "--control trained" in caplog.text and "untrained" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="stillmotion.diffusion"):
-        none, stats_n = run(model_dir, field, control="none")
+        none, stats_n = run(tiny_dir, field, control="none")
     assert "ignored" in caplog.text and stats_n["control"] == "none"
-    plain, _ = run(model_dir, None, control="none")
+    plain, _ = run(tiny_dir, None, control="none")
     assert np.array_equal(none, plain)  # arrows ignored: the plain image-to-video frames
     assert np.array_equal(trained, plain)  # untrained modules: the arrows change nothing
     assert not np.array_equal(guided, plain)
     with pytest.raises(UserInputError, match="--control"):
-        run(model_dir, field, control="steer")
+        run(tiny_dir, field, control="steer")
     with pytest.raises(UserInputError, match="--follow"):
-        run(model_dir, field, follow=2.0)
+        run(tiny_dir, field, follow=2.0)
 
 
-def test_warp_guided_loop_and_long_videos(model_dir):
+def test_warp_guided_loop_and_long_videos(tiny_dir):
     _, field = scene()
     sc, _ = scene()
-    clip = engine.load_pipeline(str(model_dir), "cpu").unet.config.num_frames
+    clip = engine.load_pipeline(str(tiny_dir), "cpu").unet.config.num_frames
     n = 2 * clip + 3
     for method in ("phased", "direct", "freenoise", "gen-l-video"):
         events: list = []
-        it, stats = engine.animate_diffusion(sc, field, frames=n, steps=3, seed=0, model=str(model_dir),
+        it, stats = engine.animate_diffusion(sc, field, frames=n, steps=3, seed=0, model=str(tiny_dir),
                                              device="cpu", size=(48, 32), long_method=method, loop=True,
                                              follow=1.0, on_step=lambda d, t, e=events: e.append((d, t)))
         video = np.stack(list(it))

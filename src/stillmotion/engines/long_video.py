@@ -59,14 +59,21 @@ class _CountingProgress:
     tells ``on_call(done, total)`` when given."""
 
     def __init__(
-        self, denoiser: Denoiser, bar: Any, total: int, on_call: Callable[[int, int], None] | None = None
+        self,
+        denoiser: Denoiser,
+        bar: Any,
+        total: int,
+        on_call: Callable[[int, int], None] | None = None,
+        trim_heap: bool = False,
     ) -> None:
         self.denoiser, self.bar, self.total, self.on_call = denoiser, bar, total, on_call
+        self.trim_heap = trim_heap
         self.done = 0
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
         out = self.denoiser(x, sigma, **cond)
-        release_free_heap()  # a window's activations are freed: keep the resident set at what is alive
+        if self.trim_heap:
+            release_free_heap()  # a window's activations are freed: keep the resident set at what is alive
         self.done += 1
         self.bar.update(1)
         if self.on_call is not None:
@@ -163,11 +170,13 @@ def stream_long_video(
     if options.method == "gen-l-video" and hasattr(den, "keep_windows"):
         # every step visits every window: keep their conditioning instead of remaking it each step
         den.keep_windows(len(seg.sliding_windows(den.num_frames, clip, options.window_stride(clip))))
+    # the heap trims are for the CPU's allocator: on a GPU the activations live in torch's own cache
+    on_cpu = torch.device(den.device).type == "cpu"
     total = expected_cost(options, den.num_frames, clip, len(sigmas) - 1, sigmas).denoiser_calls
     with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
         chunks = sample_long(
             options,
-            _CountingProgress(den, bar, total, on_call),
+            _CountingProgress(den, bar, total, on_call, trim_heap=on_cpu),
             noise,
             sigmas,
             clip_len=clip,
@@ -183,13 +192,16 @@ def stream_long_video(
             join = chunk.join
             if stream is None:
                 parts = pipe.decode(prepared, chunk.latents, step)
-            else:
+            elif on_cpu:
                 # one latent frame at a time (the causal decoder gives the same frames however the latents
                 # are cut): the heap is trimmed after each, its convolution buffers being the largest blocks
                 n = chunk.latents.shape[1]
                 parts = (stream.push(chunk.latents[:, i : i + 1]) for i in range(n))
+            else:
+                parts = iter([stream.push(chunk.latents)])
             for frames in parts:
-                release_free_heap()  # what decoding these frames allocated is freed
+                if on_cpu:
+                    release_free_heap()  # what decoding these frames allocated is freed
                 if frames.shape[1] == 0:
                     continue
                 yield frames, join
