@@ -41,8 +41,8 @@ def _glibc() -> ctypes.CDLL | None:
 def release_free_heap() -> None:
     """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op elsewhere).
 
-    On the CPU the streaming loop calls it after every denoiser call and every decoded latent frame. What a window
-    or a frame allocated is freed by then (the tensors alive are flat in video length), but glibc keeps
+    On the CPU the streaming loop calls it after every denoiser call and every decoded latent frame. What a
+    window or a frame allocated is freed by then (the tensors alive are flat in video length), but glibc keeps
     freed blocks resident: its size for blocks of their own mapping rises to the largest one freed (the
     decoder's convolution buffers, tens of MiB on the tiny Wan), it keeps up to twice that free at the top
     of its heap, and blocks freed below a live one (the decoder's cache, the next window's latents) stay
