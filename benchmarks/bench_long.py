@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny-random", help="tiny-random (default), bundled or a model folder")
     ap.add_argument("--overlap", type=int, default=None, help="phased: frames shared per join (default: 1)")
     ap.add_argument("--branch-sigma", type=float, default=None, help="phased: branch at this noise level")
-    ap.add_argument("--carry", default="motion", choices=["motion", "reference", "own", "copy"],
+    ap.add_argument("--carry", default="motion", choices=["motion", "reference", "appearance", "own", "copy"],
                     help="phased: how later segments continue segment 1 (see sample_phased)")
     ap.add_argument("--control", default=None, choices=["auto", "trained", "warp-guided", "none"],
                     help="how the arrows steer the model (auto: trained motion modules, else warp-guided)")

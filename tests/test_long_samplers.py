@@ -270,6 +270,61 @@ def own_expected(full: torch.Tensor, base: torch.Tensor, length: int, ahead: int
     return full[:, t] + fade * (base - full[:, :1])
 
 
+class JitteryToy(ResidualToy):
+    """A model that follows its reference but with a jitter of its own: every clip it makes steps back at
+    its 12th frame (-0.25 against the reference's +0.1 a frame)."""
+
+    def __call__(self, x, sigma, frames=None, image=None):
+        self.calls += 1
+        index = torch.arange(frames.start, frames.stop, dtype=x.dtype).view(1, -1, 1, 1, 1)
+        jitter = torch.zeros(1, x.shape[1], 1, 1, 1)
+        jitter[:, 12] = -0.25
+        wobble = 0.01 * torch.sin(index) * self.image[:, None]  # frames that differ beyond the motion
+        return self.reference(frames.start, frames.stop) + wobble + jitter
+
+
+def frame_steps(chunks) -> torch.Tensor:
+    video = torch.cat([c.latents for c in chunks], dim=1)
+    return (video[:, 1:] - video[:, :-1]).mean(dim=(0, 2, 3, 4))  # step t -> t + 1
+
+
+@pytest.mark.parametrize("overlap", [0, 1, 3])
+def test_phased_appearance_carry_does_not_replay_segment_ones_jitter(overlap):
+    # gamma 1: nothing is redone, so each later segment is exactly its carry's start past its anchor
+    den = JitteryToy()
+    noise = FrameNoise(90, LATENT, seed=0)
+
+    def video(carry):
+        return list(sample_long(LongOptions(method="phased", gamma=1.0, overlap=overlap, carry=carry), den,
+                                noise, karras(), clip_len=CLIP, generator=torch.Generator().manual_seed(0)))
+
+    reference, appearance = video("reference"), video("appearance")
+    assert torch.equal(reference[0].latents, appearance[0].latents)  # segment 1 is the model's own clip
+    # segment 1 in full (a cross-fade holds its last overlap - 1 frames back): the clip of that seed
+    one = sample_long(LongOptions(), den, FrameNoise(CLIP, LATENT, seed=0), karras(), clip_len=CLIP)
+    first = torch.cat([c.latents for c in one], dim=1)
+    # the reference carry puts segment 1's jitter on every later segment: a step back at each of them
+    back = (frame_steps(reference) < 0).nonzero().flatten().tolist()
+    assert len(back) == 4 and back[0] == 11  # segment 1's own (frame 11 -> 12) and 3 replays
+    # appearance: segment 1's mean deviation from its reference, reached from where the previous
+    # segment ended: the later segments step with the reference and back nowhere
+    steps = frame_steps(appearance)
+    assert (steps < 0).nonzero().flatten().tolist() == [11]
+    assert float(steps[CLIP:].min()) > 0.05
+    a, b = phased_segments(90, CLIP, overlap)[1]
+    d = (first - den.reference(0, CLIP)).mean(dim=1, keepdim=True)
+    end = first[:, CLIP - max(overlap, 1) : CLIP - max(overlap, 1) + 1]  # the previous end, frame a or a - 1
+    at = den.reference(a - (0 if overlap else 1), a - (0 if overlap else 1) + 1)
+    t = (torch.arange(b - a) + (0 if overlap else 1)).clamp(max=CLIP - 1)
+    fade = (1 - t / (CLIP - 1)).view(1, -1, 1, 1, 1)
+    start = den.reference(a, b) + d + fade * (end - at - d)
+    if overlap:  # the overlap dissolves from the previous segment into the new one
+        w = torch.tensor([1 - j / overlap for j in range(overlap)]).view(1, -1, 1, 1, 1)
+        start[:, :overlap] = w * first[:, CLIP - overlap :] + (1 - w) * start[:, :overlap]
+    got = appearance[1].latents
+    assert torch.allclose(got, start[:, min(overlap, 1) : min(overlap, 1) + got.shape[1]], atol=1e-5)
+
+
 def test_phased_own_carry_goes_on_from_the_previous_end():
     # gamma 1: nothing is redone, so segment k is exactly the own carry's start past its anchor: it starts
     # where the previous segment ended and makes segment 1's changes less their share of the offset

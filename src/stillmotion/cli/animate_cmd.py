@@ -204,7 +204,7 @@ _ENGINE_HELP = (
 )
 @click.option(
     "--carry",
-    type=click.Choice(["motion", "reference", "own", "copy"]),
+    type=click.Choice(["motion", "reference", "appearance", "own", "copy"]),
     default="motion",
     show_default=True,
     help="diffusion, phased: how later segments continue the first: along the motion reference (a model "

@@ -53,7 +53,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
               help="phased: frames shared per join, cross-faded (default: the sampler's, 1).")
 @click.option("--branch-sigma", type=click.FloatRange(min=0, min_open=True), default=None,
               help="phased: branch at this noise level instead of at gamma's step.")
-@click.option("--carry", type=click.Choice(["motion", "reference", "own", "copy"]), default="motion",
+@click.option("--carry", default="motion",
+              type=click.Choice(["motion", "reference", "appearance", "own", "copy"]),
               show_default=True, help="phased: later segments continue along the motion reference (a model "
               "that follows it) or the model's own motion (motion: whichever fits; reference; own), or copy "
               "segment 1 (the paper's).")

@@ -31,7 +31,7 @@ LONG_METHODS = ("phased", "direct", "freenoise", "gen-l-video")
 
 # phased's later segments: "motion" (reference when the model follows it, else own), "reference" (the
 # motion reference), "own" (the model's own motion from where the previous segment ended), "copy" (the paper)
-CARRY_MODES = ("motion", "reference", "own", "copy")
+CARRY_MODES = ("motion", "reference", "appearance", "own", "copy")
 
 
 @dataclass(frozen=True)

@@ -169,9 +169,16 @@ def sample_phased(
     yield LatentChunk(0, x[:, : x.shape[1] - hold], 0)
 
     mode, ref1 = _carry_mode(denoiser, carry, follows_reference, segments[0])
-    if mode == "reference":
+    if mode in ("reference", "appearance"):
         # segment 1's state relative to its reference: placed on segment k's reference below
         shared_x0 = shared_x0 - ref1
+    if mode == "appearance":
+        # only the deviation's mean over the frames; per position, the fade from where the previous
+        # segment ended (its deviation from the reference there) to that mean
+        n = shared_x0.shape[1]
+        t = (torch.arange(n, device=shared_x0.device) + (0 if overlap else 1)).clamp(max=n - 1)
+        fade = (1 - t.to(shared_x0.dtype) / max(n - 1, 1)).view(1, n, 1, 1, 1)
+        shared_x0 = shared_x0.mean(dim=1, keepdim=True).expand_as(shared_x0)
     elif mode == "own":
         # segment 1's frames, offset by where the previous segment ended (p_k - x0_M[0]) at the segment's
         # first frame and by nothing at its last: its changes go on from p_k, less their net drift
@@ -190,8 +197,13 @@ def sample_phased(
     for k, (a, b) in enumerate(segments[1:], start=1):
         n_tilde = shuffled.segment(k, b - a)
         x = param.noised(shared_x0[:, : b - a], n_tilde, sigmas[m])
-        if mode == "reference":
-            x = x + param.signal(reference_of(denoiser)(a, b), sigmas[m])
+        if mode in ("reference", "appearance"):
+            ref_k = reference_of(denoiser)(a, b)
+            if mode == "appearance":
+                # with overlap 0 the previous segment's last frame is the frame before a
+                at = ref_k[:, :1] if overlap else reference_of(denoiser)(a - 1, a)
+                ref_k = ref_k + fade[:, : b - a] * (base - at - shared_x0[:, :1])
+            x = x + param.signal(ref_k, sigmas[m])
         elif mode == "own":
             x = x + param.signal(fade[:, : b - a] * (base - first_x0), sigmas[m])
         start = param.noised(prev, n_tilde[:, :overlap], sigmas[m])
@@ -218,15 +230,15 @@ def reference_of(denoiser: Denoiser) -> Callable[[int, int], torch.Tensor | None
 def _carry_mode(
     denoiser: Denoiser, carry: str, follows_reference: bool | None, first: tuple[int, int]
 ) -> tuple[str, torch.Tensor | None]:
-    """``carry`` as it runs ("reference", "own" or "copy") and segment 1's reference latents (reference
-    only)."""
-    if carry not in ("motion", "reference", "own", "copy"):
-        raise ValueError(f"carry must be motion, reference, own or copy, got {carry!r}")
+    """``carry`` as it runs ("reference", "appearance", "own" or "copy") and segment 1's reference latents
+    (reference and appearance only)."""
+    if carry not in ("motion", "reference", "appearance", "own", "copy"):
+        raise ValueError(f"carry must be motion, reference, appearance, own or copy, got {carry!r}")
     if carry in ("own", "copy"):
         return carry, None
     hook = reference_of(denoiser)
     ref1 = hook(*first) if hook is not None else None
-    if carry == "reference":
-        return ("reference", ref1) if ref1 is not None else ("copy", None)
+    if carry in ("reference", "appearance"):
+        return (carry, ref1) if ref1 is not None else ("copy", None)
     follows = ref1 is not None if follows_reference is None else follows_reference
     return ("reference", ref1) if follows and ref1 is not None else ("own", None)
