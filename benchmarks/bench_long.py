@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_long.py [--frames 125] [--steps 25] [--size 32x16] [--out DIR]
         [--model tiny-random | bundled | DIR] [--overlap N] [--branch-sigma S]
-        [--carry motion|reference|own|copy] [--control auto|trained|warp-guided|none]
+        [--carry motion|reference|appearance|own|copy] [--control auto|trained|warp-guided|none]
         [--follow F] [--freedom F]
 
 1. All four methods (phased, direct, freenoise, gen-l-video) on the bundled waterfall example (arrows +

@@ -209,8 +209,9 @@ _ENGINE_HELP = (
     show_default=True,
     help="diffusion, phased: how later segments continue the first: along the motion reference (a model "
     "that follows it: warped conditioning, warp guidance, trained motion modules), the model's own motion "
-    "from where the previous segment ended (own), whichever fits the model (motion), or (copy) the first "
-    "as it is (the paper's literal variant).",
+    "from where the previous segment ended (own), whichever fits the model (motion), the motion reference "
+    "with only the first segment's mean difference from it (appearance: none of its per-frame jitter "
+    "replayed), or (copy) the first as it is (the paper's literal variant).",
 )
 @click.option(
     "--stride",

@@ -30,7 +30,8 @@ LONG_METHODS = ("phased", "direct", "freenoise", "gen-l-video")
 
 
 # phased's later segments: "motion" (reference when the model follows it, else own), "reference" (the
-# motion reference), "own" (the model's own motion from where the previous segment ended), "copy" (the paper)
+# motion reference), "appearance" (the reference with only segment 1's mean deviation from it), "own" (the
+# model's own motion from where the previous segment ended), "copy" (the paper)
 CARRY_MODES = ("motion", "reference", "appearance", "own", "copy")
 
 
