@@ -1,7 +1,9 @@
 """The Wan backbone on tiny components built in-process: with no motion control and at most one clip, its
 frames equal diffusers' WanImageToVideoPipeline for the same inputs and seed (Wan 2.1 with CLIP image
-embeddings, Wan 2.2 A14B's two experts, Wan 2.2 TI2V-5B's layout); folders in diffusers' layout load and are
-recognised; latent frames vs video frames; the streaming decoder equals one decode."""
+embeddings, Wan 2.2 A14B's two experts, Wan 2.2 TI2V-5B's layout), with either scheduler a Wan folder
+ships (FlowMatchEuler, and UniPC as the released checkpoints do: the project's own UniPC sampler); folders
+in diffusers' layout load and are recognised, their sampler the one their scheduler names; latent frames vs
+video frames; the streaming decoder equals one decode."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch
 from PIL import Image
 
 from stillmotion.errors import MissingWeightsError
-from stillmotion.sampling.base import sample_euler
+from stillmotion.sampling.base import sample_euler, sample_ode
 
 SIZE = 32
 TOL = 1e-4  # max abs difference on [0, 1] frames against diffusers' pipeline
@@ -38,13 +40,13 @@ def _image() -> np.ndarray:
     return (rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
 
 
-def _ours(backbone, image, frames, steps, seed, **kw):
+def _ours(backbone, image, frames, steps, seed, euler=False, **kw):
     prepared = backbone.prepare(image, num_frames=frames, width=SIZE, height=SIZE, max_sequence_length=16,
                                 **kw)  # fmt: skip
     den = prepared.denoiser
     sigmas = den.set_schedule(steps)
     x = backbone.initial_latents(den, generator=torch.Generator().manual_seed(seed))
-    x = sample_euler(den, x, sigmas)
+    x = (sample_euler if euler else sample_ode)(den, x, sigmas)  # sample_ode: the scheduler's own sampler
     return np.concatenate(list(backbone.decode(prepared, x, 2)), axis=1), den
 
 
@@ -65,32 +67,39 @@ def _count_calls(module) -> list[int]:
     return calls
 
 
+@pytest.mark.parametrize("scheduler", ["euler", "unipc"])
 @pytest.mark.parametrize("variant", ["wan2.1", "ti2v"])
-def test_frames_equal_diffusers_pipeline(variant, reference_cleaning):
+def test_frames_equal_diffusers_pipeline(variant, scheduler, reference_cleaning):
     from stillmotion.diffusion.wan import WanBackbone
     from stillmotion.diffusion.wan_tiny import tiny_wan_components
 
-    parts = tiny_wan_components(variant)
+    parts = tiny_wan_components(variant, scheduler=scheduler)
     image = _image()
     prompts = {"prompt": "water flows along the river", "negative_prompt": "blurry , static"}
-    theirs = _reference(parts, image, 9, 3, seed=7, guidance_scale=5.0, **prompts)
+    steps = 3 if scheduler == "euler" else 5  # UniPC: warm-up, second-order steps, the lower-order last
+    theirs = _reference(parts, image, 9, steps, seed=7, guidance_scale=5.0, **prompts)
     backbone = WanBackbone(**parts)
-    ours, den = _ours(backbone, image, 9, 3, seed=7, guidance_scale=5.0, **prompts)
+    ours, den = _ours(backbone, image, 9, steps, seed=7, guidance_scale=5.0, **prompts)
     assert ours.shape == theirs.shape == (1, 9, SIZE, SIZE, 3)
     assert np.abs(ours - theirs).max() <= TOL
+    assert den.solver.name == scheduler
     assert den.num_frames == 3  # (9 - 1) // 4 + 1 latent frames
-    assert (den.unet_calls, den.transformer_calls) == (3, 6)  # guidance: two forwards per call
+    assert (den.unet_calls, den.transformer_calls) == (steps, 2 * steps)  # guidance: two forwards per call
     assert backbone.variant.name == {"wan2.1": "wan2.1-i2v", "ti2v": "wan2.2-ti2v-5b"}[variant]
     # another seed gives another video (the comparison is not trivially equal)
-    other, _ = _ours(backbone, image, 9, 3, seed=8, guidance_scale=5.0, **prompts)
+    other, _ = _ours(backbone, image, 9, steps, seed=8, guidance_scale=5.0, **prompts)
     assert np.abs(other - theirs).max() > 100 * TOL
+    if scheduler == "unipc":  # and the sampler matters: Euler steps on UniPC's own levels are another video
+        euler, _ = _ours(backbone, image, 9, steps, seed=7, euler=True, guidance_scale=5.0, **prompts)
+        assert np.abs(euler - theirs).max() > 10 * TOL
 
 
-def test_two_experts_equal_diffusers_and_switch_at_the_boundary(reference_cleaning):
+@pytest.mark.parametrize("scheduler", ["euler", "unipc"])
+def test_two_experts_equal_diffusers_and_switch_at_the_boundary(scheduler, reference_cleaning):
     from stillmotion.diffusion.wan import WanBackbone
     from stillmotion.diffusion.wan_tiny import tiny_wan_components
 
-    parts = tiny_wan_components("wan2.2")
+    parts = tiny_wan_components("wan2.2", scheduler=scheduler)
     image = _image()
     kw = {
         "prompt": "clouds drift",
@@ -104,11 +113,14 @@ def test_two_experts_equal_diffusers_and_switch_at_the_boundary(reference_cleani
     ours, den = _ours(backbone, image, 13, 4, seed=3, **kw)
     assert ours.shape == (1, 13, SIZE, SIZE, 3)
     assert np.abs(ours - theirs).max() <= TOL
-    # shift 5, 4 steps: t = 1000, 889 (>= 875: high-noise expert), 689, 27 (low-noise expert); 2 forwards each
+    # shift 5, 4 steps: Euler's t = 1000, 889 (>= 875: high-noise expert), 689, 27 (low-noise expert); UniPC's
+    # own timesteps 999, 937 (high), 833, 625 (low); 2 forwards each
     t = den.sigmas[:-1] * 1000
     assert int((t >= 875).sum()) == 2
     assert (high[0], low[0]) == (4, 4)
     assert backbone.variant.name == "wan2.2-i2v-a14b" and backbone.variant.two_experts
+    if scheduler == "unipc":
+        assert [float(den.timestep(s)) for s in den.sigmas[:-1]] == [999.0, 937.0, 833.0, 625.0]
 
 
 def test_folder_in_diffusers_layout_loads_and_missing_parts_are_named(tmp_path, reference_cleaning):
@@ -143,6 +155,48 @@ def test_folder_in_diffusers_layout_loads_and_missing_parts_are_named(tmp_path, 
         WanBackbone.from_pretrained(broken)
     with pytest.raises(MissingWeightsError, match="model_index.json"):
         WanBackbone.from_pretrained(tmp_path)
+
+
+def test_the_sampler_is_the_one_the_folders_scheduler_names(tmp_path):
+    from diffusers import WanImageToVideoPipeline
+
+    from stillmotion.diffusion.wan import WanBackbone
+    from stillmotion.diffusion.wan_tiny import tiny_wan_components
+    from stillmotion.sampling.unipc import UniPC
+
+    folder = tmp_path / "Wan2.1-I2V-14B-480P-Diffusers"
+    WanImageToVideoPipeline(**tiny_wan_components("wan2.1", scheduler="unipc")).save_pretrained(folder)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    assert config["_class_name"] == "UniPCMultistepScheduler" and config["use_flow_sigmas"]
+
+    def solver():
+        backbone = WanBackbone.from_pretrained(folder)
+        return backbone.prepare(_image(), num_frames=5, width=SIZE, height=SIZE,
+                                max_sequence_length=16).denoiser.solver  # fmt: skip
+
+    found = solver()
+    assert isinstance(found, UniPC)
+    assert (found.order, found.variant, found.lower_order_final) == (2, "bh2", True)
+    config_path.write_text(json.dumps({**config, "solver_order": 3, "solver_type": "bh1"}))
+    found = solver()
+    assert (found.order, found.variant) == (3, "bh1")
+
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+
+    def scheduler(class_name: str, **settings) -> None:
+        index_path.write_text(json.dumps({**index, "scheduler": ["diffusers", class_name]}))
+        config_path.write_text(json.dumps({**config, "_class_name": class_name, **settings}))
+
+    scheduler("FlowMatchEulerDiscreteScheduler", shift=5.0)
+    assert solver().name == "euler"
+    scheduler("DPMSolverMultistepScheduler")
+    with pytest.raises(MissingWeightsError, match="'scheduler': DPMSolverMultistepScheduler is not supp"):
+        WanBackbone.from_pretrained(folder)
+    scheduler("UniPCMultistepScheduler", predict_x0=False)
+    with pytest.raises(MissingWeightsError, match="predict_x0=False"):
+        WanBackbone.from_pretrained(folder)
 
 
 def test_text_to_video_transformer_is_refused(tmp_path):

@@ -25,8 +25,11 @@ The computation per denoiser call is diffusers' ``WanImageToVideoPipeline`` step
 - Wan 2.2 TI2V-5B (``expand_timesteps``): the first latent frame of the input is replaced by the image's
   latent and gets timestep 0 per token; the denoised estimate holds that latent on frame 0, so frame 0 of
   every sampler's result is the image's latent (diffusers pastes it at the end instead: same output).
-- ``x0 = x_t - t * v`` (FlowMatching.denoised). The Euler steps of ``sampling.base`` then reproduce
-  FlowMatchEulerDiscreteScheduler's steps, and with ``shift`` = the model's flow shift, its schedule.
+- ``x0 = x_t - t * v`` (FlowMatching.denoised). The sampler is the one the model's scheduler config
+  names (:func:`scheduler_solver`, the denoiser's ``solver``): with FlowMatchEulerDiscreteScheduler the
+  Euler steps of ``sampling.base`` reproduce its steps; with UniPCMultistepScheduler (what the released
+  checkpoints ship) ``sampling.unipc.UniPC`` reproduces its predictor-corrector steps. Either way the
+  levels and network timesteps are the scheduler's own for the model's flow shift (``set_schedule``).
 
 Windows (long videos). A window ``frames=slice(a, b)`` is one clip to the transformer (its rotary position
 embedding restarts at 0) conditioned like a clip: the image as its first frame, which is the same rule
@@ -57,7 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -67,7 +70,9 @@ from stillmotion.diffusion.prepared import Prepared
 from stillmotion.diffusion.preprocess import check_size, fit_inputs, still_alpha
 from stillmotion.diffusion.warp_condition import REFERENCE_SUPERSAMPLE, WarpedCondition
 from stillmotion.errors import MissingWeightsError, UserInputError
+from stillmotion.sampling.base import EULER, Euler
 from stillmotion.sampling.parameterization import FlowMatching
+from stillmotion.sampling.unipc import UNIPC_VARIANTS, UniPC
 
 logger = logging.getLogger("stillmotion.wan")
 
@@ -216,10 +221,10 @@ class WanBackbone(DiffusionPipeline):
                 )
         parts: dict[str, Any] = {}
         for name in (
+            "scheduler",  # first: a scheduler the project cannot sample with is refused before weights load
             "tokenizer",
             "text_encoder",
             "vae",
-            "scheduler",
             "transformer",
             "transformer_2",
             "image_encoder",
@@ -236,6 +241,8 @@ class WanBackbone(DiffusionPipeline):
             if name == "vae":
                 dtype = torch.float32  # Wan's VAE runs in float32 (diffusers' examples do the same)
             parts[name] = _load_component(root, name, library, class_name, dtype)
+            if name == "scheduler":
+                scheduler_solver(parts[name], str(name_or_path))  # an unsupported sampler is named now
         transformer = parts["transformer"]
         if transformer.config.image_dim is not None:
             for name in ("image_encoder", "image_processor"):
@@ -496,7 +503,8 @@ class WanBackbone(DiffusionPipeline):
         self, den: WanDenoiser, generator: torch.Generator | None = None, latents: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Unit noise ``[B, F, C, h, w]`` drawn in Wan's layout ``[B, C, F, h, w]`` (so a seed gives
-        diffusers' noise), times the schedule's first level (call ``set_schedule`` first)."""
+        diffusers' noise), times the scheduler's initial noise level (the first level; UniPC's 1), as its
+        pipeline starts (call ``set_schedule`` first)."""
         if den.sigmas is None:
             raise RuntimeError("call denoiser.set_schedule(steps) before initial_latents")
         b, f, c, h, w = den.latent_shape(den.num_frames)
@@ -504,7 +512,7 @@ class WanBackbone(DiffusionPipeline):
             latents = randn_tensor(
                 (b, c, f, h, w), generator=generator, device=den.device, dtype=torch.float32
             )
-        return den.parameterization.prior(latents.permute(0, 2, 1, 3, 4), den.sigmas[0])
+        return den.parameterization.prior(latents.permute(0, 2, 1, 3, 4), den.init_noise_sigma)
 
     def stream_decoder(self, prepared: Prepared) -> WanStreamDecoder:
         """A causal decoder that takes the video's latent frames in order, any number at a time."""
@@ -592,6 +600,46 @@ def _bucket_area(where: str, root: Path, expand: bool) -> int:
     return 832 * 480
 
 
+SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "UniPCMultistepScheduler")
+
+
+def scheduler_solver(scheduler: Any, where: str = "") -> Euler | UniPC:
+    """The project's solver for a Wan model's scheduler (its scheduler_config.json): Euler for
+    FlowMatchEulerDiscreteScheduler, :class:`~stillmotion.sampling.unipc.UniPC` with the config's order,
+    variant, lower_order_final and disable_corrector for UniPCMultistepScheduler (the real checkpoints').
+    Anything else, or a UniPC setting the solver does not implement, is refused naming the setting."""
+    name = type(scheduler).__name__
+    cfg = scheduler.config
+    here = f"model {where}: " if where else ""
+    if name == "FlowMatchEulerDiscreteScheduler":
+        return EULER
+    if name != "UniPCMultistepScheduler":
+        raise MissingWeightsError(
+            f"{here}component 'scheduler': {name} is not supported (a Wan model samples with "
+            f"{' or '.join(SCHEDULERS)})"
+        )
+    wrong = [
+        f"{key}={cfg.get(key)!r} (needs {want!r})"
+        for key, want in (
+            ("prediction_type", "flow_prediction"), ("use_flow_sigmas", True), ("predict_x0", True),
+            ("solver_p", None), ("thresholding", False), ("use_dynamic_shifting", False),
+        )
+        if cfg.get(key, want) != want
+    ]  # fmt: skip
+    variant = cfg.get("solver_type", "bh2")
+    if variant not in UNIPC_VARIANTS:
+        wrong.append(f"solver_type={variant!r} (needs one of {', '.join(UNIPC_VARIANTS)})")
+    if wrong:
+        raise MissingWeightsError(
+            f"{here}component 'scheduler': UniPCMultistepScheduler with {', '.join(wrong)} is not supported"
+        )
+    return UniPC(
+        order=int(cfg.get("solver_order", 2)), variant=variant,
+        lower_order_final=bool(cfg.get("lower_order_final", True)),
+        disable_corrector=cfg.get("disable_corrector") or (),
+    )  # fmt: skip
+
+
 class WanDenoiser:
     """``denoiser(x, sigma, frames=None, image=None) -> x0`` for a Wan backbone; see the module docstring."""
 
@@ -620,6 +668,7 @@ class WanDenoiser:
         self._clip = int(clip_frames)
         sched = backbone.scheduler.config
         self.parameterization = FlowMatching(int(sched.get("num_train_timesteps", 1000)))
+        self.solver = scheduler_solver(backbone.scheduler)  # the sampler the model's scheduler config names
         default_shift = sched.get("shift", sched.get("flow_shift", 1.0))
         self.flow_shift = float(default_shift if flow_shift is None else flow_shift)
         if not self.flow_shift > 0:
@@ -628,6 +677,7 @@ class WanDenoiser:
         self.boundary = None if ratio is None else float(ratio) * self.parameterization.num_train_timesteps
         self.sigmas: torch.Tensor | None = None
         self.init_noise_sigma: float | None = None
+        self._timesteps: dict[float, float] = {}  # the schedule's network timestep of each level
         self.still_mask: torch.Tensor | None = None  # [1, 1, 1, h, w], 1 where the photo stays still
         self.still: _StillLatents | None = None
         self.unet_calls = 0
@@ -678,17 +728,31 @@ class WanDenoiser:
         self.unet_calls = self.transformer_calls = self.frame_evaluations = 0
 
     def set_schedule(self, steps: int) -> torch.Tensor:
-        """Flow times of FlowMatchEulerDiscreteScheduler with this model's shift: ``steps + 1`` values from 1
-        down to 0 (float32, CPU)."""
+        """Flow times of the model's scheduler with this model's shift: ``steps + 1`` values from 1 down to 0
+        (float32, CPU). FlowMatchEulerDiscreteScheduler's, or UniPCMultistepScheduler's flow sigmas (its
+        first level 1 - 1e-6, its network timesteps whole numbers: both kept, as its pipeline runs)."""
         if int(steps) < 1:
             raise UserInputError(f"--steps must be >= 1, got {steps}")
-        sched = FlowMatchEulerDiscreteScheduler(
-            num_train_timesteps=self.parameterization.num_train_timesteps, shift=self.flow_shift
-        )
-        sched.set_timesteps(int(steps))
+        if isinstance(self.solver, UniPC):
+            config = self.backbone.scheduler.config
+            sched = UniPCMultistepScheduler.from_config(config, flow_shift=self.flow_shift)
+            sched.set_timesteps(int(steps))
+            self.init_noise_sigma = float(sched.init_noise_sigma)  # its pipeline starts from unit noise
+        else:
+            sched = FlowMatchEulerDiscreteScheduler(
+                num_train_timesteps=self.parameterization.num_train_timesteps, shift=self.flow_shift
+            )
+            sched.set_timesteps(int(steps))
+            self.init_noise_sigma = float(sched.sigmas[0])
         self.sigmas = sched.sigmas.float().cpu().clone()
-        self.init_noise_sigma = float(self.sigmas[0])
+        levels = self.sigmas[: len(sched.timesteps)].tolist()
+        self._timesteps = dict(zip(levels, sched.timesteps.float().cpu().tolist(), strict=True))
         return self.sigmas
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The network timestep of level sigma: the schedule's own for its levels, else ``1000 * t``."""
+        found = self._timesteps.get(float(sigma))
+        return self.parameterization.timestep(sigma) if found is None else torch.tensor(found)
 
     @torch.no_grad()
     def encode_condition_image(
@@ -751,7 +815,7 @@ class WanDenoiser:
         self._window(frames, f)
         param = self.parameterization
         sigma = torch.as_tensor(sigma, dtype=torch.float32).cpu()
-        t = param.timestep(sigma)
+        t = self.timestep(sigma)
         model, g = self._expert(t)
         cond = (self.condition if image is None else image).to(self.device)
         emb_image = self.image_embeds if image_embeds is None else image_embeds

@@ -59,17 +59,35 @@ def _transformer(seed: int, in_channels: int, out_channels: int, image_dim: int 
     ).eval()  # fmt: skip
 
 
+def tiny_scheduler(kind: str = "euler", shift: float = 5.0) -> Any:
+    """A Wan scheduler: ``euler`` (FlowMatchEulerDiscreteScheduler, diffusers' tests' choice) or ``unipc``
+    (UniPCMultistepScheduler with the settings the released Wan checkpoints' scheduler_config.json holds:
+    flow prediction on flow sigmas, second order, bh2, data prediction, lower order for the last steps)."""
+    # lazy: diffusers is an optional extra, imported only on this path
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if kind == "euler":
+        return FlowMatchEulerDiscreteScheduler(shift=shift)
+    if kind == "unipc":
+        return UniPCMultistepScheduler(
+            num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True,
+            flow_shift=shift, solver_order=2, solver_type="bh2", predict_x0=True, lower_order_final=True,
+        )  # fmt: skip
+    raise ValueError(f"scheduler must be euler or unipc, got {kind!r}")
+
+
 def tiny_wan_components(
-    variant: str = "wan2.1", seed: int = 0, shift: float = 5.0, rope_max_seq_len: int = 32
-) -> dict[str, Any]:
+    variant: str = "wan2.1", seed: int = 0, shift: float = 5.0, rope_max_seq_len: int = 32,
+    scheduler: str = "euler",
+) -> dict[str, Any]:  # fmt: skip
     """Components of a tiny Wan image-to-video pipeline, as keyword arguments for ``WanBackbone`` (or
     diffusers' ``WanImageToVideoPipeline``). ``variant``: ``wan2.1`` (one transformer, CLIP image
     embeddings), ``wan2.2`` (two experts, boundary 0.875, no image encoder) or ``ti2v`` (Wan 2.2 TI2V-5B's
     layout: 48-channel VAE with patch 2, first-frame latent replaced, ``expand_timesteps``).
     ``rope_max_seq_len``: the rotary table's length (32 in diffusers' tests: sides up to 512 px; the real
-    models' 1024)."""
+    models' 1024). ``scheduler``: :func:`tiny_scheduler`'s kind."""
     # lazy: diffusers is an optional extra, imported only on this path
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
+    from diffusers import AutoencoderKLWan
 
     if variant not in ("wan2.1", "wan2.2", "ti2v"):
         raise ValueError(f"variant must be wan2.1, wan2.2 or ti2v, got {variant!r}")
@@ -92,7 +110,7 @@ def tiny_wan_components(
     tokenizer = tiny_tokenizer()
     text_encoder = tiny_text_encoder(seed, vocab_size=len(tokenizer))
     parts: dict[str, Any] = {
-        "vae": vae, "scheduler": FlowMatchEulerDiscreteScheduler(shift=shift), "text_encoder": text_encoder,
+        "vae": vae, "scheduler": tiny_scheduler(scheduler, shift), "text_encoder": text_encoder,
         "tokenizer": tokenizer, "image_encoder": None, "image_processor": None, "transformer_2": None,
         "boundary_ratio": None,
     }  # fmt: skip

@@ -4,8 +4,9 @@
 model_index.json): it loads the backbone (cached), fits the scene to the model's resolution bucket (or
 ``--size``), prepares the flow-matching denoiser with the prompt and guidance, and returns a lazy iterator
 of uint8 frames plus a stats dict complete once the iterator is exhausted. Up to one clip (81 video frames,
-21 latent frames) the video is sampled with the Euler sampler, as diffusers' pipeline does; longer videos go
-through the long-video samplers, in latent frames, decoded as one causal stream.
+21 latent frames) the video is sampled as diffusers' pipeline samples it, with the sampler its scheduler
+config names (Euler for FlowMatchEuler, UniPC for UniPCMultistep); longer videos go through the long-video
+samplers with the same sampler, in latent frames, decoded as one causal stream.
 
 Imported only when a Wan model runs (``engines.diffusion`` imports it then): torch and diffusers at the top.
 """
@@ -37,7 +38,7 @@ from stillmotion.engines.long_video import stream_long_video
 from stillmotion.engines.options import DiffusionOptions, RenderRequest
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.scene import Scene
-from stillmotion.sampling.base import sample_euler
+from stillmotion.sampling.base import sample_ode, solver_of
 
 logger = logging.getLogger("stillmotion.diffusion")
 
@@ -89,7 +90,8 @@ def animate_wan(
     ``follow`` and ``freedom`` its knobs, ``loop`` the reference's seamless loop) or ``none`` (the prompt
     alone; ``auto`` without a field); ``trained`` is SVD's (the paper's motion modules) and refused. Stats:
     steps, unet_calls (denoiser calls), transformer_calls, frame_evaluations (latent frames through the
-    transformer), latent_frames, device, dtype, size, backbone, control, long_method."""
+    transformer), latent_frames, device, dtype, size, backbone, sampler (the one the model's scheduler config
+    names: euler or unipc), control, long_method."""
     opts = DiffusionOptions(model=model, **options)
     request = RenderRequest(frames=frames, fps=0.0, strength=strength, loop=opts.loop, progress=progress,
                             size=size)  # fmt: skip
@@ -154,6 +156,7 @@ def animate_wan_with(
         "dtype": str(pipe.main_transformer.dtype).replace("torch.", ""),
         "size": [width, height],
         "backbone": variant,
+        "sampler": solver_of(den).name,  # the model's scheduler's: euler or unipc
         "control": mode,
         "steps_run": steps - (knobs.start_step(steps) if guided is not None else 0),
         "strength_ms": None,
@@ -177,7 +180,7 @@ def animate_wan_with(
         if guided is not None:
             x = guided.start_latents(x)
         with step_progress(len(sigmas) - 1, "wan", progress, o.on_step) as step_done:
-            x = sample_euler(den, x, sigmas, callback=step_done)
+            x = sample_ode(den, x, sigmas, callback=step_done)
         count()
         for chunk in pipe.decode(prepared, x, o.decode_chunk_size):
             yield from to_uint8(chunk)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from stillmotion.sampling.base import Denoiser, sample_euler
+from stillmotion.sampling.base import Denoiser, sample_ode
 from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
 from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, direct_segments
@@ -41,13 +41,13 @@ def sample_direct(
     the frame carried on along the field from ``index + 1``). An image-to-video model's frame 0 reproduces
     its conditioning image, so with a plain image condition a later clip's first frame repeats the
     previous clip's last one, as in the paper's Direct. The first clip uses the denoiser's own
-    conditioning.
+    conditioning. Each clip is its own sample: a multistep solver's history starts afresh per clip.
     """
     noise = as_noise_source(noise)
     image_cond: dict[str, Any] = {}
     for a, b in direct_segments(noise.num_frames, segment_len):
         x = parameterization_of(denoiser).prior(noise.frames(a, b), sigmas[0])
-        x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(a, b), **image_cond, **cond)
+        x = sample_ode(denoiser, x, sigmas, callback=callback, frames=slice(a, b), **image_cond, **cond)
         yield LatentChunk(a, x, int(a > 0))
         if b < noise.num_frames:
             image_cond = dict(condition_on(x[:, -1], b - 1))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from stillmotion.sampling.base import Denoiser, sample_euler
+from stillmotion.sampling.base import Denoiser, sample_ode
 from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
 from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, check_length
@@ -70,7 +70,8 @@ def sample_freenoise(
     A denoiser with a ``windowed_temporal_attention(window, stride)`` hook (a context manager, see
     ``MotionDenoiser``) has its temporal attention window-fused for the duration of sampling; without
     it (e.g. a toy denoiser) only the noise rescheduling applies.
-    Finished latents are yielded in chunks of ``segment_len`` frames.
+    Finished latents are yielded in chunks of ``segment_len`` frames. The whole video is one trajectory of
+    the denoiser's solver (a multistep solver's history covers every frame).
     """
     noise = as_noise_source(noise)
     n = noise.num_frames
@@ -85,6 +86,6 @@ def sample_freenoise(
     else:
         fusion = hook(segment_len, stride, chunk_frames=chunk_frames)
     with fusion:
-        x = sample_euler(denoiser, x, sigmas, callback=callback, frames=slice(0, n), **cond)
+        x = sample_ode(denoiser, x, sigmas, callback=callback, frames=slice(0, n), **cond)
     for a in range(0, n, segment_len):
         yield LatentChunk(a, x[:, a : a + segment_len], 0)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from stillmotion.sampling.base import Denoiser, euler_step
+from stillmotion.sampling.base import Denoiser, solver_of
 from stillmotion.sampling.frame_noise import NoiseSource, as_noise_source
 from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, sliding_windows
@@ -45,17 +45,20 @@ def sample_gen_l_video(
     """Sample all ``noise.num_frames`` frames jointly with windows of ``segment_len`` every ``stride``
     frames (default L // 4, the 4 to 8 frames of Gen-L-Video's paper; ``LongOptions.window_stride``).
 
-    The window estimates are combined *before* the step, so the whole video takes exactly one Euler step
-    per noise level (a stateful scheduler's internal index must advance once per level, not per window).
+    The window estimates are combined *before* the step, so the whole video takes exactly one step of the
+    denoiser's solver per noise level (a stateful scheduler's internal index must advance once per level,
+    not per window): one trajectory, whose multistep history holds the averaged estimates.
     Finished latents are yielded in chunks of ``segment_len`` frames (no joins: windows blend).
     """
     noise = as_noise_source(noise)
     n = noise.num_frames
     windows = sliding_windows(n, segment_len, stride or max(1, segment_len // 4))
-    x = parameterization_of(denoiser).prior(noise.frames(0, n), sigmas[0])
+    param = parameterization_of(denoiser)
+    x = param.prior(noise.frames(0, n), sigmas[0])
+    path = solver_of(denoiser).start(sigmas, param)
     for i in range(len(sigmas) - 1):
         x0 = average_windows(denoiser, x, sigmas[i], windows, **cond)
-        x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
+        x = path.step(i, x, x0)
         if callback is not None:
             callback(i, x, x0)
     for a in range(0, n, segment_len):

@@ -18,7 +18,8 @@ The samplers integrate in each parameterisation's own coordinates. The probabili
 form in both, ``dx/dsigma = (x - x0) / sigma`` (for flow matching ``(x_t - x0) / t = n - x0 = v``), so one
 Euler step (``sampling.base.euler_step``) serves both; what differs is putting noise back at a level
 (:meth:`noised`), reading the noise out of a state (:meth:`noise_of`), the clean part of a state
-(:meth:`signal`) and the starting state (:meth:`prior`). A sampler asks its denoiser for its
+(:meth:`signal`), the starting state (:meth:`prior`) and, for multistep solvers (``sampling.unipc``), the
+state's scales ``x = alpha x0 + s n`` (:meth:`signal_noise_scales`). A sampler asks its denoiser for its
 parameterisation with :func:`parameterization_of` (denoisers without one are SVD's EDM form).
 """
 
@@ -84,6 +85,11 @@ class VPredictionEDM:
         """The starting state at the first level of a schedule: pure noise, ``sigma * n``."""
         return noise * sigma
 
+    def signal_noise_scales(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha, s)`` with a state ``alpha * x0 + s * n`` at level sigma (multistep solvers step in
+        ``log(alpha / s)``): ``(1, sigma)``."""
+        return torch.ones_like(sigma), sigma
+
     # ---- the trainer's side ---------------------------------------------------------------------
 
     def training_sigma(self, normal: Tensor, mean: float, std: float) -> Tensor:
@@ -137,6 +143,9 @@ class FlowMatching:
 
     def prior(self, noise: Tensor, sigma: Tensor | float) -> Tensor:
         return noise * sigma
+
+    def signal_noise_scales(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        return 1 - sigma, sigma
 
     def to_edm(self, x: Tensor, sigma: Tensor | float) -> tuple[Tensor, Tensor | float]:
         """k-diffusion's map onto the EDM form: ``(x_t / (1 - t), t / (1 - t))`` (t < 1)."""

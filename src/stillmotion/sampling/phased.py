@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from stillmotion.sampling.base import Denoiser, euler_step
+from stillmotion.sampling.base import Denoiser, solver_of
 from stillmotion.sampling.frame_noise import FrameNoise, NoiseSource, as_noise_source
 from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, phased_segments, reuse_steps
@@ -143,6 +143,13 @@ def sample_phased(
 
     ``shuffle=False`` skips eq. 12's permutation (segment k takes sequence k; for tests and ablations).
 
+    Steps are the denoiser's solver's (``sampling.base.solver_of``: Euler, or UniPC for a Wan model whose
+    scheduler is UniPC). Segment 1 is one trajectory over all T steps. A later segment is a new trajectory
+    from the branch step: a multistep solver's history restarts there (its first redone step is first
+    order), because segment 1's earlier estimates are of other frames and would be wrong derivatives for
+    this segment's state. The overlap's anchor is applied to every state the solver makes (a corrected state
+    too), so the hard anchor holds exactly with a predictor-corrector solver.
+
     The formulas above are written in the EDM form (``x = x0 + sigma * n``); the sampler re-noises, reads the
     noise out and starts through the denoiser's parameterisation (``sampling.parameterization``), so a
     flow-matching backbone gets ``(1 - t) x0 + t n`` in the same places.
@@ -161,12 +168,14 @@ def sample_phased(
 
     a, b = segments[0]
     x = param.prior(noise.frames(a, b), sigmas[0])
+    solver = solver_of(denoiser)
+    path = solver.start(sigmas, param)
     shared_x0 = shared_n = None
     for i in range(steps):
         x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
-        if i == m:
+        if i == m:  # the state the estimate was made at (before a corrector moves it) and its noise
             shared_x0, shared_n = x0, param.noise_of(x, x0, sigmas[i])
-        x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
+        x = path.step(i, x, x0)
         if callback is not None:
             callback(i, x, x0)
     if shared_x0 is None:  # M = T: nothing left to redo; sigma_T = 0 makes the noise term vanish
@@ -215,13 +224,17 @@ def sample_phased(
             x = x + param.signal(ref_k, sigmas[m])
         elif mode == "own":
             x = x + param.signal(fade[:, : b - a] * (base - first_x0), sigmas[m])
-        start = param.noised(prev, n_tilde[:, :overlap], sigmas[m])
-        x[:, :overlap] = weights * start + (1 - weights) * x[:, :overlap]
+
+        def anchored(x: torch.Tensor, j: int, prev=prev, n_tilde=n_tilde) -> torch.Tensor:
+            anchor = param.noised(prev, n_tilde[:, :overlap], sigmas[j])
+            x[:, :overlap] = weights * anchor + (1 - weights) * x[:, :overlap]
+            return x
+
+        x = anchored(x, m)
+        path = solver.start(sigmas, param)  # a new trajectory: a multistep history restarts at the branch
         for i in range(m, steps):
             x0 = denoiser(x, sigmas[i], frames=slice(a, b), **cond)
-            x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
-            anchor = param.noised(prev, n_tilde[:, :overlap], sigmas[i + 1])
-            x[:, :overlap] = weights * anchor + (1 - weights) * x[:, :overlap]
+            x = path.step(i, x, x0, project=anchored)  # every state the solver makes keeps the anchor
             if callback is not None:
                 callback(i, x, x0)
         first = min(overlap, 1)  # position 0 is the previous segment's frame, already written
