@@ -1,6 +1,7 @@
 """Warp-guided control on the tiny Wan backbone: the held region is the warp reference noised to each level
 (flow matching: (1 - t) r + t n) while the hold lasts and runs free after it, and every long-video method
-holds each window to its own part of the reference."""
+holds each window to its own part of the reference; with either sampler a Wan scheduler names (Euler, and
+the multistep UniPC, whose history and corrector must keep the held region exact too)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ FRAMES = 9  # video frames: 3 latent frames
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def backbone():
+@pytest.fixture(scope="module", params=["euler", "unipc"])
+def backbone(request):
     from stillmotion.diffusion.wan import WanBackbone
     from stillmotion.diffusion.wan_tiny import tiny_wan_components
 
     with torch.random.fork_rng(devices=[]):
-        return WanBackbone(**tiny_wan_components("wan2.2"))
+        return WanBackbone(**tiny_wan_components("wan2.2", scheduler=request.param))
 
 
 def _inputs():
@@ -44,7 +45,7 @@ def _guided(backbone, frames, follow, freedom, **kw):
 
 
 def test_held_region_is_the_reference_noised_to_each_level_then_runs_free(backbone):
-    from stillmotion.sampling.base import sample_euler
+    from stillmotion.sampling.base import sample_ode
     from stillmotion.sampling.parameterization import FlowMatching
 
     steps = 10
@@ -57,7 +58,9 @@ def test_held_region_is_the_reference_noised_to_each_level_then_runs_free(backbo
     x = g.start_latents(unit * den.init_noise_sigma)
     ref = g.ref.window(0, den.num_frames)
     states = [x]
-    sample_euler(g, x, sigmas, callback=lambda i, x_, x0: states.append(x_))
+    names = {"FlowMatchEulerDiscreteScheduler": "euler", "UniPCMultistepScheduler": "unipc"}
+    assert g.solver.name == names[type(backbone.scheduler).__name__]
+    sample_ode(g, x, sigmas, callback=lambda i, x_, x0: states.append(x_))  # the scheduler's sampler
     m = g.hold.expand_as(x) >= 0.999  # latent cells wholly inside the moving square
     free = g.hold.expand_as(x) <= 0.001
     assert m.any() and free.any()

@@ -40,7 +40,7 @@ def test_one_clip_and_a_long_video(wan_folder):
                             prompt="waves", guidance=3.0)  # fmt: skip
     frames = list(it)
     assert len(frames) == 9 and frames[0].shape == (16, 32, 3) and frames[0].dtype == np.uint8
-    assert stats["backbone"] == "wan2.1-i2v" and stats["long_method"] is None
+    assert stats["backbone"] == "wan2.1-i2v" and stats["long_method"] is None and stats["sampler"] == "euler"
     assert (stats["unet_calls"], stats["transformer_calls"], stats["latent_frames"]) == (2, 4, 3)
 
     it, stats = animate_wan(_scene(), None, model=wan_folder, frames=90, steps=3, size=(32, 16),
@@ -55,6 +55,26 @@ def test_one_clip_and_a_long_video(wan_folder):
     backbone = load_wan(wan_folder)
     assert backbone.default_size(40, 24) == (512, 304)  # the bucket, shrunk to the tiny model's 512 px
     assert backbone.max_side == 512  # rope_max_seq_len 32 x patch 2 x VAE 8
+
+
+def test_a_folder_whose_scheduler_is_unipc_samples_with_unipc(tmp_path):
+    from diffusers import WanImageToVideoPipeline
+
+    from stillmotion.diffusion.wan import latent_frames
+    from stillmotion.diffusion.wan_tiny import tiny_wan_components
+    from stillmotion.engines.wan import animate_wan
+    from stillmotion.sampling.long import LongOptions, expected_cost
+
+    folder = tmp_path / "Wan2.1-I2V-14B-480P-Diffusers"
+    with torch.random.fork_rng(devices=[]):
+        WanImageToVideoPipeline(**tiny_wan_components("wan2.1", scheduler="unipc")).save_pretrained(folder)
+    it, stats = animate_wan(_scene(), None, model=folder, frames=9, steps=3, size=(32, 16), guidance=3.0)
+    assert len(list(it)) == 9 and stats["sampler"] == "unipc" and stats["unet_calls"] == 3
+    it, stats = animate_wan(_scene(), None, model=folder, frames=90, steps=3, size=(32, 16),
+                            long_method="phased", gamma=0.6)  # fmt: skip
+    assert len(list(it)) == 90 and stats["sampler"] == "unipc"
+    cost = expected_cost(LongOptions(method="phased", gamma=0.6), latent_frames(90), 21, 3)
+    assert stats["unet_calls"] == cost.denoiser_calls
 
 
 def test_bad_options_are_named(wan_folder):

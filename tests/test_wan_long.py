@@ -1,6 +1,7 @@
 """Long videos on the tiny Wan backbone: every long-video method gives exactly the video frames asked
-for (latent frames are not video frames), with the denoiser and transformer calls the cost formulas say;
-FreeNoise's window-fused attention on Wan's full attention is what it claims to be."""
+for (latent frames are not video frames), with the denoiser and transformer calls the cost formulas say,
+with Euler and with UniPC (the released checkpoints' scheduler); FreeNoise's window-fused attention on Wan's
+full attention is what it claims to be."""
 
 from __future__ import annotations
 
@@ -43,9 +44,29 @@ def _condition_on(backbone, prepared):
     return condition_on
 
 
+@pytest.fixture(scope="module")
+def backbone_unipc():
+    from stillmotion.diffusion.wan import WanBackbone
+    from stillmotion.diffusion.wan_tiny import tiny_wan_components
+
+    with torch.random.fork_rng(devices=[]):
+        return WanBackbone(**tiny_wan_components("wan2.1", scheduler="unipc"))
+
+
 @pytest.mark.parametrize("frames", [1, 80, 81, 82, 125, 200])
 @pytest.mark.parametrize("method", ["phased", "direct", "freenoise", "gen-l-video"])
 def test_every_method_gives_the_frames_asked_for_at_the_formulas_cost(backbone, method, frames):
+    _frames_and_cost(backbone, method, frames)
+
+
+@pytest.mark.parametrize("frames", [1, 80, 81, 82, 125, 200])
+@pytest.mark.parametrize("method", ["phased", "direct", "freenoise", "gen-l-video"])
+def test_every_method_on_unipc_gives_the_frames_at_the_formulas_cost(backbone_unipc, method, frames):
+    den = _frames_and_cost(backbone_unipc, method, frames)
+    assert den.solver.name == "unipc"
+
+
+def _frames_and_cost(backbone, method, frames):
     from stillmotion.diffusion.wan import latent_frames
     from stillmotion.sampling.frame_noise import FrameNoise
     from stillmotion.sampling.long import LongOptions, expected_cost, sample_long
@@ -76,6 +97,7 @@ def test_every_method_gives_the_frames_asked_for_at_the_formulas_cost(backbone, 
     assert den.unet_calls == cost.denoiser_calls
     assert den.transformer_calls == 2 * cost.denoiser_calls  # guidance: conditional + negative prompt
     assert den.frame_evaluations == 2 * cost.frame_passes
+    return den
 
 
 def test_windowed_attention_is_block_attention_without_overlap_and_a_no_op_within_a_window():
