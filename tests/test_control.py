@@ -100,6 +100,12 @@ def test_warp_guided_loop_and_long_videos(tiny_dir):
         assert len(video) == n and stats["reference"] == "loop" and stats["long_method"] == method
         assert events[-1] == (stats["unet_calls"], stats["unet_calls"])  # progress counts the calls run
         assert np.array_equal(video[:, :, 32:], np.repeat(sc.image[None, :, 32:], n, 0))
+        if method == "phased":  # warp-guided joins cross-fade five frames unless --overlap says otherwise
+            assert stats["overlap"] == min(5, clip - 1)
+    for control, overlap, want in (("warp-guided", 1, 1), ("none", None, 1)):
+        it, stats = engine.animate_diffusion(sc, field, frames=n, steps=2, seed=0, model=str(tiny_dir),
+                                             device="cpu", size=(48, 32), control=control, overlap=overlap)
+        assert len(list(it)) == n and stats["overlap"] == want, (control, overlap)
 
 
 def _photo_with_one_arrow(size: tuple[int, int] = (96, 64)):

@@ -7,7 +7,9 @@ Imported only when a backbone runs (it loads torch and the samplers).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -79,6 +81,24 @@ def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
     return LongOptions(method=o.long_method or "phased", gamma=o.gamma, omega=o.omega,
                        branch_sigma=o.branch_sigma, carry=o.carry, stride=o.stride, **more,
                        **({} if o.overlap is None else {"overlap": int(o.overlap)}))  # fmt: skip
+
+
+# Phased joins under warp-guided control: a later segment's last free steps make their own fine texture,
+# which a single anchor frame shows as a step in appearance; cross-fading this many video frames spreads
+# it (125 frames on the plain model: join smoothness 1.59 with one frame, 1.25 with five;
+# docs/long-videos.md#joins).
+WARP_GUIDED_OVERLAP_FRAMES = 5
+
+
+def guided_overlap(
+    options: LongOptions, o: DiffusionOptions, guided: Any, frames_per_latent: int = 1
+) -> LongOptions:
+    """``options`` with phased's overlap as it runs: the user's ``--overlap``, else for warp-guided control
+    :data:`WARP_GUIDED_OVERLAP_FRAMES` video frames (in the backbone's latent frames, ``frames_per_latent``
+    video frames each), else the sampler's default (one anchor frame)."""
+    if o.overlap is not None or guided is None:
+        return options
+    return dataclasses.replace(options, overlap=math.ceil(WARP_GUIDED_OVERLAP_FRAMES / frames_per_latent))
 
 
 def fit_sequence(motion: np.ndarray, frames: int) -> np.ndarray:

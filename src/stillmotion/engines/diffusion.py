@@ -175,6 +175,7 @@ def _animate_svd(
     from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control
     from stillmotion.engines.backbone_run import (
         fit_sequence,
+        guided_overlap,
         long_options,
         step_progress,
         to_uint8,
@@ -241,6 +242,7 @@ def _animate_svd(
     )  # fmt: skip
     prepared, guided = with_control(pipe, prepared, mode, guidance_knobs, o.loop)
     den = prepared.denoiser
+    options = guided_overlap(options, o, guided)
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -251,7 +253,8 @@ def _animate_svd(
         "strength_ms": prepared.strength,
         "refined": refined,
         "long_method": None,
-        "overlap": options.overlap,  # phased's cross-faded frames per join (when the video is long)
+        # phased's cross-faded frames per join (when the video is long)
+        "overlap": options.shared_frames(den.clip_frames),
         "seams": [],  # [first frame, frame steps] of every join between separately sampled segments
         "control": mode,
         "steps_run": steps - (guidance_knobs.start_step(steps) if guided is not None else 0),

@@ -26,6 +26,7 @@ from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control
 from stillmotion.engines.backbone_run import (
     cached_load,
     fit_sequence,
+    guided_overlap,
     long_options,
     on_device,
     resolve_device,
@@ -146,6 +147,7 @@ def animate_wan_with(
     plain = prepared.denoiser
     prepared, guided = with_control(pipe, prepared, mode, knobs, o.loop)
     den = prepared.denoiser
+    options = guided_overlap(options, o, guided, pipe.vae_scale_factor_temporal)
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -162,7 +164,7 @@ def animate_wan_with(
         "strength_ms": None,
         "refined": False,
         "long_method": None,
-        "overlap": options.overlap,
+        "overlap": options.shared_frames(den.clip_frames),
     }
 
     if guided is not None:
