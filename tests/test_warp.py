@@ -342,6 +342,24 @@ def test_forward_motion_keeps_flowing_behind_the_arrow():
     assert (speeds > 0).all()  # never a step backwards (a phase restarts only at zero weight)
 
 
+def test_forward_motion_restarts_without_a_jump():
+    # Each phase restarts at zero weight; as its weight grows again, neither its share of the blend nor
+    # the other phase's texture reads may change at once (before: the detail weighting handed a fresh
+    # phase 0.58 of a smeared region at its first step, and the other phase's reads changed from plain
+    # to scattered: frame changes of 3.07x the median at every restart on this example).
+    from stillmotion.api import prepare
+
+    examples = Path(__file__).resolve().parents[1] / "src/stillmotion/assets/examples"
+    scene, field = prepare(examples / "waterfall.jpg", arrows_file=examples / "waterfall_arrows.json",
+                           mask=examples / "waterfall_mask.png", size=(176, 96))  # fmt: skip
+    warp = EulerianWarp(scene.image, field, frames=125, loop=False, mask=scene.mask)
+    video = np.stack(list(warp.frames())).astype(np.float32)
+    steps = np.array([np.abs(b - a)[scene.mask].mean() for a, b in zip(video, video[1:], strict=False)])
+    ratio = steps / np.median(steps)
+    restarts = [t for t in range(warp.cycle // 2, 124, warp.cycle // 2)]
+    assert max(ratio[t - 1 : t + 8].max() for t in restarts) < 1.75, ratio.round(2)
+
+
 def test_forward_cycle_is_checked_and_shapes_the_restarts():
     img = texture(32, 40)
     field = constant_field(32, 40, 1.0, 0.0)

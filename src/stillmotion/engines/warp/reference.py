@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stillmotion.motion.eulerian.render import STRETCH_FLOOR, TEXTURE_SCATTER, EulerianWarp
+from stillmotion.motion.eulerian.render import SCATTER_FADE, STRETCH_FLOOR, TEXTURE_SCATTER, EulerianWarp
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -177,8 +177,8 @@ class _Plain:
         gain = torch.where(var > 1e-6, torch.sqrt(1 / var.clamp(min=1e-6)), torch.zeros_like(var))
         gain = gain.clamp(max=2)
         lo, hi, radius = TEXTURE_SCATTER
-        scatter_a = ((hi - sa) * (radius / (hi - lo))).clamp(0, radius)
-        scatter_b = ((hi - sb) * (radius / (hi - lo))).clamp(0, radius)
+        scatter_a = ((hi - sa) * (radius / (hi - lo))).clamp(0, radius) * min(wb / SCATTER_FADE, 1.0)
+        scatter_b = ((hi - sb) * (radius / (hi - lo))).clamp(0, radius) * min(wa / SCATTER_FADE, 1.0)
         return torch.stack([share, share * gain, rest * gain, scatter_a, scatter_b], 0)
 
     def render(self, a: State, wa: float, b: State | None, wb: float) -> np.ndarray:
@@ -242,5 +242,6 @@ def reference_frames(warp: EulerianWarp) -> Iterator[np.ndarray]:
         if t >= half:
             age = (t - half) % period
             second = plain.start() if age == 0 else plain.step(second, -1.0, t - 1)
-            weight = 1.0 - abs(2.0 * age / period - 1.0)
+            tri = 1.0 - abs(2.0 * age / period - 1.0)
+            weight = tri * tri * (3.0 - 2.0 * tri)
         yield warp.image.copy() if warp.n_moving == 0 else plain.render(first, 1.0 - weight, second, weight)

@@ -244,6 +244,7 @@ def blend_weights(
     scatter_lo: float,
     scatter_hi: float,
     scatter_px: float,
+    scatter_fade: float,
     out: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -278,6 +279,10 @@ def blend_weights(
     s_hi = np.float32(scatter_hi)
     reach = np.float32(scatter_px / (scatter_hi - scatter_lo))
     radius = np.float32(scatter_px)
+    # a branch's reads scatter fully once the other branch weighs scatter_fade: a lone branch's do not
+    # scatter, so a branch's texture does not change at once when another joins it (forward restarts)
+    fade_a = np.float32(min(weight_b / scatter_fade, 1.0))
+    fade_b = np.float32(min(weight_a / scatter_fade, 1.0))
     for i in range(row_start, row_stop):
         for j in range(lo[i], hi[i]):
             sa = stretch_a[i, j]
@@ -295,8 +300,8 @@ def blend_weights(
             out[i, j, 0] = share
             out[i, j, 1] = share * gain
             out[i, j, 2] = rest * gain
-            out[i, j, 3] = min(max((s_hi - sa) * reach, zero), radius)
-            out[i, j, 4] = min(max((s_hi - sb) * reach, zero), radius)
+            out[i, j, 3] = min(max((s_hi - sa) * reach, zero), radius) * fade_a
+            out[i, j, 4] = min(max((s_hi - sb) * reach, zero), radius) * fade_b
 
 
 @njit(cache=True, nogil=True, fastmath=True, inline="always")

@@ -78,6 +78,10 @@ MIN_CHECKPOINT_MB = 64.0
 # below 0.6^2, i.e. more than 1.7x), its texture reads scatter up to 1 source pixel (reached at
 # 4x): read at the nearest pixel, each texture pixel would otherwise repeat in blocks.
 TEXTURE_SCATTER = (0.25**2, 0.6**2, 1.0)
+# A branch's reads scatter in full once the other branch's time weight reaches this, less before: a
+# lone branch reads unscattered, and when forward motion restarts a phase, the other phase's texture
+# changes over the frames the newcomer takes to reach this weight instead of at once.
+SCATTER_FADE = 0.1
 SMOOTH_KERNEL = np.ones((3, 3), np.uint8)
 SMOOTH_SIZE = (3, 3)
 SMOOTH_REACH = 2  # cells: the minimum's and the average's radii
@@ -440,7 +444,7 @@ class EulerianWarp:
             _smooth_stretch(raw_b[c0:c1], smooth_b[c0:c1])
             blend_weights(
                 smooth_a, smooth_b, half.dist, weight_a, weight_b, self.rho, self.rho_step, STRETCH_FLOOR,
-                *TEXTURE_SCATTER, half.weights, self._weights_lo, self._weights_hi, w0, w1,
+                *TEXTURE_SCATTER, SCATTER_FADE, half.weights, self._weights_lo, self._weights_hi, w0, w1,
             )  # fmt: skip
         for band in half.bands:
             y0, y1, x0, x1 = band
@@ -516,7 +520,11 @@ class EulerianWarp:
                     second = self._start()
                 else:
                     jobs.append(second)
-                weight = 1.0 - abs(2.0 * age / period - 1.0)
+                # smoothstep of the triangle: a restarted phase's share grows from zero with zero slope,
+                # which the detail weighting (up to 50x for a fresh phase over a smeared one) would
+                # otherwise turn into a jump at its first step
+                tri = 1.0 - abs(2.0 * age / period - 1.0)
+                weight = tri * tri * (3.0 - 2.0 * tri)
             if len(jobs) == 2:  # both phases' steps at once, one per thread
                 self._pair((self._back_step, (jobs[0], t - 1)), (self._back_step, (jobs[1], t - 1)))
             elif jobs:
