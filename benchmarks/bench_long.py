@@ -155,7 +155,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--size", default=None, help="WxH (default: 32x16 for tiny-random, else the model's)")
     ap.add_argument("--model", default="tiny-random", help="tiny-random (default), bundled or a model folder")
-    ap.add_argument("--overlap", type=int, default=None, help="phased: frames shared per join (default: 1; warp-guided 5)")
+    ap.add_argument("--overlap", type=int, default=None,
+                    help="phased: frames shared per join (default: 1; warp-guided 5)")
     ap.add_argument("--branch-sigma", type=float, default=None, help="phased: branch at this noise level")
     ap.add_argument("--carry", default="motion", choices=["motion", "reference", "appearance", "own", "copy"],
                     help="phased: how later segments continue segment 1 (see sample_phased)")
