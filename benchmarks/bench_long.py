@@ -1,9 +1,9 @@
 """Longer animation on the tiny backbone (paper Table 2 layout): cost, joins, memory. Prints its figures.
 
     .venv/bin/python benchmarks/bench_long.py [--frames 125] [--steps 25] [--size 32x16] [--out DIR]
-        [--model tiny-random | bundled | DIR] [--overlap N] [--branch-sigma S]
+        [--model tiny-random | bundled | DIR] [--overlap N] [--branch-sigma S] [--omega W]
         [--carry motion|reference|appearance|own|copy] [--control auto|trained|warp-guided|none]
-        [--follow F] [--freedom F]
+        [--follow F] [--freedom F] [--reference-pace | --meter-check | --single-clips SEEDS]
 
 1. All four methods (phased, direct, freenoise, gen-l-video) on the bundled waterfall example (arrows +
    mask), same backbone, input and seed, through ``stillmotion bench-long``'s code path: the tiny
@@ -16,6 +16,9 @@
    no backward step, per method.
 2. Peak memory of phased for 125 and for 500 frames, each in a fresh process (the allocator's history
    does not leak between them), target: 500 frames <= 1.3x 125 frames.
+
+``--reference-pace``, ``--meter-check`` and ``--single-clips`` print only the along-arrow pace of the
+motion reference, the meter's reading of known motion, and one clip of the model per seed.
 
 Torch runs on one thread by default (BENCH_THREADS): on a machine whose cores are shared with other
 jobs, OpenMP's spinning worker threads otherwise make every kernel tens of times slower and the timings
@@ -73,8 +76,9 @@ def memory_child(
 
     scene, motion = scene_and_motion()
     model, wh = model_and_size(model, size)
-    opts = dict(size=wh, gamma=0.8, omega=0.2, overlap=overlap, device="cpu", fps=8, progress=False,
+    opts = dict(size=wh, gamma=0.8, overlap=overlap, device="cpu", fps=8, progress=False,
                 **long_opts)  # fmt: skip
+    opts.setdefault("omega", 0.2)
     trace: list[tuple[float, int]] = []
     stop = threading.Event()
 
@@ -130,6 +134,72 @@ def reference_pace(frames: int, model: str, size: str | None, seed: int) -> None
           f"by third {thirds[0]:.3f} / {thirds[1]:.3f} / {thirds[2]:.3f}, slowest step {slowest:.3f}")
 
 
+def meter_check(model: str, size: str | None, seed: int) -> None:
+    """The along-arrow meter on motion whose truth is known, at the model's size: the photo translated by
+    v px/frame along the arrows' mean direction (drawn 8x larger, bilinear, area-averaged down: an exact
+    sub-pixel shift), and the photo held still with fresh grey-level noise in every frame. Prints the
+    meter's error against the truth and its spread over the frame steps."""
+    import cv2
+    import numpy as np
+
+    from stillmotion.diffusion.preprocess import fit_image
+    from stillmotion.engines.diffusion import load_pipeline, model_size
+    from stillmotion.evaluation.long_bench import StreamMetrics, arrow_rows, model_location
+
+    scene, _ = scene_and_motion()
+    name, wh = model_and_size(model, size)
+    if wh is None:
+        with model_location(name, 25, seed) as (path, _):
+            wh = model_size(load_pipeline(path, "cpu"), scene.width, scene.height)
+    w, h = wh
+    arrows = arrow_rows(scene.arrows, (scene.width, scene.height), w, h)
+    u = arrows[:, 2:].mean(0)
+    u /= np.linalg.norm(u)
+    up = 8
+    big = fit_image(scene.image, w * up, h * up)
+    image = fit_image(scene.image, w, h)
+    rng = np.random.default_rng(seed)
+    for label, v, noise in (("shift 0.10 px/frame", 0.10, 0.0), ("shift 0.15 px/frame", 0.15, 0.0),
+                            ("still, noise sd 2 grey levels", 0.0, 2.0)):  # fmt: skip
+        metrics = StreamMetrics(image, np.zeros((h, w), bool), 1, arrows=arrows)
+        for t in range(40):
+            shift = np.float32([[1, 0, u[0] * v * t * up], [0, 1, u[1] * v * t * up]])
+            moved = cv2.warpAffine(big, shift, (w * up, h * up), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+            frame = cv2.resize(moved, (w, h), interpolation=cv2.INTER_AREA)
+            if noise:
+                frame = np.clip(frame + noise * rng.standard_normal(frame.shape), 0, 255)
+            metrics.add(frame.round().astype(np.uint8))
+        steps = np.array(metrics.along)
+        truth = v * float(np.mean(arrows[:, 2:] @ u))  # the mean over arrows of the shift along each
+        print(f"meter check at {w}x{h}, {label}: truth {truth:.3f} along the arrows, read "
+              f"{steps.mean():.3f}, spread over 39 steps (sd) {steps.std():.3f}, largest error "
+              f"{np.abs(steps - truth).max():.3f}")  # fmt: skip
+
+
+def single_clips(model: str, size: str | None, seeds: list[int], steps: int) -> None:
+    """Along-arrow speed of every frame step of one clip of the model (its own clip length; no long-video
+    method runs) per seed: whether a clip of the model goes back by itself."""
+    import numpy as np
+
+    from stillmotion.engines.diffusion import load_pipeline
+    from stillmotion.evaluation.long_bench import model_location, run_method
+
+    scene, motion = scene_and_motion()
+    name, wh = model_and_size(model, size)
+    for seed in seeds:
+        with model_location(name, 25, seed) as (path, _):
+            clip = int(load_pipeline(path, "cpu").unet.config.num_frames)
+            r = run_method("phased", scene, motion, frames=clip, model=path, steps=steps, seed=seed, size=wh,
+                           gamma=0.8, omega=0.2, overlap=None, device="cpu", video_path=None, fps=8,
+                           progress=False)  # fmt: skip
+        a = np.array(r["along_per_step"])
+        back = [t + 1 for t in np.flatnonzero(a < 0).tolist()]
+        print(f"one {clip}-frame clip, seed {seed}: along-arrow mean {a.mean():.3f} px/frame, slowest step "
+              f"{a.min():.3f}, {len(back)} backward steps of {len(a)} (frames {' '.join(map(str, back))}); "
+              f"steps {' '.join(f'{v:+.2f}' for v in a)}")  # fmt: skip
+
+
 def print_pace(r: dict) -> None:
     """The pace figures of one row against the targets, and where its backward steps are."""
     a = r["along_thirds"]
@@ -158,6 +228,7 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=None,
                     help="phased: frames shared per join (default: 1; warp-guided 5)")
     ap.add_argument("--branch-sigma", type=float, default=None, help="phased: branch at this noise level")
+    ap.add_argument("--omega", type=float, default=0.2, help="phased: randomness of the rescheduled noise")
     ap.add_argument("--carry", default="motion", choices=["motion", "reference", "appearance", "own", "copy"],
                     help="phased: how later segments continue segment 1 (see sample_phased)")
     ap.add_argument("--control", default=None, choices=["auto", "trained", "warp-guided", "none"],
@@ -171,11 +242,17 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--reference-pace", action="store_true",
                     help="only the motion reference's along-arrow pace at --frames and --long-frames")
+    ap.add_argument("--meter-check", action="store_true",
+                    help="only the along-arrow meter on known motion (exact sub-pixel shifts, a still photo)")
+    ap.add_argument("--single-clips", default=None, metavar="SEEDS",
+                    help="only one clip of the model per seed (comma-separated): its along-arrow steps")
     ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.overlap is not None and args.overlap < 0:
         ap.error(f"--overlap must be >= 0, got {args.overlap}")
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
+    if args.omega < 0:
+        ap.error(f"--omega must be >= 0, got {args.omega}")
     long_opts = {"branch_sigma": args.branch_sigma, "carry": args.carry}
     if args.control is not None:
         long_opts["control"] = args.control
@@ -184,7 +261,16 @@ def main() -> None:
             long_opts[knob] = getattr(args, knob)
 
     if args.memory_child is not None:
-        memory_child(args.memory_child, args.steps, args.size, args.seed, args.model, args.overlap, long_opts)
+        memory_child(args.memory_child, args.steps, args.size, args.seed, args.model, args.overlap,
+                     {**long_opts, "omega": args.omega})
+        return
+
+    if args.meter_check:
+        meter_check(args.model, args.size, args.seed)
+        return
+
+    if args.single_clips:
+        single_clips(args.model, args.size, [int(v) for v in args.single_clips.split(",")], args.steps)
         return
 
     if args.reference_pace:
@@ -200,8 +286,8 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         rows, label = run_bench_long(
             scene, motion, out_dir=args.out, frames=args.frames, methods=args.methods.split(","),
-            model=model, steps=args.steps, seed=args.seed, size=wh, overlap=args.overlap, clip_frames=25,
-            device="cpu", progress=True, **long_opts,
+            model=model, steps=args.steps, seed=args.seed, size=wh, omega=args.omega, overlap=args.overlap,
+            clip_frames=25, device="cpu", progress=True, **long_opts,
         )  # fmt: skip
         print((args.out / "table.md").read_text())
         by = {r["method"]: r for r in rows}
@@ -230,7 +316,7 @@ def main() -> None:
             cmd += ["--size", args.size] if args.size else []
             cmd += ["--overlap", str(args.overlap)] if args.overlap is not None else []
             cmd += ["--branch-sigma", str(args.branch_sigma)] if args.branch_sigma is not None else []
-            cmd += ["--carry", args.carry]
+            cmd += ["--carry", args.carry, "--omega", str(args.omega)]
             cmd += ["--control", args.control] if args.control is not None else []
             cmd += ["--follow", str(args.follow)] if args.follow is not None else []
             cmd += ["--freedom", str(args.freedom)] if args.freedom is not None else []
