@@ -218,6 +218,26 @@ def print_pace(r: dict) -> None:
               f"mean of the backward steps {sum(steps[f - 1] for f in back) / len(back):.3f}")  # fmt: skip
 
 
+def print_join_profile(r: dict) -> None:
+    """Step by step from segment 1's start and from each join: whether the later segments move (DIS
+    speed of the moving region) and change (mean frame difference) as segment 1 did at the same place."""
+    from stillmotion.evaluation.long_bench import steps_after_joins
+
+    seams = [range(s, s + n) for s, n in r.get("seams", [])]
+    count = r["clip_len"] - 1
+    for key, label, fmt in (("speed_per_step", "DIS speed (px/frame)", ".3f"),
+                            ("diff_per_step", "frame difference (grey levels)", ".2f")):  # fmt: skip
+        first, later, joins = steps_after_joins(r.get(key) or [], seams, count)
+        if not later:
+            continue
+        print(f"phased {label}, step i -> i+1 from the start of segment 1 / from each join (mean over "
+              f"{joins} joins):")
+        print("  segment 1: " + " ".join(f"{v:{fmt}}" for v in first))
+        print("  joins:     " + " ".join(f"{v:{fmt}}" for v in later))
+        ratio = [b / a if a > 0 else float("nan") for a, b in zip(first, later, strict=True)]
+        print("  ratio:     " + " ".join(f"{v:.2f}" for v in ratio))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=125)
@@ -303,6 +323,7 @@ def main() -> None:
             ok = "met" if jm >= 0.9 and js <= 1.3 else "NOT met"
             print(f"phased join motion {jm:.3f} (target >= 0.9), join smoothness {js:.3f} "
                   f"(target <= 1.3): {ok}")  # fmt: skip
+            print_join_profile(ph)
         for r in rows:
             print_pace(r)
         print(f"comparison strip (one frame every 10): {args.out / 'strip.png'}")

@@ -18,6 +18,7 @@ from stillmotion.evaluation.long_bench import (
     along_arrow_speed,
     markdown_table,
     seams_of,
+    steps_after_joins,
 )
 
 
@@ -66,6 +67,19 @@ def test_seams_come_from_the_samplers_joins():
     # the engine records [first frame, steps] of every LatentChunk.join; the metric reads them as ranges
     assert [list(r) for r in seams_of({"seams": [[22, 4], [43, 4]]})] == [[22, 23, 24, 25], [43, 44, 45, 46]]
     assert seams_of({}) == []
+
+
+def test_steps_after_joins_line_up_later_segments_with_segment_one():
+    # 4-frame segments sharing one frame: joins at frames 4 and 7 (steps 3 -> 4 and 6 -> 7)
+    per_step = [1.0, 2.0, 3.0, 0.5, 1.0, 1.5, 0.7, 1.4, 2.1, 9.0]
+    first, later, joins = steps_after_joins(per_step, [range(4, 5), range(7, 8)], 3)
+    assert first == [1.0, 2.0, 3.0]
+    assert later == pytest.approx([0.6, 1.2, 1.8])  # (0.5, 1, 1.5) and (0.7, 1.4, 2.1) averaged
+    assert joins == 2
+    # a join too close to the end for all its steps is left out
+    _, later, joins = steps_after_joins(per_step, [range(4, 5), range(9, 10)], 3)
+    assert later == pytest.approx([0.5, 1.0, 1.5]) and joins == 1
+    assert steps_after_joins(per_step, [], 3) == ([1.0, 2.0, 3.0], [], 0)
 
 
 def test_along_arrow_speed_and_thirds():

@@ -230,6 +230,23 @@ def arrow_rows(arrows: list[Any], size: tuple[int, int], width: int, height: int
     return np.array(rows) if rows else None
 
 
+def steps_after_joins(
+    per_step: list[float], seams: list[range], count: int
+) -> tuple[list[float], list[float], int]:
+    """(the first ``count`` steps of the video, the mean of the ``count`` steps that start at each join,
+    position by position, the number of joins averaged). ``per_step[t]``: a figure of the step
+    t -> t+1; a join's first step is the step into its first frame. With one shared frame per join
+    (phased's default) position i is step i -> i+1 of segment 1 and of every later segment alike, so
+    the two lists show whether the later segments move as segment 1 did at the same place (joins too
+    close to the end for ``count`` steps are left out)."""
+    starts = [seam.start - 1 for seam in seams if seam.start >= 1 and seam.start - 1 + count <= len(per_step)]
+    first = [float(v) for v in per_step[:count]]
+    if not starts or len(first) < count:
+        return first, [], 0
+    later = np.mean([per_step[a : a + count] for a in starts], axis=0)
+    return first, [float(v) for v in later], len(starts)
+
+
 def seams_of(stats: dict[str, Any]) -> list[range]:
     """The engine's seams (``stats["seams"]``: first frame and frame steps of every join, from the
     sampler's own ``LatentChunk.join``) as the frames j whose step j-1 -> j belongs to each."""
@@ -352,6 +369,8 @@ def run_method(
         "along_pace_last": thirds[2] / thirds[0] if thirds[0] > 0 else math.nan,
         "along_slowest": slowest,
         "along_per_step": metrics.along,  # step t-1 -> t at index t - 1
+        "speed_per_step": metrics.speeds,  # the moving region's DIS speed, step t-1 -> t at index t - 1
+        "diff_per_step": metrics.diffs,  # mean absolute frame difference, same indexing
         "ms_per_frame_eval": 1000 * elapsed / max(stats["frame_evaluations"], 1),
         "seams": [[r.start, len(r)] for r in seams],
         "strip": metrics.strip,
