@@ -236,6 +236,11 @@ def print_join_profile(r: dict) -> None:
         print("  joins:     " + " ".join(f"{v:{fmt}}" for v in later))
         ratio = [b / a if a > 0 else float("nan") for a, b in zip(first, later, strict=True)]
         print("  ratio:     " + " ".join(f"{v:.2f}" for v in ratio))
+        per_step = r.get(key) or []
+        pick = min if key == "speed_per_step" else max  # as join motion / join smoothness judge a seam
+        seam_steps = [pick(per_step[j - 1] for j in s) for s in seams
+                      if 1 <= s.start and s.stop - 1 <= len(per_step)]  # fmt: skip
+        print("  each join (the step its figure judges): " + " ".join(f"{v:{fmt}}" for v in seam_steps))
 
 
 def main() -> None:
