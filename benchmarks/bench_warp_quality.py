@@ -67,6 +67,7 @@ SHARED = next(
     ROOT.parent / "shared" / "data" / "images",
 )
 EXAMPLES = ROOT / "src" / "stillmotion" / "assets" / "examples"
+FORWARD_BEFORE = "163f2d5"  # forward motion's restarts jumped (detail weighting, scatter switching on)
 BASELINE = "25cc021"  # the splatting engine (bilinear softmax splatting, push-pull holes)
 BEFORE = "06feea4"  # the gather renderer before its blend weights moved to cells (ladders at N/2)
 
@@ -329,6 +330,11 @@ def main() -> None:
         "--before", default=BEFORE, help="git revision of the previous renderer (stretched areas), or 'none'"
     )
     parser.add_argument("--skip-forward", action="store_true")
+    parser.add_argument("--forward-only", action="store_true", help="only the forward motion table")
+    parser.add_argument(
+        "--forward-before", default=FORWARD_BEFORE,
+        help="git revision of the renderer whose forward restarts jumped, for the forward table, or 'none'",
+    )  # fmt: skip
     parser.add_argument(
         "--spacing", action="store_true",
         help="only: trace nodes every pixel vs every 2nd, on the StyleCineGAN photos at 512x512",
@@ -342,6 +348,9 @@ def main() -> None:
     engines = [("this engine", EulerianWarp)] + (
         [(f"baseline {args.baseline}", old_engine)] if old_engine else []
     )
+    if args.forward_only:
+        forward_table(engines, args, args.quick)
+        return
 
     items = [bundled()]
     items += stylecinegan(args.speed, ids=None) if not args.quick else stylecinegan(args.speed)[:2]
@@ -390,22 +399,27 @@ def main() -> None:
         rows = [(name, pictured[name]) for name in pictured]
         picture(args.picture, items[0], rows, frames, focus)
     if not args.skip_forward:
-        print(
-            "\n## Forward motion (no loop), 176x176 waterfall, two arrows: along-arrow speed at the tails\n"
-        )
-        print("| engine | frames | px/frame per third | ratio to the first third | backward steps "
-              "| largest frame change / median |")
-        print("| --- | ---: | --- | --- | ---: | ---: |")
-        for name, engine in engines:
-            for n in (125, 500) if not args.quick else (125,):
-                r = forward_speeds(engine, n)
-                if r is None:
-                    print("(../shared/data is absent: no forward figures)")
-                    break
-                thirds = " / ".join(f"{v:.2f}" for v in r["thirds"])
-                ratios = " / ".join(f"{v:.2f}" for v in r["ratios"])
-                row = f"| {name} | {n} | {thirds} | {ratios} | {r['backward']} | {r['jump']:.2f} |"
-                print(row, flush=True)
+        forward_table(engines, args, args.quick)
+
+
+def forward_table(engines: list, args: argparse.Namespace, quick: bool) -> None:
+    if args.forward_before != "none":
+        before = (f"before {args.forward_before}", load_baseline(args.forward_before))
+        engines = [engines[0], before, *engines[1:]]
+    print("\n## Forward motion (no loop), 176x176 waterfall, two arrows: along-arrow speed at the tails\n")
+    print("| engine | frames | px/frame per third | ratio to the first third | backward steps "
+          "| largest frame change / median |")
+    print("| --- | ---: | --- | --- | ---: | ---: |")
+    for name, engine in engines:
+        for n in (125, 500) if not quick else (125,):
+            r = forward_speeds(engine, n)
+            if r is None:
+                print("(../shared/data is absent: no forward figures)")
+                break
+            thirds = " / ".join(f"{v:.2f}" for v in r["thirds"])
+            ratios = " / ".join(f"{v:.2f}" for v in r["ratios"])
+            row = f"| {name} | {n} | {thirds} | {ratios} | {r['backward']} | {r['jump']:.2f} |"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":
