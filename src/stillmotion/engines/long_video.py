@@ -7,9 +7,12 @@ pipeline's decoder and the denoiser's conditioning encoders, which the samplers 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,25 +36,55 @@ def _glibc() -> ctypes.CDLL | None:
         if not hasattr(libc, "gnu_get_libc_version"):  # only glibc has it (musl: no malloc_trim)
             return None
         libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     except (OSError, AttributeError):
         return None
     return libc
 
 
 def release_free_heap() -> None:
-    """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op elsewhere).
-
-    On the CPU the streaming loop calls it after every denoiser call and every decoded latent frame. What a
-    window or a frame allocated is freed by then (the tensors alive are flat in video length), but glibc keeps
-    freed blocks resident: its size for blocks of their own mapping rises to the largest one freed (the
-    decoder's convolution buffers, tens of MiB on the tiny Wan), it keeps up to twice that free at the top
-    of its heap, and blocks freed below a live one (the decoder's cache, the next window's latents) stay
-    where they are. Their resident pages pile up from window to window, so without this a longer video
-    reached a higher water mark while holding no more (bench_wan.py --heap no-trim; docs/benchmarks.md,
-    which also gives its time cost)."""
+    """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``; a no-op elsewhere)."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
+_GLIBC_MMAP_THRESHOLD = 128 * 1024  # glibc's starting value (DEFAULT_MMAP_THRESHOLD_MIN)
+# Blocks of this size and more get their own mapping while a long video streams on the CPU (0: off).
+HEAP_MMAP_THRESHOLD = 1 << 20
+_steady = {"depth": 0}
+_steady_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def steady_heap(threshold: int | None = None) -> Iterator[None]:
+    """While inside, every block of ``threshold`` bytes or more (default :data:`HEAP_MMAP_THRESHOLD`) is a
+    mapping of its own, returned to the system when freed (glibc ``mallopt(M_MMAP_THRESHOLD)``; a no-op
+    elsewhere, when ``MALLOC_MMAP_THRESHOLD_`` is set, which is the user's choice, or at 0).
+
+    Why: glibc raises that threshold to the size of every mapped block freed, so once the Wan decoder's
+    20 MiB convolution buffers are freed, every smaller block lands in the heap, where freed blocks stay
+    resident and pile up below the live ones from window to window: a longer video reached a higher
+    water mark while holding no more (``benchmarks/bench_wan.py --heap no-trim``). Setting it fixes it
+    (and turns glibc's adjustment off). Nested and concurrent streams share one setting; on leaving the
+    last, the threshold goes back to glibc's starting value (its adjustment cannot be turned back on)."""
+    size = HEAP_MMAP_THRESHOLD if threshold is None else int(threshold)
+    libc = _glibc()
+    if libc is None or size <= 0 or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        yield
+        return
+    with _steady_lock:
+        if _steady["depth"] == 0:
+            libc.mallopt(_M_MMAP_THRESHOLD, size)
+        _steady["depth"] += 1
+    try:
+        yield
+    finally:
+        with _steady_lock:
+            _steady["depth"] -= 1
+            if _steady["depth"] == 0:
+                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD)
 
 
 class _CountingProgress:
@@ -64,16 +97,12 @@ class _CountingProgress:
         bar: Any,
         total: int,
         on_call: Callable[[int, int], None] | None = None,
-        trim_heap: bool = False,
     ) -> None:
         self.denoiser, self.bar, self.total, self.on_call = denoiser, bar, total, on_call
-        self.trim_heap = trim_heap
         self.done = 0
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
         out = self.denoiser(x, sigma, **cond)
-        if self.trim_heap:
-            release_free_heap()  # a window's activations are freed: keep the resident set at what is alive
         self.done += 1
         self.bar.update(1)
         if self.on_call is not None:
@@ -126,9 +155,9 @@ def stream_long_video(
     per frame, and CLIP embedding) as the next clip's conditioning; ``freenoise`` window-fuses
     the pipeline UNet's temporal attention. ``on_call(done, total)`` follows every denoiser call. A pipeline
     with ``stream_decoder(prepared)`` (Wan's causal video VAE) decodes all chunks through one decoder state,
-    one latent frame at a time (``decode_chunk_size``: frames per decode of a per-frame VAE, SVD's). Freed
-    heap memory goes back to the system after every denoiser call and every decode
-    (:func:`release_free_heap`).
+    one latent frame at a time on the CPU (``decode_chunk_size``: frames per decode of a per-frame VAE,
+    SVD's). On the CPU the video streams under :func:`steady_heap` (large blocks freed go back to the system
+    at once, so the resident set follows what is alive), and the heap's free pages go back when it ends.
     """
     den = prepared.denoiser
     clip = int(clip_len or den.clip_frames)
@@ -170,13 +199,16 @@ def stream_long_video(
     if options.method == "gen-l-video" and hasattr(den, "keep_windows"):
         # every step visits every window: keep their conditioning instead of remaking it each step
         den.keep_windows(len(seg.sliding_windows(den.num_frames, clip, options.window_stride(clip))))
-    # the heap trims are for the CPU's allocator: on a GPU the activations live in torch's own cache
+    # the allocator settings are for the CPU's heap: on a GPU the activations live in torch's own cache
     on_cpu = torch.device(den.device).type == "cpu"
     total = expected_cost(options, den.num_frames, clip, len(sigmas) - 1, sigmas).denoiser_calls
-    with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
+    with (
+        steady_heap() if on_cpu else contextlib.nullcontext(),
+        progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar,
+    ):
         chunks = sample_long(
             options,
-            _CountingProgress(den, bar, total, on_call, trim_heap=on_cpu),
+            _CountingProgress(den, bar, total, on_call),
             noise,
             sigmas,
             clip_len=clip,
@@ -194,15 +226,15 @@ def stream_long_video(
                 parts = pipe.decode(prepared, chunk.latents, step)
             elif on_cpu:
                 # one latent frame at a time (the causal decoder gives the same frames however the latents
-                # are cut): the heap is trimmed after each, its convolution buffers being the largest blocks
+                # are cut): a chunk's frames are never all alive in float32
                 n = chunk.latents.shape[1]
                 parts = (stream.push(chunk.latents[:, i : i + 1]) for i in range(n))
             else:
                 parts = iter([stream.push(chunk.latents)])
             for frames in parts:
-                if on_cpu:
-                    release_free_heap()  # what decoding these frames allocated is freed
                 if frames.shape[1] == 0:
                     continue
                 yield frames, join
                 join = 0
+    if on_cpu:
+        release_free_heap()  # the video's freed small blocks too (a server process goes on running)
