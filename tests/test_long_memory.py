@@ -1,11 +1,14 @@
 """Long videos hold nothing per frame: the tensors alive at the peak of a long video are those of a short
-one (the tiny Wan), and the streaming loop's heap trim gives freed memory back to the system (glibc), so
-the resident set follows what is alive (bench_wan.py measures the resident peak itself, in fresh
-processes, for every method)."""
+one (the tiny Wan), and on the CPU the streaming loop runs under a fixed glibc mmap threshold, so large
+blocks freed go back to the system at once and the resident set follows what is alive (bench_wan.py
+measures the resident peak itself, in fresh processes, for every method)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,7 +62,12 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm") or _glibc() is None, reason="glibc on Linux")
+glibc_only = pytest.mark.skipif(
+    not os.path.exists("/proc/self/statm") or _glibc() is None, reason="glibc on Linux"
+)
+
+
+@glibc_only
 def test_release_free_heap_returns_freed_blocks_below_a_live_one():
     blocks, pins = [], []
     for _ in range(48):  # 512 KiB blocks (in the heap), each followed by a small live one
@@ -69,3 +77,62 @@ def test_release_free_heap_returns_freed_blocks_below_a_live_one():
     before = _rss()
     release_free_heap()
     assert before - _rss() >= 16 << 20  # most of the 24 MiB freed, resident until now
+
+
+# A fresh process (a test process's heap holds freed blocks, which serve later requests of any size), in
+# glibc's state once a 32 MiB mapped block is freed (as the Wan decoder's 20 MiB buffers are): its mmap
+# threshold raised to that size (every smaller block in the heap) and twice that kept free at its top.
+# 24 MiB of 2 MiB blocks, each below a small live one, are freed; it prints the resident memory the frees
+# gave back at once (no trim) and whether steady_heap took effect.
+_CHILD = """
+import ctypes, os, sys, torch
+from stillmotion.engines.long_video import steady_heap
+ctypes.CDLL(None).mallopt(-3, 32 << 20), ctypes.CDLL(None).mallopt(-1, 64 << 20)
+took = steady_heap() if sys.argv[1] == "steady" else False
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+blocks, pins = [], []
+for _ in range(12):
+    blocks.append(torch.ones(1 << 19))
+    pins.append(torch.ones(16))
+before = rss()
+del blocks
+print(before - rss(), took)
+"""
+
+
+def _returned_by_free(mode: str, extra: dict | None = None) -> tuple[int, bool]:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env.update(PYTHONPATH=src, OMP_NUM_THREADS="1", **(extra or {}))
+    out = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True, env=env,
+                         check=True).stdout.split()  # fmt: skip
+    return int(out[0]), out[1] == "True"
+
+
+@glibc_only
+def test_steady_heap_gives_freed_large_blocks_back_at_once():
+    held, _ = _returned_by_free("plain")
+    assert held < 12 << 20  # glibc's own rule: in the heap, the freed blocks stay resident
+    returned, took = _returned_by_free("steady")
+    assert took and returned >= 20 << 20  # their own mappings: given back when freed
+
+
+@glibc_only
+def test_steady_heap_leaves_the_users_threshold():
+    returned, took = _returned_by_free("steady", {"MALLOC_MMAP_THRESHOLD_": str(64 << 20)})
+    assert not took and returned < 12 << 20
+
+
+@glibc_only
+def test_cpu_stream_sets_the_steady_heap(wan, monkeypatch):
+    import stillmotion.engines.long_video as long_video
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setitem(long_video._steady, "set", False)  # as in a process where nothing set it yet
+    image = (np.random.default_rng(1).random((16, 16, 3)) * 255).astype(np.uint8)
+    prepared = wan.prepare(image, num_frames=90, width=16, height=16, max_sequence_length=16,
+                           prompt="water flows", guidance_scale=4.0)  # fmt: skip
+    stream = stream_long_video(wan, prepared, LongOptions(method="direct"), steps=1, seed=0)
+    next(stream)
+    assert long_video._steady["set"]
+    stream.close()

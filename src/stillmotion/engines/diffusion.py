@@ -86,9 +86,12 @@ def load_pipeline(model: str | Path | None, device: str = "auto", dtype: str = "
     # use this module's model-folder helpers without them
     from stillmotion.diffusion.pipeline import StillMotionPipeline
     from stillmotion.engines.backbone_run import cached_load, on_device, resolve_device, resolve_dtype
+    from stillmotion.engines.long_video import steady_heap
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    if dev.split(":")[0] == "cpu":
+        steady_heap()  # before the load: blocks freed in the heap before it was set would stay in use
     where = str(model_path(model))
     index = Path(where) / "model_index.json"
     stamp = index.stat().st_mtime_ns if index.is_file() else None  # a re-saved folder is reloaded

@@ -7,7 +7,6 @@ pipeline's decoder and the denoiser's conditioning encoders, which the samplers 
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import os
@@ -49,42 +48,36 @@ def release_free_heap() -> None:
         libc.malloc_trim(0)
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
-_GLIBC_MMAP_THRESHOLD = 128 * 1024  # glibc's starting value (DEFAULT_MMAP_THRESHOLD_MIN)
-# Blocks of this size and more get their own mapping while a long video streams on the CPU (0: off).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc's malloc.h)
+# Blocks of this size and more get their own mapping once a model runs on the CPU (0: glibc's own rule).
 HEAP_MMAP_THRESHOLD = 1 << 20
-_steady = {"depth": 0}
+_steady = {"set": False}
 _steady_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def steady_heap(threshold: int | None = None) -> Iterator[None]:
-    """While inside, every block of ``threshold`` bytes or more (default :data:`HEAP_MMAP_THRESHOLD`) is a
-    mapping of its own, returned to the system when freed (glibc ``mallopt(M_MMAP_THRESHOLD)``; a no-op
-    elsewhere, when ``MALLOC_MMAP_THRESHOLD_`` is set, which is the user's choice, or at 0).
+def steady_heap() -> bool:
+    """From now on in this process, every block of :data:`HEAP_MMAP_THRESHOLD` bytes or more is a mapping of
+    its own, returned to the system when freed (glibc ``mallopt(M_MMAP_THRESHOLD)``), and free memory at the
+    top of the heap beyond twice that goes back too (``M_TRIM_THRESHOLD``, glibc's own ratio). Idempotent;
+    a no-op (False) off glibc, at 0, or when ``MALLOC_MMAP_THRESHOLD_`` is set (the user's choice stands).
 
     Why: glibc raises that threshold to the size of every mapped block freed, so once the Wan decoder's
     20 MiB convolution buffers are freed, every smaller block lands in the heap, where freed blocks stay
-    resident and pile up below the live ones from window to window: a longer video reached a higher
-    water mark while holding no more (``benchmarks/bench_wan.py --heap no-trim``). Setting it fixes it
-    (and turns glibc's adjustment off). Nested and concurrent streams share one setting; on leaving the
-    last, the threshold goes back to glibc's starting value (its adjustment cannot be turned back on)."""
-    size = HEAP_MMAP_THRESHOLD if threshold is None else int(threshold)
+    resident below the live ones and are reused again and again: a longer video touched more of them and
+    reached a higher water mark while holding no more (``benchmarks/bench_wan.py --heap no-trim``). Setting
+    it turns that rule off. It is set once, before a CPU model loads, and not undone: blocks the heap
+    already holds serve later requests of any size (a threshold set only for the video would leave the
+    load's and the warm-up's freed blocks in use), and glibc cannot turn its rule back on."""
     libc = _glibc()
-    if libc is None or size <= 0 or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        yield
-        return
+    if libc is None or HEAP_MMAP_THRESHOLD <= 0 or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
     with _steady_lock:
-        if _steady["depth"] == 0:
-            libc.mallopt(_M_MMAP_THRESHOLD, size)
-        _steady["depth"] += 1
-    try:
-        yield
-    finally:
-        with _steady_lock:
-            _steady["depth"] -= 1
-            if _steady["depth"] == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD)
+        if not _steady["set"]:
+            _steady["set"] = bool(
+                libc.mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+                and libc.mallopt(_M_TRIM_THRESHOLD, 2 * HEAP_MMAP_THRESHOLD)
+            )
+    return _steady["set"]
 
 
 class _CountingProgress:
@@ -202,10 +195,9 @@ def stream_long_video(
     # the allocator settings are for the CPU's heap: on a GPU the activations live in torch's own cache
     on_cpu = torch.device(den.device).type == "cpu"
     total = expected_cost(options, den.num_frames, clip, len(sigmas) - 1, sigmas).denoiser_calls
-    with (
-        steady_heap() if on_cpu else contextlib.nullcontext(),
-        progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar,
-    ):
+    if on_cpu:
+        steady_heap()  # the engines set it before the model loads; here for a pipeline loaded elsewhere
+    with progress_bar(total=total, desc=f"{options.method} sampling", enabled=progress, unit="call") as bar:
         chunks = sample_long(
             options,
             _CountingProgress(den, bar, total, on_call),

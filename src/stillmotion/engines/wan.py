@@ -35,7 +35,7 @@ from stillmotion.engines.backbone_run import (
     to_uint8,
     with_control,
 )
-from stillmotion.engines.long_video import stream_long_video
+from stillmotion.engines.long_video import steady_heap, stream_long_video
 from stillmotion.engines.options import DiffusionOptions, RenderRequest
 from stillmotion.errors import UserInputError
 from stillmotion.inputs.scene import Scene
@@ -64,6 +64,8 @@ def load_wan(
         torch.bfloat16 if dtype in (None, "auto") and dev.startswith("cuda") else resolve_dtype(dtype, dev)
     )
     key = (str(model), dev, str(torch_dtype), bool(offload), bool(vae_tiling))
+    if torch.device(dev).type == "cpu":
+        steady_heap()  # before the load: blocks freed in the heap before it was set would stay in use
 
     def load() -> WanBackbone:
         pipe = on_device(WanBackbone.from_pretrained(model, torch_dtype=torch_dtype), dev, offload)
