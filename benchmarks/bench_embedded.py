@@ -16,16 +16,21 @@ and one more row gives the full model on the arrows as drawn.
 
 Figures per method (mean over the inputs):
 - cosine: mean cosine between the requested motion (the dense arrow field at the working size) and
-  the motion measured in the output (DIS flow of consecutive frames, averaged over the clip), over
-  the arrow regions' interior: masked pixels where the requested speed is >= 25% of its peak, at least
-  ``EDGE`` px inside the mask (the whole arrow region where that leaves nothing);
+  the motion measured in the output (flow of consecutive frames read by the fine-flow meter,
+  stillmotion.evaluation.motion_metrics.fine_flow, averaged over the clip), over the arrow regions'
+  interior: masked pixels where the requested speed is >= 25% of its peak, at least ``EDGE`` px inside
+  the mask (the whole arrow region where that leaves nothing);
 - speed: measured mean speed there (px/frame), and the ratio to the requested one;
-- speed ratio, whole region: the same over the whole arrow region, mask edge included (the meter
-  before it was restricted to the interior). DIS matches 8-px patches: within half a patch of the
-  mask's edge a patch straddles moving and still pixels and reads the motion low. The ``meter check``
-  line measures this on frames whose motion is known exactly: the photo's masked region translated by
-  1 px/frame along the arrows' mean direction, the rest still (over the whole region it reads well
-  under 1 on the thin masks, over the interior close to 1);
+- previous meter: cosine / speed ratio read by the project's DIS at the working size (the meter
+  these rows had before), same region: on a thin mask its patches and smoothness pass take in the still
+  pixels around, and on a small model's decoded frames (blurred, on a fixed 8-px block grid) it reads
+  a translation low;
+- speed ratio, whole region: the same over the whole arrow region, mask edge included. Rows of known
+  motion check the meter: ``meter check`` (the photo's masked region translated by exactly 1 px/frame
+  along the arrows' mean direction, the rest still) and ``meter check through the autoencoder`` (those
+  frames encoded and decoded by the model's autoencoder, the still region pasted back as the decode
+  does: what the model's frames can hold of that motion); ``warp engine through the autoencoder``
+  does the same to the warp engine's clip (the reference warp-guided control holds to);
 - still: mean absolute change against the input outside the mask, in 1/255 units (target <= 4);
 - strength: measured speed of the full model at --strength 0.5, 1, 1.5, 2 (must rise monotonically).
 
@@ -59,6 +64,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 STRENGTHS = (0.5, 1.0, 1.5, 2.0)
 METER_CHECK = "meter check: exact 1 px/frame translation"
+METER_CHECK_AE = "meter check through the autoencoder"
+WARP_AE = "warp engine through the autoencoder"
+KNOWN = (METER_CHECK, METER_CHECK_AE, WARP_AE)  # rows that time nothing
 
 
 def heldout_inputs(data: Path) -> list[dict]:
@@ -115,12 +123,16 @@ def stylecinegan_input(data: Path, sid: str) -> dict:
     return {"name": f"stylecinegan/{sid}", "image": image, "arrows": arrows, "mask": mask}
 
 
-def measured_flow(frames: np.ndarray) -> np.ndarray:
-    """Mean DIS flow over consecutive frame pairs, (H, W, 2)."""
+def measured_flow(frames: np.ndarray, meter: str = "fine") -> np.ndarray:
+    """Mean flow over consecutive frame pairs, (H, W, 2): ``fine`` the fine-flow meter
+    (stillmotion.evaluation.motion_metrics.fine_flow), ``dis`` the previous meter (the project's DIS)."""
+    from stillmotion.evaluation.motion_metrics import fine_flow
     from stillmotion.motion.flow import compute_flow
 
-    flows = [compute_flow(frames[i], frames[i + 1], method="dis") for i in range(len(frames) - 1)]
-    return np.mean(flows, axis=0)
+    def read(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return fine_flow(a, b) if meter == "fine" else compute_flow(a, b, method="dis")
+
+    return np.mean([read(frames[i], frames[i + 1]) for i in range(len(frames) - 1)], axis=0)
 
 
 def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray, image: np.ndarray,
@@ -135,6 +147,8 @@ def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray,
     cos = (f * r).sum(-1) / (np.linalg.norm(f, axis=-1) * np.linalg.norm(r, axis=-1) + 1e-6)
     whole_ratio = float(np.linalg.norm(flow[whole], axis=-1).mean()
                         / np.linalg.norm(requested[whole], axis=-1).mean())
+    old = measured_flow(frames, meter="dis")[region]  # the previous meter, printed beside the new one
+    old_cos = (old * r).sum(-1) / (np.linalg.norm(old, axis=-1) * np.linalg.norm(r, axis=-1) + 1e-6)
     from stillmotion.evaluation.motion_metrics import warp_error_per_frame
 
     still = ~mask
@@ -148,6 +162,8 @@ def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray,
         "speed": float(np.linalg.norm(f, axis=-1).mean()),
         "requested_speed": float(np.linalg.norm(r, axis=-1).mean()),
         "whole_region_ratio": whole_ratio,
+        "dis_cosine": float(old_cos.mean()),
+        "dis_speed": float(np.linalg.norm(old, axis=-1).mean()),
         "still": float(change),
         "warp_error": float(np.nanmean(warp_error_per_frame(frames))) * 1000,
     }
@@ -234,8 +250,10 @@ def metered_region(field: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def translated_region(image: np.ndarray, field: np.ndarray, mask: np.ndarray, frames: int) -> np.ndarray:
     """uint8 (frames, H, W, 3): the photo's masked pixels translated by exactly 1 px/frame along the arrow
-    region's mean direction (the whole photo shifted, reflected at the border, pasted in the mask), the
-    rest still: frames whose motion in the mask is known, for checking the meter."""
+    region's mean direction (the whole photo shifted, wrapped around at the border, pasted in the mask),
+    the rest still: frames whose motion in the mask is known, for checking the meter. Wrapping keeps the
+    motion exact up to the frame's edge (the photo tiled and translated: what enters is the other side,
+    moving along); a reflected border would fold there, content moving against the shift."""
     import cv2
 
     d = field[arrow_region(field, mask)].mean(0)
@@ -244,8 +262,31 @@ def translated_region(image: np.ndarray, field: np.ndarray, mask: np.ndarray, fr
     out = np.empty((frames, h, w, 3), np.uint8)
     for t in range(frames):
         shift = np.float32([[1, 0, d[0] * t], [0, 1, d[1] * t]])
-        out[t] = cv2.warpAffine(image, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out[t] = cv2.warpAffine(image, shift, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
         out[t][~mask] = image[~mask]
+    return out
+
+
+def through_autoencoder(pipe, video: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 ``video`` encoded and decoded by the model's own autoencoder, the still region pasted back
+    as the pipeline's decode does (stillmotion.diffusion.pipeline decode): what the model's frames can
+    hold of these frames at best."""
+    import torch
+
+    from stillmotion.diffusion.pipeline import _accepts_num_frames
+    from stillmotion.diffusion.preprocess import still_alpha
+
+    out = np.empty_like(video)
+    alpha = still_alpha(mask, pipe.vae_scale_factor)[..., None]
+    ref = video[0].astype(np.float32) / 255.0  # the still region: the photo's pixels in every frame
+    for i in range(0, len(video), 8):
+        part = video[i : i + 8]
+        x = torch.from_numpy(part.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2)
+        z = pipe.encode_latents(x).to(pipe.vae.dtype)
+        kwargs = {"num_frames": len(part)} if _accepts_num_frames(pipe.vae) else {}
+        y = pipe.vae.decode(z, **kwargs).sample.float()
+        y = (y / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
+        out[i : i + 8] = ((y * (1 - alpha) + ref * alpha) * 255 + 0.5).clip(0, 255).astype(np.uint8)
     return out
 
 
@@ -304,6 +345,16 @@ def main() -> None:
     )
     frames = args.frames or int(pipe.unet.config.num_frames)
     inputs = heldout_inputs(args.data)[: args.limit]
+    from stillmotion.engines.diffusion import PLAIN_MODEL_DIR
+
+    plain = args.plain or (str(PLAIN_MODEL_DIR) if (PLAIN_MODEL_DIR / "model_index.json").is_file() else None)
+    if plain is not None:  # the autoencoder rows use --model's; say whether the plain model's is the same
+        own = json.loads((Path(model_path(plain)) / "vae" / "config.json").read_text())
+        same = {k: v for k, v in own.items() if not k.startswith("_")} == {
+            k: v for k, v in dict(pipe.vae.config).items() if not k.startswith("_")
+        }
+        verdict = "the same as" if same else "DIFFERENT from"
+        print(f"plain model's autoencoder: {verdict} --model's", flush=True)
     print(
         f"model {model}: {frames} frames, {steps} steps, guidance {guidance}, {len(inputs)} held-out inputs, "
         f"requested speed {args.speed:g} px/frame, "
@@ -320,9 +371,6 @@ def main() -> None:
         rows["without warped conditioning"] = dict(refine=True, motion=True, strength_term=True, warped=False)
     drawn = "full model, arrows as drawn"
     rows[drawn] = dict(refine=True, motion=True, strength_term=True)
-    from stillmotion.engines.diffusion import PLAIN_MODEL_DIR
-
-    plain = args.plain or (str(PLAIN_MODEL_DIR) if (PLAIN_MODEL_DIR / "model_index.json").is_file() else None)
     knobs = dict(follow=args.follow, freedom=args.freedom)
     rows["bundled + warp-guided"] = dict(engine=dict(model=model, control="warp-guided", **knobs))
     if plain is not None:
@@ -334,7 +382,7 @@ def main() -> None:
             parser.error(f"--rows: unknown row(s) {', '.join(sorted(wanted - set(rows)))}; "
                          f"choose from {', '.join(rows)}")
         rows = {k: v for k, v in rows.items() if k in wanted}
-    results: dict[str, list[dict]] = {k: [] for k in [*rows, "warp engine", METER_CHECK]}
+    results: dict[str, list[dict]] = {k: [] for k in [*rows, "warp engine", WARP_AE, *KNOWN[:2]]}
     seconds: dict[str, list[float]] = {k: [] for k in results}
     levels: list[list[float]] = []
     started = time.perf_counter()
@@ -393,15 +441,24 @@ def main() -> None:
         d = requested[arrow_region(requested, mask)].mean(0)
         exact = np.broadcast_to(d / max(float(np.linalg.norm(d)), 1e-6), requested.shape)
         results[METER_CHECK].append(control_figures(known, exact, mask, image, regions_of=requested))
-        seconds[METER_CHECK].append(0.0)
+        # The same frames through the model's autoencoder: the motion is still 1 px/frame except where a
+        # latent block straddles the mask's edge and mixes still pixels in.
+        results[METER_CHECK_AE].append(
+            control_figures(through_autoencoder(pipe, known, mask), exact, mask, image, regions_of=requested)
+        )
+        warp_ae = through_autoencoder(pipe, warp, mask)
+        results[WARP_AE].append(control_figures(warp_ae, requested, mask, image))
+        for k in KNOWN:
+            seconds[k].append(0.0)
         print(f"  {item['name']}: done ({time.perf_counter() - started:.0f} s)", flush=True)
 
     mean_levels = np.mean(levels, axis=0) if levels else np.full(len(STRENGTHS), np.nan)
     monotone = bool(levels) and bool(np.all(np.diff(mean_levels) > 0))
     print()
     print("| method | cosine (>= 0.7) | measured speed px/frame (requested) | speed ratio "
+          "| previous meter: cosine / speed ratio "
           "| speed ratio, whole region | still change /255 (<= 4) | warp error x1000 | s/clip |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     summary = {}
     for name, figs in results.items():
         m = {k: float(np.mean([f[k] for f in figs])) for k in figs[0]}
@@ -409,9 +466,11 @@ def main() -> None:
         summary[name] = m
         print(
             f"| {name} | {m['cosine']:.3f} | {m['speed']:.2f} ({m['requested_speed']:.2f}) "
-            f"| {m['speed'] / m['requested_speed']:.2f} | {m['whole_region_ratio']:.2f} | {m['still']:.2f} "
+            f"| {m['speed'] / m['requested_speed']:.2f} "
+            f"| {m['dis_cosine']:.3f} / {m['dis_speed'] / m['requested_speed']:.2f} "
+            f"| {m['whole_region_ratio']:.2f} | {m['still']:.2f} "
             f"| {m['warp_error']:.2f} "
-            f"| {'-' if name == METER_CHECK else format(m['seconds'], '.1f')} |"
+            f"| {'-' if name in KNOWN else format(m['seconds'], '.1f')} |"
         )
     if levels:  # not with --no-strength-levels
         print()
