@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_embedded.py [--model DIR] [--data ../shared/data] [--steps N]
         [--plain DIR] [--rows "full model,bundled + warp-guided,plain model alone,plain + warp-guided"]
+        [--follow F] [--freedom F] [--feather PX]
 
 Inputs (none used in training, see scripts/train_tiny.py): the cinemagraphy3d
 waterfall and seascape painting with their user-drawn LabelMe arrows and masks, and the held-out
@@ -124,15 +125,15 @@ def stylecinegan_input(data: Path, sid: str) -> dict:
 
 
 def measured_flow(frames: np.ndarray, meter: str = "fine") -> np.ndarray:
-    """Mean flow over consecutive frame pairs, (H, W, 2): ``fine`` the fine-flow meter
-    (stillmotion.evaluation.motion_metrics.fine_flow), ``dis`` the previous meter (the project's DIS)."""
-    from stillmotion.evaluation.motion_metrics import fine_flow
+    """Mean motion per frame of the clip, (H, W, 2): ``fine`` the meter
+    (stillmotion.evaluation.motion_metrics.clip_flow), ``dis`` the previous one (the project's DIS on
+    consecutive frame pairs)."""
+    from stillmotion.evaluation.motion_metrics import clip_flow
     from stillmotion.motion.flow import compute_flow
 
-    def read(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return fine_flow(a, b) if meter == "fine" else compute_flow(a, b, method="dis")
-
-    return np.mean([read(frames[i], frames[i + 1]) for i in range(len(frames) - 1)], axis=0)
+    if meter == "fine":
+        return clip_flow(frames)
+    return np.mean([compute_flow(frames[i], frames[i + 1], method="dis") for i in range(len(frames) - 1)], 0)
 
 
 def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray, image: np.ndarray,

@@ -247,3 +247,24 @@ def fine_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _FINE_DIS = None
+
+
+# Frames apart of the pairs clip_flow reads (validated with fine_flow on known shifts with and without
+# flicker: bench_embedded's meter-check rows, tests/test_eval_metrics.py).
+CLIP_FLOW_BASELINE = 4
+
+
+def clip_flow(frames: np.ndarray, baseline: int = CLIP_FLOW_BASELINE) -> np.ndarray:
+    """Mean motion per frame (H, W, 2) of a clip (N, H, W, 3), read by :func:`fine_flow` on the pairs
+    (t, t + k), k = ``baseline`` (at most N - 1), divided by k and averaged over t.
+
+    Steady motion reads the same as from consecutive pairs. A small model's frames also change in place
+    a little every frame (flicker: blocks brighten and dim); a flow method reads that as motion of about
+    the same size in any pair, so on consecutive pairs it adds random motion comparable to a slow
+    speed, while over k frames the true displacement is k times larger and the flicker's share k times
+    smaller."""
+    n = len(frames)
+    if n < 2:
+        raise ValueError(f"clip_flow needs at least 2 frames, got {n}")
+    k = max(1, min(int(baseline), n - 1))
+    return np.mean([fine_flow(frames[t], frames[t + k]) / np.float32(k) for t in range(n - k)], axis=0)
