@@ -170,13 +170,12 @@ def control_figures(frames: np.ndarray, requested: np.ndarray, mask: np.ndarray,
     }
 
 
-def run_engine(scene, field, *, model, control, frames, steps, seed, follow=None, freedom=None, feather=None):
+def run_engine(scene, field, *, model, control, frames, steps, seed, follow=None, freedom=None):
     """One clip through ``animate_diffusion`` (the CLI's path) with a control mode; forward reference."""
     from stillmotion.engines.diffusion import animate_diffusion
 
     it, stats = animate_diffusion(scene, field, frames=frames, steps=steps, seed=seed, model=model,
-                                  control=control, follow=follow, freedom=freedom, feather=feather,
-                                  loop=False)  # fmt: skip
+                                  control=control, follow=follow, freedom=freedom, loop=False)  # fmt: skip
     video = np.stack(list(it))
     return video, tuple(stats["size"])
 
@@ -269,7 +268,7 @@ def translated_region(image: np.ndarray, field: np.ndarray, mask: np.ndarray, fr
     return out
 
 
-def through_autoencoder(pipe, video: np.ndarray, mask: np.ndarray, feather: int | None = None) -> np.ndarray:
+def through_autoencoder(pipe, video: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """uint8 ``video`` encoded and decoded by the model's own autoencoder, the still region pasted back
     as the pipeline's decode does (stillmotion.diffusion.pipeline decode): what the model's frames can
     hold of these frames at best."""
@@ -279,7 +278,7 @@ def through_autoencoder(pipe, video: np.ndarray, mask: np.ndarray, feather: int 
     from stillmotion.diffusion.preprocess import still_alpha
 
     out = np.empty_like(video)
-    alpha = still_alpha(mask, pipe.vae_scale_factor if feather is None else feather)[..., None]
+    alpha = still_alpha(mask, pipe.vae_scale_factor)[..., None]
     ref = video[0].astype(np.float32) / 255.0  # the still region: the photo's pixels in every frame
     for i in range(0, len(video), 8):
         part = video[i : i + 8]
@@ -320,14 +319,9 @@ def main() -> None:
                         help="the plain model for the plain rows (default: the shipped one, --model plain)")
     parser.add_argument("--follow", type=float, default=None, help="warp-guided rows: --follow")
     parser.add_argument("--freedom", type=float, default=None, help="warp-guided rows: --freedom")
-    parser.add_argument("--feather", type=int, default=None,
-                        help="warp-guided and autoencoder rows: px over which the pasted still pixels fade "
-                             "into the moving region (default: the autoencoder's block size)")
     args = parser.parse_args()
     if not (np.isfinite(args.speed) and args.speed > 0):
         parser.error(f"--speed must be a number > 0, got {args.speed}")
-    if args.feather is not None and args.feather < 0:
-        parser.error(f"--feather must be >= 0, got {args.feather}")
 
     import torch
 
@@ -378,7 +372,7 @@ def main() -> None:
         rows["without warped conditioning"] = dict(refine=True, motion=True, strength_term=True, warped=False)
     drawn = "full model, arrows as drawn"
     rows[drawn] = dict(refine=True, motion=True, strength_term=True)
-    knobs = dict(follow=args.follow, freedom=args.freedom, feather=args.feather)
+    knobs = dict(follow=args.follow, freedom=args.freedom)
     rows["bundled + warp-guided"] = dict(engine=dict(model=model, control="warp-guided", **knobs))
     if plain is not None:
         rows["plain model alone"] = dict(engine=dict(model=plain, control="trained"))
@@ -448,11 +442,12 @@ def main() -> None:
         d = requested[arrow_region(requested, mask)].mean(0)
         exact = np.broadcast_to(d / max(float(np.linalg.norm(d)), 1e-6), requested.shape)
         results[METER_CHECK].append(control_figures(known, exact, mask, image, regions_of=requested))
-        # The same frames through the model's autoencoder: the motion is still 1 px/frame except near the
-        # mask's edge, where a latent block straddles it and the pasted still pixels fade in.
-        known_ae = through_autoencoder(pipe, known, mask, args.feather)
-        results[METER_CHECK_AE].append(control_figures(known_ae, exact, mask, image, regions_of=requested))
-        warp_ae = through_autoencoder(pipe, warp, mask, args.feather)
+        # The same frames through the model's autoencoder: the motion is still 1 px/frame except where a
+        # latent block straddles the mask's edge and mixes still pixels in.
+        results[METER_CHECK_AE].append(
+            control_figures(through_autoencoder(pipe, known, mask), exact, mask, image, regions_of=requested)
+        )
+        warp_ae = through_autoencoder(pipe, warp, mask)
         results[WARP_AE].append(control_figures(warp_ae, requested, mask, image))
         for k in KNOWN:
             seconds[k].append(0.0)

@@ -241,7 +241,7 @@ def _animate_svd(
         scene.image, motion, mask=scene.mask, num_frames=frames, width=width, height=height, refine=refine,
         fps=max(1, int(round(request.fps))), motion_bucket_id=o.motion_bucket_id,
         noise_aug_strength=o.noise_aug_strength, min_guidance_scale=min_guidance_scale,
-        max_guidance_scale=max_guidance_scale, generator=generator, feather=o.feather,
+        max_guidance_scale=max_guidance_scale, generator=generator,
     )  # fmt: skip
     prepared, guided = with_control(pipe, prepared, mode, guidance_knobs, o.loop)
     den = prepared.denoiser

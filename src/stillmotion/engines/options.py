@@ -37,9 +37,8 @@ class DiffusionOptions:
     (auto, trained, warp-guided, none) with ``follow``, ``freedom`` and ``loop`` (warp-guided control's
     reference a seamless loop), ``on_step(done, total)`` after every model call.
     SVD only: ``refine``, ``chunk_frames``, ``min_guidance_scale``, ``max_guidance_scale``,
-    ``motion_bucket_id``, ``noise_aug_strength``, ``feather`` (px over which the photo's pasted still
-    pixels fade into the moving region after decoding; None: the autoencoder's block size). Wan only:
-    ``prompt``, ``negative_prompt``, ``guidance``, ``guidance_2``, ``flow_shift``, ``vae_tiling``."""
+    ``motion_bucket_id``, ``noise_aug_strength``. Wan only: ``prompt``, ``negative_prompt``, ``guidance``,
+    ``guidance_2``, ``flow_shift``, ``vae_tiling``."""
 
     model: str | Path | None = None
     steps: int | None = None
@@ -61,7 +60,6 @@ class DiffusionOptions:
     max_guidance_scale: float | None = None
     motion_bucket_id: int = 127
     noise_aug_strength: float = 0.02
-    feather: int | None = None
     control: str = "auto"
     follow: float | None = None
     freedom: float | None = None
