@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_embedded.py [--model DIR] [--data ../shared/data] [--steps N]
         [--plain DIR] [--rows "full model,bundled + warp-guided,plain model alone,plain + warp-guided"]
-        [--follow F] [--freedom F] [--feather PX]
+        [--follow F] [--freedom F]
 
 Inputs (none used in training, see scripts/train_tiny.py): the cinemagraphy3d
 waterfall and seascape painting with their user-drawn LabelMe arrows and masks, and the held-out
