@@ -111,7 +111,7 @@ class UniPCTrajectory:
         if sv.lower_order_final:
             order = min(order, self.steps - i)
         if self.s[i + 1] == 0:
-            order = 1  # the data-prediction step to level 0 lands on the estimate; higher terms vanish
+            order = 1  # to level 0 (lambda = inf) the step lands on the estimate; higher terms are undefined
         self.last = (i, x, order)
         x_next = self._update(x, i, i + 1, order)
         return x_next if project is None else project(x_next, i + 1)
