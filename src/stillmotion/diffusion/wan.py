@@ -669,6 +669,8 @@ class WanDenoiser:
         sched = backbone.scheduler.config
         self.parameterization = FlowMatching(int(sched.get("num_train_timesteps", 1000)))
         self.solver = scheduler_solver(backbone.scheduler)  # the sampler the model's scheduler config names
+        # the levels are the scheduler's, whichever solver steps over them
+        self._unipc_levels = isinstance(self.solver, UniPC)
         default_shift = sched.get("shift", sched.get("flow_shift", 1.0))
         self.flow_shift = float(default_shift if flow_shift is None else flow_shift)
         if not self.flow_shift > 0:
@@ -733,7 +735,7 @@ class WanDenoiser:
         first level 1 - 1e-6, its network timesteps whole numbers: both kept, as its pipeline runs)."""
         if int(steps) < 1:
             raise UserInputError(f"--steps must be >= 1, got {steps}")
-        if isinstance(self.solver, UniPC):
+        if self._unipc_levels:
             config = self.backbone.scheduler.config
             sched = UniPCMultistepScheduler.from_config(config, flow_shift=self.flow_shift)
             sched.set_timesteps(int(steps))
