@@ -82,8 +82,8 @@ def test_release_free_heap_returns_freed_blocks_below_a_live_one():
 # A fresh process (a test process's heap holds freed blocks, which serve later requests of any size), in
 # glibc's state once a 32 MiB mapped block is freed (as the Wan decoder's 20 MiB buffers are): its mmap
 # threshold raised to that size (every smaller block in the heap) and twice that kept free at its top.
-# 24 MiB of 2 MiB blocks, each below a small live one, are freed; it prints the resident memory the frees
-# gave back at once (no trim) and whether steady_heap took effect.
+# 24 MiB of 6 MiB blocks (above steady_heap's 4 MiB), each below a small live one, are freed; it prints the
+# resident memory the frees gave back at once (no trim) and whether steady_heap took effect.
 _CHILD = """
 import ctypes, os, sys, torch
 from stillmotion.engines.long_video import steady_heap
@@ -91,8 +91,8 @@ ctypes.CDLL(None).mallopt(-3, 32 << 20), ctypes.CDLL(None).mallopt(-1, 64 << 20)
 took = steady_heap() if sys.argv[1] == "steady" else False
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 blocks, pins = [], []
-for _ in range(12):
-    blocks.append(torch.ones(1 << 19))
+for _ in range(4):
+    blocks.append(torch.ones(3 << 19))
     pins.append(torch.ones(16))
 before = rss()
 del blocks
