@@ -114,15 +114,10 @@ def reference_pace(frames: int, model: str, size: str | None, seed: int) -> None
     the model is given keeps its pace over ``frames`` frames."""
     from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask
     from stillmotion.diffusion.warp_condition import warped_image_frames
-    from stillmotion.engines.diffusion import load_pipeline, model_size
-    from stillmotion.evaluation.long_bench import StreamMetrics, arrow_rows, model_location
+    from stillmotion.evaluation.long_bench import StreamMetrics, arrow_rows
 
     scene, motion = scene_and_motion()
-    name, wh = model_and_size(model, size)
-    if wh is None:
-        with model_location(name, 25, seed) as (path, _):
-            wh = model_size(load_pipeline(path, "cpu"), scene.width, scene.height)
-    w, h = wh
+    w, h = size_for(model, size, seed, scene)
     image = fit_image(scene.image, w, h)
     mask = fit_mask(scene.mask, w, h)
     arrows = arrow_rows(scene.arrows, (scene.width, scene.height), w, h)
@@ -134,6 +129,18 @@ def reference_pace(frames: int, model: str, size: str | None, seed: int) -> None
           f"by third {thirds[0]:.3f} / {thirds[1]:.3f} / {thirds[2]:.3f}, slowest step {slowest:.3f}")
 
 
+def size_for(model: str, size: str | None, seed: int, scene) -> tuple[int, int]:
+    """(width, height) the model works at: ``--size``, else the model's own for the scene."""
+    from stillmotion.engines.diffusion import load_pipeline, model_size
+    from stillmotion.evaluation.long_bench import model_location
+
+    name, wh = model_and_size(model, size)
+    if wh is None:
+        with model_location(name, 25, seed) as (path, _):
+            wh = model_size(load_pipeline(path, "cpu"), scene.width, scene.height)
+    return wh
+
+
 def meter_check(model: str, size: str | None, seed: int) -> None:
     """The along-arrow meter on motion whose truth is known, at the model's size: the photo translated by
     v px/frame along the arrows' mean direction (drawn 8x larger, bilinear, area-averaged down: an exact
@@ -143,15 +150,10 @@ def meter_check(model: str, size: str | None, seed: int) -> None:
     import numpy as np
 
     from stillmotion.diffusion.preprocess import fit_image
-    from stillmotion.engines.diffusion import load_pipeline, model_size
-    from stillmotion.evaluation.long_bench import StreamMetrics, arrow_rows, model_location
+    from stillmotion.evaluation.long_bench import StreamMetrics, arrow_rows
 
     scene, _ = scene_and_motion()
-    name, wh = model_and_size(model, size)
-    if wh is None:
-        with model_location(name, 25, seed) as (path, _):
-            wh = model_size(load_pipeline(path, "cpu"), scene.width, scene.height)
-    w, h = wh
+    w, h = size_for(model, size, seed, scene)
     arrows = arrow_rows(scene.arrows, (scene.width, scene.height), w, h)
     u = arrows[:, 2:].mean(0)
     u /= np.linalg.norm(u)

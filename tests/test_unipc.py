@@ -206,14 +206,20 @@ def test_direct_restarts_the_history_per_clip():
     assert torch.allclose(chunks[1].latents, clip2, atol=1e-6)
 
 
+def _phased_on_unipc(frames: int, overlap: int, carry: str):
+    """(levels, the toy denoiser on UniPC, the chunks) of phased with gamma 0.5, omega 0 and no shuffle."""
+    sigmas = _karras()
+    den = _Toy(UniPC())
+    chunks = list(sample_phased(den, FrameNoise(frames, LATENT, seed=0), sigmas, segment_len=CLIP, gamma=0.5,
+                                omega=0.0, overlap=overlap, carry=carry, shuffle=False))  # fmt: skip
+    return sigmas, den, chunks
+
+
 def test_phased_later_segments_restart_the_history_at_the_branch():
     # omega 0, no shuffle, no overlap, the paper's copy: segment 2 starts from segment 1's state at the branch
     # step M (its x0 plus its read-out noise), so it is a fresh UniPC trajectory from that state over the
     # last T - M levels on its own frames
-    sigmas = _karras()
-    den = _Toy(UniPC())
-    chunks = list(sample_phased(den, FrameNoise(50, LATENT, seed=0), sigmas, segment_len=CLIP, gamma=0.5,
-                                omega=0.0, overlap=0, carry="copy", shuffle=False))  # fmt: skip
+    sigmas, den, chunks = _phased_on_unipc(50, overlap=0, carry="copy")
     m = 3
     x_m = den.inputs[m][2]  # segment 1's state at level M, as the denoiser saw it
     assert den.inputs[m][1] == float(sigmas[m]) and den.inputs[STEPS][0] == 25
@@ -234,10 +240,7 @@ def test_phased_later_segments_restart_the_history_at_the_branch():
 def test_phased_anchor_holds_exactly_on_every_state_with_unipc():
     # overlap 1: position 0 of a later segment is the previous segment's last latent noised with the
     # segment's own noise (omega 0, no shuffle: segment 1's read-out noise at the branch) at every level
-    sigmas = _karras()
-    den = _Toy(UniPC())
-    chunks = list(sample_phased(den, FrameNoise(49, LATENT, seed=0), sigmas, segment_len=CLIP, gamma=0.5,
-                                omega=0.0, overlap=1, carry="own", shuffle=False))  # fmt: skip
+    sigmas, den, chunks = _phased_on_unipc(49, overlap=1, carry="own")
     m = 3
     _, _, x_m, x0_m = den.inputs[m]
     noise = (x_m - x0_m) / sigmas[m]  # EDM read-out
