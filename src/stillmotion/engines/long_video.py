@@ -50,8 +50,8 @@ def release_free_heap() -> None:
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc's malloc.h)
 # Blocks of this size and more get their own mapping once a model runs on the CPU (0: glibc's own rule).
-# 4 MiB: at 1 MiB the bundled model's 64-frame video took 1.59x the time of glibc's own rule (every
-# activation faulted in afresh), at 4 MiB 1.18x, memory still flat in the video's length
+# 4 MiB: at 1 MiB the bundled model's 64-frame video took 1.44x the time of glibc's own rule (every
+# activation faulted in afresh), at 4 MiB 1.06x, memory still flat in the video's length
 # (benchmarks/bench_heap.py, benchmarks/bench_wan.py; docs/benchmarks.md#wan-long-videos-tiny-components).
 HEAP_MMAP_THRESHOLD = 4 << 20
 _steady = {"set": False}
