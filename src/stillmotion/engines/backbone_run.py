@@ -85,8 +85,8 @@ def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
 
 # Phased joins under warp-guided control: a later segment's last free steps make their own fine texture,
 # which a single anchor frame shows as a step in appearance; cross-fading this many video frames spreads
-# it (125 frames on the plain model: join smoothness 1.59 with one frame, 1.25 with five;
-# docs/long-videos.md#joins).
+# it (125 frames on the plain model: join smoothness 1.44 with one frame, 1.14 with five;
+# docs/benchmarks.md#plain-model--warp-guided-125-frames).
 WARP_GUIDED_OVERLAP_FRAMES = 5
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import gc
 import json
 import math
@@ -63,9 +62,10 @@ def _rss_bytes() -> int:
 
 def _release_freed_memory() -> None:
     # glibc keeps freed blocks in its arenas; hand them back so the next method starts from a clean level
+    from stillmotion.engines.long_video import release_free_heap  # lazy: it loads torch
+
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_free_heap()
 
 
 def live_tensor_bytes(run: Callable[[], object]) -> tuple[int, int]:

@@ -7,9 +7,11 @@ frame t+1.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -210,7 +212,6 @@ def seam_ratio(
     return worst / med if med > 0 else math.inf
 
 
-
 # Fine-flow meter settings, validated on frames of known motion (bench_embedded's meter-check rows and
 # tests/test_eval_metrics.py): DIS's 8-px patches, on frames upsampled 2x, match 4 px of the clip.
 FINE_FLOW_UPSAMPLE = 2
@@ -229,11 +230,6 @@ def fine_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     (which stays put while the content moves, pulling the reading towards zero) while a translation
     of the blurred frames is the same translation.
     """
-    from stillmotion.motion.flow import DISSettings  # lazy: the metrics stay importable without it
-
-    global _FINE_DIS
-    if _FINE_DIS is None:
-        _FINE_DIS = DISSettings(variational_refinement_iterations=0).create()
     s = FINE_FLOW_UPSAMPLE
 
     def prepare(frame: np.ndarray) -> np.ndarray:
@@ -241,12 +237,17 @@ def fine_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         g = cv2.GaussianBlur(g, (0, 0), FINE_FLOW_PREFILTER * s)
         return np.clip(g + 0.5, 0, 255).astype(np.uint8)
 
-    flow = _FINE_DIS.calc(prepare(a), prepare(b), None)
+    flow = _fine_dis().calc(prepare(a), prepare(b), None)
     h, w = a.shape[:2]
     return (cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) / np.float32(s)).astype(np.float32)
 
 
-_FINE_DIS = None
+@functools.cache
+def _fine_dis() -> Any:
+    """The DIS instance fine_flow reads with, made once per process."""
+    from stillmotion.motion.flow import DISSettings  # lazy: the metrics stay importable without it
+
+    return DISSettings(variational_refinement_iterations=0).create()
 
 
 # Frames apart of the pairs clip_flow reads (validated with fine_flow on known shifts with and without

@@ -85,11 +85,12 @@ def sample_ode(
     sigmas: torch.Tensor,
     *,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    solver: Solver | None = None,
     **cond: Any,
 ) -> torch.Tensor:
-    """Integrate from ``sigmas[0]`` down to ``sigmas[-1]`` with the denoiser's own solver
+    """Integrate from ``sigmas[0]`` down to ``sigmas[-1]`` with ``solver``, by default the denoiser's own
     (:func:`solver_of`): one denoiser call per step, one trajectory. Otherwise as :func:`sample_euler`."""
-    path = solver_of(denoiser).start(sigmas, parameterization_of(denoiser))
+    path = (solver or solver_of(denoiser)).start(sigmas, parameterization_of(denoiser))
     for i in range(len(sigmas) - 1):
         x0 = denoiser(x, sigmas[i], **cond)
         x = path.step(i, x, x0)
@@ -110,11 +111,7 @@ def sample_euler(
     """Integrate from ``sigmas[0]`` down to ``sigmas[-1]`` (usually 0) with Euler steps.
 
     ``x`` must already be scaled to the first noise level (noise * sigmas[0], or as the scheduler
-    asks). ``callback(i, x, x0)`` is called after every step, e.g. for a progress bar.
+    asks). ``callback(i, x, x0)`` is called after every step, e.g. for a progress bar. Euler whatever
+    solver the denoiser names (:func:`sample_ode` with :data:`EULER`).
     """
-    for i in range(len(sigmas) - 1):
-        x0 = denoiser(x, sigmas[i], **cond)
-        x = euler_step(x, x0, sigmas[i], sigmas[i + 1])
-        if callback is not None:
-            callback(i, x, x0)
-    return x
+    return sample_ode(denoiser, x, sigmas, callback=callback, solver=EULER, **cond)
