@@ -39,7 +39,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    thresholds = [float(t) for t in args.thresholds.split(",")]
+    try:
+        thresholds = [float(t) for t in args.thresholds.split(",")]
+    except ValueError:
+        ap.error(f"--thresholds must be numbers of MiB separated by commas, got {args.thresholds!r}")
+    if any(not t >= 0 for t in thresholds):
+        ap.error(f"--thresholds must be >= 0, got {args.thresholds!r}")
+    for name in ("frames", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     examples = ROOT / "src" / "stillmotion" / "assets" / "examples"
     unset = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
     env = {k: v for k, v in os.environ.items() if k not in unset}
