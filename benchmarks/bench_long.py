@@ -103,7 +103,8 @@ def memory_child(
         i = min(9, int(10 * (t - t0) / max(t1 - t0, 1e-9)))
         tenths[i] = max(tenths[i], rss)
     keep = ("method", "peak_mem_mib", "time_s", "along_thirds", "along_pace", "along_pace_last",
-            "along_slowest", "along_per_step", "seams", "join_smoothness", "join_motion", "frame_evaluations")
+            "along_slowest", "along_per_step", "seams", "join_smoothness", "join_motion",
+            "join_smoothness_stretch", "join_motion_stretch", "frame_evaluations")
     print(json.dumps({"frames": frames, **{k: row[k] for k in keep},
                       "rss_peak_by_tenth_mib": [round(v / 2**20, 1) for v in tenths]}))  # fmt: skip
 
@@ -330,6 +331,11 @@ def main() -> None:
             ok = "met" if jm >= 0.9 and js <= 1.3 else "NOT met"
             print(f"phased join motion {jm:.3f} (target >= 0.9), join smoothness {js:.3f} "
                   f"(target <= 1.3): {ok}")  # fmt: skip
+            width = max((n for _, n in ph.get("seams", [])), default=1)
+            if width > 1:  # a wide seam's slowest (largest) step against single steps is biased
+                print(f"  against stretches of {width} steps away from the joins (a seam's width): join "
+                      f"motion {ph['join_motion_stretch']:.3f}, "
+                      f"join smoothness {ph['join_smoothness_stretch']:.3f}")
             print_join_profile(ph)
         for r in rows:
             print_pace(r)
@@ -354,7 +360,9 @@ def main() -> None:
                   f"time {peaks[n]['time_s']:.1f} s; process memory peak per tenth of the run (MiB): "
                   f"{' '.join(f'{v:.0f}' for v in peaks[n]['rss_peak_by_tenth_mib'])}")  # fmt: skip
             print(f"phased, {n} frames: join smoothness {peaks[n]['join_smoothness']:.3f}, join motion "
-                  f"{peaks[n]['join_motion']:.3f}, {peaks[n]['frame_evaluations']} UNet frame-evals")
+                  f"{peaks[n]['join_motion']:.3f} (against seam-wide stretches: "
+                  f"{peaks[n]['join_smoothness_stretch']:.3f}, {peaks[n]['join_motion_stretch']:.3f}), "
+                  f"{peaks[n]['frame_evaluations']} UNet frame-evals")
             print_pace(peaks[n])
         a, b = peaks[args.frames]["peak_mem_mib"], peaks[args.long_frames]["peak_mem_mib"]
         print(f"peak memory {args.long_frames} / {args.frames} frames: {b / a:.2f}x "

@@ -264,3 +264,22 @@ def test_clip_flow_reads_flicker_on_still_frames_as_almost_still():
     assert clip < 0.5 * float(np.linalg.norm(pairs, axis=-1).mean())
     with pytest.raises(ValueError):
         mm.clip_flow(video[:1])
+
+
+def test_seam_ratio_by_stretch_judges_a_wide_seam_against_stretches_as_wide():
+    # steps that vary (0.2 .. 0.4) and a 3-step seam that is like any other 3 steps: the slowest of three
+    # steps is below the median single step, so seam_ratio reads a slowdown that is not there
+    rng = np.random.default_rng(0)
+    speeds = list(rng.uniform(0.2, 0.4, 200))
+    seams = [range(j, j + 3) for j in range(20, 200, 25)]
+    assert mm.seam_ratio(speeds, seams, pick=min) < 0.85
+    assert mm.seam_ratio_by_stretch(speeds, seams, pick=min) == pytest.approx(1.0, abs=0.12)
+    # a real stall at every seam still reads as one
+    stalled = list(speeds)
+    for seam in seams:
+        stalled[seam[1] - 1] = 0.05
+    assert mm.seam_ratio_by_stretch(stalled, seams, pick=min) < 0.3
+    # one-step seams: the same figure as seam_ratio
+    single = [range(j, j + 1) for j in range(20, 200, 25)]
+    assert mm.seam_ratio_by_stretch(speeds, single) == pytest.approx(mm.seam_ratio(speeds, single))
+    assert math.isnan(mm.seam_ratio_by_stretch(speeds, []))

@@ -194,7 +194,8 @@ _ENGINE_HELP = (
     type=click.IntRange(min=0),
     default=None,
     help="diffusion, phased: frames each segment shares with the previous one, cross-faded "
-    "(default 1: one hard anchor frame; 5 video frames under warp-guided control; 0 = plain cut).",
+    "(default 1: one hard anchor frame; 5 video frames under warp-guided control and for a model "
+    "continuing its own motion; 0 = plain cut).",
 )
 @click.option(
     "--branch-sigma",

@@ -50,7 +50,8 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--gamma", type=click.FloatRange(0, 1), default=0.8, show_default=True, help="phased: gamma.")
 @click.option("--omega", type=click.FloatRange(min=0), default=0.2, show_default=True, help="phased: omega.")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
-              help="phased: frames shared per join, cross-faded (default: the engine's, 1; 5 warp-guided).")
+              help="phased: frames shared per join, cross-faded (default: the engine's, 1; 5 warp-guided "
+              "or with the own carry).")
 @click.option("--branch-sigma", type=click.FloatRange(min=0, min_open=True), default=None,
               help="phased: branch at this noise level instead of at gamma's step.")
 @click.option("--carry", default="motion",

@@ -18,6 +18,7 @@ import torch
 
 from stillmotion.diffusion.prepared import Prepared
 from stillmotion.diffusion.warp_guidance import WarpGuidance, WarpGuidedDenoiser, warp_guided
+from stillmotion.engines.long_video import follows_reference
 from stillmotion.engines.options import DiffusionOptions
 from stillmotion.errors import UserInputError
 from stillmotion.progress import progress_bar
@@ -83,22 +84,30 @@ def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
                        **({} if o.overlap is None else {"overlap": int(o.overlap)}))  # fmt: skip
 
 
-# Phased joins under warp-guided control: a later segment's last free steps make their own fine texture,
-# which a single anchor frame shows as a step in appearance; cross-fading this many video frames spreads
-# it (125 frames on the plain model: join smoothness 1.44 with one frame, 1.14 with five;
-# docs/benchmarks.md#plain-model--warp-guided-125-frames).
-WARP_GUIDED_OVERLAP_FRAMES = 5
+# Phased joins cross-fade this many video frames where a later segment does not simply follow the motion
+# reference: under warp-guided control its last free steps make their own fine texture, which a single
+# anchor frame shows as a step in appearance (125 frames on the plain model: join smoothness 1.44 with one
+# frame, 1.14 with five); a model continuing its own motion (the own carry: no motion input) carries the
+# previous end in as an offset, which over one anchor frame reads as the motion stopping at the join
+# (plain model, seeds 0 / 1 / 2: join motion 0.92 / 0.92 / 0.93 with five). docs/benchmarks.md, "Plain
+# model + warp-guided, 125 frames" and "Long videos: a model continuing its own motion".
+CROSS_FADE_FRAMES = 5
 
 
-def guided_overlap(
-    options: LongOptions, o: DiffusionOptions, guided: Any, frames_per_latent: int = 1
+def phased_overlap(
+    options: LongOptions, o: DiffusionOptions, den: Any, guided: Any, frames_per_latent: int = 1
 ) -> LongOptions:
-    """``options`` with phased's overlap as it runs: the user's ``--overlap``, else for warp-guided control
-    :data:`WARP_GUIDED_OVERLAP_FRAMES` video frames (in the backbone's latent frames, ``frames_per_latent``
-    video frames each), else the sampler's default (one anchor frame)."""
-    if o.overlap is not None or guided is None:
+    """``options`` with phased's overlap as it runs: the user's ``--overlap``, else
+    :data:`CROSS_FADE_FRAMES` video frames (in the backbone's latent frames, ``frames_per_latent`` video
+    frames each) for warp-guided control and for a model whose later segments continue its own motion
+    (``--carry own``, or ``motion`` on a model that does not follow the reference), else the sampler's
+    default (one anchor frame)."""
+    if o.overlap is not None:
         return options
-    return dataclasses.replace(options, overlap=math.ceil(WARP_GUIDED_OVERLAP_FRAMES / frames_per_latent))
+    own = options.carry == "own" or (options.carry == "motion" and not follows_reference(den))
+    if guided is None and not own:
+        return options
+    return dataclasses.replace(options, overlap=math.ceil(CROSS_FADE_FRAMES / frames_per_latent))
 
 
 def fit_sequence(motion: np.ndarray, frames: int) -> np.ndarray:

@@ -178,8 +178,8 @@ def _animate_svd(
     from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control
     from stillmotion.engines.backbone_run import (
         fit_sequence,
-        guided_overlap,
         long_options,
+        phased_overlap,
         step_progress,
         to_uint8,
         with_control,
@@ -245,7 +245,7 @@ def _animate_svd(
     )  # fmt: skip
     prepared, guided = with_control(pipe, prepared, mode, guidance_knobs, o.loop)
     den = prepared.denoiser
-    options = guided_overlap(options, o, guided)
+    options = phased_overlap(options, o, den, guided)
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,

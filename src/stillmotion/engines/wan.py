@@ -26,9 +26,9 @@ from stillmotion.diffusion.warp_guidance import WarpGuidance, resolve_control
 from stillmotion.engines.backbone_run import (
     cached_load,
     fit_sequence,
-    guided_overlap,
     long_options,
     on_device,
+    phased_overlap,
     resolve_device,
     resolve_dtype,
     step_progress,
@@ -149,7 +149,7 @@ def animate_wan_with(
     plain = prepared.denoiser
     prepared, guided = with_control(pipe, prepared, mode, knobs, o.loop)
     den = prepared.denoiser
-    options = guided_overlap(options, o, guided, pipe.vae_scale_factor_temporal)
+    options = phased_overlap(options, o, den, guided, pipe.vae_scale_factor_temporal)
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,

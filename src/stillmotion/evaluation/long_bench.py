@@ -45,7 +45,7 @@ from stillmotion.diffusion.preprocess import fit_field, fit_image, fit_mask, fit
 from stillmotion.engines.diffusion import animate_diffusion, default_model, load_pipeline
 from stillmotion.errors import UserInputError
 from stillmotion.evaluation.frame_metrics import ssim
-from stillmotion.evaluation.motion_metrics import seam_ratio, still_region_drift
+from stillmotion.evaluation.motion_metrics import seam_ratio, seam_ratio_by_stretch, still_region_drift
 from stillmotion.io.video_writer import open_video_writer
 
 TINY_RANDOM = "tiny-random"
@@ -363,6 +363,10 @@ def run_method(
         "peak_mem_mib": mem.peak_mib,
         "join_smoothness": metrics.join_smoothness(seams),
         "join_motion": metrics.join_motion(seams),
+        # the same figures against stretches as wide as a seam (motion_metrics.seam_ratio_by_stretch)
+        "join_smoothness_stretch": seam_ratio_by_stretch(metrics.diffs, seams),
+        "join_motion_stretch": seam_ratio_by_stretch(metrics.speeds, seams, pick=min) if metrics.speeds
+        else math.nan,
         "motion": float(np.median(metrics.speeds)) if metrics.speeds else math.nan,
         "along_thirds": thirds,
         "along_pace": thirds[1] / thirds[0] if thirds[0] > 0 else math.nan,

@@ -212,6 +212,31 @@ def seam_ratio(
     return worst / med if med > 0 else math.inf
 
 
+def seam_ratio_by_stretch(
+    diffs: Sequence[float], seams: Sequence[range], pick: Callable[..., float] = max
+) -> float:
+    """:func:`seam_ratio` against stretches of the seams' own width: a seam of w steps is judged by its
+    largest (``pick=min``: smallest) step, and so is every other stretch of w consecutive steps that
+    touches no seam; the seams' mean pick over the median of those. With one-step seams it is
+    :func:`seam_ratio`. The largest (smallest) of several steps is above (below) the median of single
+    steps even where nothing happens, so on a video whose steps vary this is the figure for which 1 means
+    a join looks like any other stretch as wide. NaN without seams or without a stretch to compare."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    n = len(diffs)
+    kept = {tuple(j - 1 for j in seam if 1 <= j <= n) for seam in seams}  # step indices
+    kept = [seam for seam in kept if seam]
+    if not kept:
+        return math.nan
+    width = max(len(seam) for seam in kept)
+    taken = {i for seam in kept for i in seam}
+    stretches = [diffs[i : i + width] for i in range(n - width + 1) if taken.isdisjoint(range(i, i + width))]
+    if not stretches:
+        return math.nan
+    med = float(np.median([pick(s) for s in stretches]))
+    worst = float(np.mean([pick(diffs[i] for i in seam) for seam in kept]))
+    return worst / med if med > 0 else math.inf
+
+
 # Fine-flow meter settings, validated on frames of known motion (bench_embedded's meter-check rows and
 # tests/test_eval_metrics.py): DIS's 8-px patches, on frames upsampled 2x, match 4 px of the clip.
 FINE_FLOW_UPSAMPLE = 2

@@ -22,6 +22,7 @@ import torch
 
 from stillmotion.sampling.base import Denoiser, solver_of
 from stillmotion.sampling.frame_noise import FrameNoise, NoiseSource, as_noise_source
+from stillmotion.sampling.own_motion import Transport
 from stillmotion.sampling.parameterization import parameterization_of
 from stillmotion.sampling.segments import LatentChunk, phased_segments, reuse_steps
 
@@ -114,14 +115,17 @@ def sample_phased(
       deviation stays where it is in the frame while the reference moves under it, which slows the
       measured motion (docs/benchmarks.md, "pace at 125 and 500 frames").
     - ``"own"``: the model's own motion, for a model that gets no motion input (stock SVD, untrained
-      motion modules) or has no reference: segment k starts from ``x0_M[j] + (1 - j / (L - 1)) * (p_k -
-      x0_M[0]) + sigma_M * n~_k`` at position j, where p_k is the previous segment's finished latent at
-      segment k's first frame (with overlap 0 its last frame, and j taken one frame on): at the join the
-      segment starts where the previous one ended, then makes segment 1's frame-to-frame changes less
-      their share of the offset, and ends on segment 1's last frame. The content neither restarts at
-      segment 1's picture nor jumps to where a field the model never followed would put it, and no net
-      drift accumulates from segment to segment (replaying the changes from p_k alone would add segment
-      1's whole change again at every segment).
+      motion modules) or has no reference: segment k starts from ``x0_M[j] + (1 - j / (L - 1)) *
+      K_j(p_k - x0_M[0]) + sigma_M * n~_k`` at position j, where p_k is the previous segment's finished
+      latent at segment k's first frame (with overlap 0 its last frame, and j taken one frame on) and
+      K_j is segment 1's own transport from its frame 0 to its frame j (``sampling.own_motion``: local
+      3x3 filters fitted to x0_M by least squares). At the join the segment starts where the previous
+      one ended; the offset, what differs between the previous end and segment 1's first frame, is moved
+      as segment 1 moved its content (an offset added in place would be a texture standing still) and
+      fades out by the segment's end, so the segment ends on segment 1's last frame. The content neither
+      restarts at segment 1's picture nor jumps to where a field the model never followed would put it,
+      and no net drift accumulates from segment to segment (replaying the changes from p_k alone would
+      add segment 1's whole change again at every segment).
     - ``"motion"`` (the default): ``"reference"`` when ``follows_reference`` (the caller knows whether
       the model is steered by the reference: warped conditioning, warp guidance, trained motion
       modules; None: whether a reference exists), else ``"own"``.
@@ -206,6 +210,8 @@ def sample_phased(
         fade = (1 - t.to(shared_x0.dtype) / max(n - 1, 1)).view(1, n, 1, 1, 1)
         first_x0 = shared_x0[:, :1]
         shared_x0 = shared_x0[:, t]
+        # how segment 1 moved its own content from its frame 0 to each position: the offset moves so too
+        transport = Transport.fit(first_x0[:, 0], shared_x0)
     shuffled = _ShuffledNoise(shared_n, omega, len(segments) - 1, gen, shuffle)
     weights = torch.tensor([1 - j / overlap for j in range(overlap)], device=x.device, dtype=x.dtype)
     weights = weights.view(1, overlap, 1, 1, 1)
@@ -214,16 +220,23 @@ def sample_phased(
     del x
     for k, (a, b) in enumerate(segments[1:], start=1):
         n_tilde = shuffled.segment(k, b - a)
-        x = param.noised(shared_x0[:, : b - a], n_tilde, sigmas[m])
-        if mode in ("reference", "appearance"):
+        if mode == "appearance":
             ref_k = reference_of(denoiser)(a, b)
-            if mode == "appearance":
-                # with overlap 0 the previous segment's last frame is the frame before a
-                at = ref_k[:, :1] if overlap else reference_of(denoiser)(a - 1, a)
-                ref_k = ref_k + fade[:, : b - a] * (base - at - shared_x0[:, :1])
-            x = x + param.signal(ref_k, sigmas[m])
+            # with overlap 0 the previous segment's last frame is the frame before a
+            at = ref_k[:, :1] if overlap else reference_of(denoiser)(a - 1, a)
+            # from where the previous segment ended to segment 1's mean deviation, moved along as the
+            # reference moves within this segment: a deviation held in place would be a texture standing
+            # still over the moving content
+            moved = Transport.fit(at[:, 0], ref_k)
+            f = fade[:, : b - a]
+            deviation = f * moved.apply(base - at) + (1 - f) * moved.apply(shared_x0[:, :1])
+            x = param.noised(deviation, n_tilde, sigmas[m]) + param.signal(ref_k, sigmas[m])
+        else:
+            x = param.noised(shared_x0[:, : b - a], n_tilde, sigmas[m])
+        if mode == "reference":
+            x = x + param.signal(reference_of(denoiser)(a, b), sigmas[m])
         elif mode == "own":
-            x = x + param.signal(fade[:, : b - a] * (base - first_x0), sigmas[m])
+            x = x + param.signal(fade[:, : b - a] * transport.apply(base - first_x0, b - a), sigmas[m])
 
         def anchored(x: torch.Tensor, j: int, prev=prev, n_tilde=n_tilde) -> torch.Tensor:
             anchor = param.noised(prev, n_tilde[:, :overlap], sigmas[j])

@@ -1,0 +1,90 @@
+"""A model's own frame-to-frame transport inside one clip, estimated from the clip itself.
+
+For a model that gets no motion input, phased inference has no field to carry a later segment along;
+what it has is segment 1, in which the model moved its own content. :meth:`Transport.fit` finds, at every
+latent pixel, per channel and for every frame j, the 3x3 filter that best predicts frame j from frame 0
+over a Gaussian window around that pixel (weighted least squares): a local sub-pixel shift, blur or fade,
+whatever the model did there (a constant per window takes up changes of brightness). :meth:`Transport.apply`
+moves another picture the same way, so a texture
+that was not in segment 1 (where the previous segment ended) moves as segment 1's did, instead of being
+added in place: an added texture does not move, and optical flow reads it as content standing still.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TAPS = 9  # a 3x3 neighbourhood
+
+
+def _taps(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, h, w] -> [N, C, 9, h, w]: the 3x3 neighbours of every pixel (edges repeated)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x.reshape(n * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
+    return F.unfold(padded, 3).view(n, c, TAPS, h, w)
+
+
+def _window(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian-weighted local mean over the last two dims of ``[..., h, w]`` (separable, edges repeated)."""
+    radius = max(int(3 * sigma + 0.5), 1)
+    r = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    g = torch.exp(-0.5 * (r / sigma) ** 2)
+    g = g / g.sum()
+    shape = x.shape
+    flat = x.reshape(-1, 1, shape[-2], shape[-1])
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), g.view(1, 1, -1, 1))
+    return flat.view(shape)
+
+
+class Transport:
+    """Per-pixel, per-channel 3x3 filters ``K_j`` with ``frames[:, j] ~ K_j * first + c_j`` (local least
+    squares); :meth:`apply` uses the filters only."""
+
+    def __init__(self, kernels: torch.Tensor) -> None:
+        self.kernels = kernels  # [B, L, C, 9, h, w]
+
+    @classmethod
+    def fit(
+        cls, first: torch.Tensor, frames: torch.Tensor, sigma: float = 2.0, ridge: float = 0.01
+    ) -> Transport:
+        """``first`` ``[B, C, h, w]`` (frame 0), ``frames`` ``[B, L, C, h, w]``; ``sigma``: the window's
+        radius in latent pixels.
+
+        Each window also fits a constant c_j, so a change of brightness is not read as a gain to apply to
+        another picture. ``ridge`` pulls each filter towards the identity (nothing moved), in proportion
+        to the window's energy but never less than the frame's mean energy: where frame 0 says little
+        (flat, or near zero), the filter stays the identity instead of a large, ill-determined gain."""
+        # float64 on the CPU (cheap there) for the 10x10 solves, float32 on an accelerator
+        work = torch.float64 if frames.device.type == "cpu" else torch.float32
+        p = _taps(first.to(work))  # [B, C, 9, h, w]
+        energy = _window(p * p, sigma).mean(2)  # [B, C, h, w]
+        # the floor: the clip's mean energy, frame 0's and the predicted frames' (a frame 0 near zero
+        # everywhere would otherwise set no scale at all)
+        floor = 0.5 * (energy.mean(dim=(-2, -1), keepdim=True)
+                       + frames.to(work).pow(2).mean(dim=(1, 3, 4)).view(*energy.shape[:2], 1, 1))
+        scale = floor.sqrt().clamp(min=1e-12)  # the constant regressor at the taps' magnitude
+        p = torch.cat([p, scale.unsqueeze(2).expand(-1, -1, 1, *p.shape[-2:])], dim=2)  # [B, C, 10, h, w]
+        gram = _window(p.unsqueeze(2) * p.unsqueeze(3), sigma).permute(0, 1, 4, 5, 2, 3)  # [..., 10, 10]
+        lam = (ridge * torch.maximum(energy, floor) + 1e-12)[..., None, None]
+        # the constant is hardly held back: brightness goes to it rather than into a gain of the filter
+        weight = torch.ones(TAPS + 1, device=gram.device, dtype=work)
+        weight[TAPS] = 0.01
+        chol = torch.linalg.cholesky(gram + lam * torch.diag(weight))
+        prior = torch.zeros(TAPS + 1, device=gram.device, dtype=work)
+        prior[TAPS // 2] = 1.0  # the identity filter, no constant
+        pull = lam[..., 0] * prior  # [B, C, h, w, 10]; the constant's prior is 0, its weight does not matter
+        del gram
+        kernels = []
+        for j in range(frames.shape[1]):  # one frame at a time: memory stays at one frame's products
+            rhs = _window(p * frames[:, j].to(work).unsqueeze(2), sigma).permute(0, 1, 3, 4, 2) + pull
+            k = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)[..., :TAPS]  # [B, C, h, w, 9]
+            kernels.append(k.permute(0, 1, 4, 2, 3).to(frames.dtype))
+        return cls(torch.stack(kernels, dim=1))
+
+    def apply(self, picture: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """``picture`` ``[B, 1, C, h, w]`` moved to each of the first ``length`` frames:
+        ``[B, length, C, h, w]``."""
+        k = self.kernels if length is None else self.kernels[:, :length]
+        return (k * _taps(picture[:, 0].to(k.dtype)).unsqueeze(1)).sum(3)
