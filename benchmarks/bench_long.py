@@ -330,7 +330,7 @@ def main() -> None:
             js, jm = ph["join_smoothness"], ph["join_motion"]
             ok = "met" if jm >= 0.9 and js <= 1.3 else "NOT met"
             print(f"phased join motion {jm:.3f} (target >= 0.9), join smoothness {js:.3f} "
-                  f"(target <= 1.3): {ok}")  # fmt: skip
+                  f"(target <= 1.3): {ok} (carry {ph.get('carry')})")  # fmt: skip
             width = max((n for _, n in ph.get("seams", [])), default=1)
             if width > 1:  # a wide seam's slowest (largest) step against single steps is biased
                 print(f"  against stretches of {width} steps away from the joins (a seam's width): join "

@@ -80,3 +80,15 @@ def test_bundled_model_loads_by_default_and_generates_frames():
     video = np.stack(list(frames))
     assert video.shape[0] == 3 and video.dtype == np.uint8
     assert stats["steps"] == 1 and stats["unet_calls"] >= 1
+
+
+def test_bundled_model_continues_later_segments_by_its_appearance_and_the_plain_model_by_its_own_motion():
+    # --carry motion as the engine resolves it: a model steered by its trained motion input carries only
+    # its appearance (its own jitter is not replayed), warp-guided control the reference, a model without
+    # motion input its own motion (with 5 cross-faded frames, as warp-guided control)
+    scene, field = _scene(64)
+    for control, model, carry, overlap in (("auto", None, "appearance", 1), ("warp-guided", None, "reference", 5),
+                                           ("none", "plain", "own", 5)):  # fmt: skip
+        frames, stats = animate_diffusion(scene, field, frames=20, model=model, steps=1, control=control)
+        assert len(list(frames)) == 20
+        assert (stats["carry"], stats["overlap"]) == (carry, overlap), control

@@ -89,23 +89,34 @@ def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
 # anchor frame shows as a step in appearance (125 frames on the plain model: join smoothness 1.44 with one
 # frame, 1.14 with five); a model continuing its own motion (the own carry: no motion input) carries the
 # previous end in as an offset, which over one anchor frame reads as the motion stopping at the join
-# (plain model, seeds 0 / 1 / 2: join motion 0.92 / 0.92 / 0.93 with five). docs/benchmarks.md, "Plain
-# model + warp-guided, 125 frames" and "Long videos: a model continuing its own motion".
+# (plain model, seeds 0 / 1 / 2: join motion 0.90 / 1.02 / 0.93 with five, 0.55 / 0.62 / 0.82 with one).
+# docs/benchmarks.md, "Plain model + warp-guided, 125 frames" and "Long videos: a model continuing its
+# own motion".
 CROSS_FADE_FRAMES = 5
 
 
-def phased_overlap(
+def motion_carry(den: Any, guided: Any) -> str:
+    """What ``--carry motion`` runs as on this denoiser: ``reference`` under warp-guided control (the
+    video is held to the reference, so segment 1's deviation from it is small and replaying it costs
+    nothing), ``appearance`` for a model steered by its own trained motion input (warped conditioning,
+    motion modules), whose deviation from the reference is its own jitter, steps back included, which
+    ``reference`` would replay in every segment, and ``own`` for a model that gets no motion input."""
+    if guided is not None:
+        return "reference"
+    return "appearance" if follows_reference(den) else "own"
+
+
+def phased_options(
     options: LongOptions, o: DiffusionOptions, den: Any, guided: Any, frames_per_latent: int = 1
 ) -> LongOptions:
-    """``options`` with phased's overlap as it runs: the user's ``--overlap``, else
+    """``options`` with phased's carry and overlap as they run. The carry: the user's, with ``motion``
+    resolved by :func:`motion_carry`. The overlap: the user's ``--overlap``, else
     :data:`CROSS_FADE_FRAMES` video frames (in the backbone's latent frames, ``frames_per_latent`` video
-    frames each) for warp-guided control and for a model whose later segments continue its own motion
-    (``--carry own``, or ``motion`` on a model that does not follow the reference), else the sampler's
-    default (one anchor frame)."""
-    if o.overlap is not None:
-        return options
-    own = options.carry == "own" or (options.carry == "motion" and not follows_reference(den))
-    if guided is None and not own:
+    frames each) for warp-guided control and for the own carry, else the sampler's default (one anchor
+    frame)."""
+    carry = motion_carry(den, guided) if options.carry == "motion" else options.carry
+    options = dataclasses.replace(options, carry=carry)
+    if o.overlap is not None or (guided is None and carry != "own"):
         return options
     return dataclasses.replace(options, overlap=math.ceil(CROSS_FADE_FRAMES / frames_per_latent))
 

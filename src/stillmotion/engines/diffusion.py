@@ -179,7 +179,7 @@ def _animate_svd(
     from stillmotion.engines.backbone_run import (
         fit_sequence,
         long_options,
-        phased_overlap,
+        phased_options,
         step_progress,
         to_uint8,
         with_control,
@@ -245,7 +245,7 @@ def _animate_svd(
     )  # fmt: skip
     prepared, guided = with_control(pipe, prepared, mode, guidance_knobs, o.loop)
     den = prepared.denoiser
-    options = phased_overlap(options, o, den, guided)
+    options = phased_options(options, o, den, guided)
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -258,6 +258,7 @@ def _animate_svd(
         "long_method": None,
         # phased's cross-faded frames per join (when the video is long)
         "overlap": options.shared_frames(den.clip_frames),
+        "carry": options.carry,  # phased: how later segments continue (--carry motion resolved)
         "seams": [],  # [first frame, frame steps] of every join between separately sampled segments
         "control": mode,
         "steps_run": steps - (guidance_knobs.start_step(steps) if guided is not None else 0),

@@ -28,7 +28,7 @@ from stillmotion.engines.backbone_run import (
     fit_sequence,
     long_options,
     on_device,
-    phased_overlap,
+    phased_options,
     resolve_device,
     resolve_dtype,
     step_progress,
@@ -149,7 +149,7 @@ def animate_wan_with(
     plain = prepared.denoiser
     prepared, guided = with_control(pipe, prepared, mode, knobs, o.loop)
     den = prepared.denoiser
-    options = phased_overlap(options, o, den, guided, pipe.vae_scale_factor_temporal)
+    options = phased_options(options, o, den, guided, pipe.vae_scale_factor_temporal)
     stats: dict[str, Any] = {
         "steps": steps,
         "unet_calls": 0,
@@ -167,6 +167,7 @@ def animate_wan_with(
         "refined": False,
         "long_method": None,
         "overlap": options.shared_frames(den.clip_frames),
+        "carry": options.carry,  # phased: how later segments continue (--carry motion resolved)
     }
 
     if guided is not None:

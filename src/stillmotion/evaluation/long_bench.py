@@ -361,6 +361,7 @@ def run_method(
         "unet_calls": stats["unet_calls"],
         "frame_evaluations": stats["frame_evaluations"],
         "peak_mem_mib": mem.peak_mib,
+        "carry": stats.get("carry"),  # phased's carry as it ran
         "join_smoothness": metrics.join_smoothness(seams),
         "join_motion": metrics.join_motion(seams),
         # the same figures against stretches as wide as a seam (motion_metrics.seam_ratio_by_stretch)

@@ -107,13 +107,14 @@ def sample_phased(
       segment k's frames. Right for a model whose own motion follows r; without a reference, the copy.
     - ``"appearance"``: as ``"reference"``, but only the temporal mean d of segment 1's deviation from
       its reference (its appearance) is carried, not its per-frame changes: position j of segment k
-      starts from ``r_k + d + (1 - j / (L - 1)) * (p_k - r_k[0] - d) + sigma_M * n~_k``, p_k the previous
-      segment's finished latent at segment k's first frame (with overlap 0 its last frame, against the
-      reference there, and j taken one frame on). ``"reference"`` replays segment 1's frame-to-frame
-      deviation from the reference, the model's own jitter included, at the same positions of every
-      segment; here a later segment moves as its reference does from where the previous one ended. The
-      deviation stays where it is in the frame while the reference moves under it, which slows the
-      measured motion (docs/benchmarks.md, "pace at 125 and 500 frames").
+      starts from ``r_k + R_j((1 - j / (L - 1)) * (p_k - r_k[0]) + (j / (L - 1)) * d) + sigma_M * n~_k``,
+      p_k the previous segment's finished latent at segment k's first frame (with overlap 0 its last
+      frame, against the reference there, and j taken one frame on) and R_j the reference's own
+      transport inside segment k, from its first frame to its frame j (``sampling.own_motion``).
+      ``"reference"`` replays segment 1's frame-to-frame deviation from the reference, the model's own
+      jitter included, at the same positions of every segment; here a later segment moves as its
+      reference does from where the previous one ended, its deviation moved along with it (held in
+      place, a deviation is a texture standing still, which slows the measured motion).
     - ``"own"``: the model's own motion, for a model that gets no motion input (stock SVD, untrained
       motion modules) or has no reference: segment k starts from ``x0_M[j] + (1 - j / (L - 1)) *
       K_j(p_k - x0_M[0]) + sigma_M * n~_k`` at position j, where p_k is the previous segment's finished
