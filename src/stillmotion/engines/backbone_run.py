@@ -89,7 +89,7 @@ def long_options(o: DiffusionOptions, **more: Any) -> LongOptions:
 # anchor frame shows as a step in appearance (125 frames on the plain model: join smoothness 1.44 with one
 # frame, 1.14 with five); a model continuing its own motion (the own carry: no motion input) carries the
 # previous end in as an offset, which over one anchor frame reads as the motion stopping at the join
-# (plain model, seeds 0 / 1 / 2: join motion 0.90 / 1.02 / 0.93 with five, 0.55 / 0.62 / 0.82 with one).
+# (plain model, seeds 0 / 1 / 2: join motion 0.90 / 1.02 / 0.93 with five, 0.55 / 0.60 / 0.85 with one).
 # docs/benchmarks.md, "Plain model + warp-guided, 125 frames" and "Long videos: a model continuing its
 # own motion".
 CROSS_FADE_FRAMES = 5

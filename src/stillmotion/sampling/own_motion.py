@@ -26,16 +26,22 @@ def _taps(x: torch.Tensor) -> torch.Tensor:
 
 
 def _window(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian-weighted local mean over the last two dims of ``[..., h, w]`` (separable, edges repeated)."""
+    """Gaussian-weighted local mean over the last two dims of ``[..., h, w]`` (separable, edges repeated).
+
+    Shifted slices summed tap by tap: a convolution would unfold every window first, which for the
+    Gram products of a whole clip is tens of times the data."""
     radius = max(int(3 * sigma + 0.5), 1)
     r = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     g = torch.exp(-0.5 * (r / sigma) ** 2)
-    g = g / g.sum()
+    g = (g / g.sum()).tolist()
     shape = x.shape
-    flat = x.reshape(-1, 1, shape[-2], shape[-1])
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), g.view(1, 1, -1, 1))
-    return flat.view(shape)
+    h, w = shape[-2:]
+    flat = x.reshape(-1, 1, h, w)
+    padded = F.pad(flat, (radius, radius, 0, 0), mode="replicate")
+    rows = sum(g[t] * padded[..., t : t + w] for t in range(2 * radius + 1))
+    padded = F.pad(rows, (0, 0, radius, radius), mode="replicate")
+    out = sum(g[t] * padded[..., t : t + h, :] for t in range(2 * radius + 1))
+    return out.view(shape)
 
 
 class Transport:
@@ -58,30 +64,37 @@ class Transport:
         (flat, or near zero), the filter stays the identity instead of a large, ill-determined gain."""
         # float64 on the CPU (cheap there) for the 10x10 solves, float32 on an accelerator
         work = torch.float64 if frames.device.type == "cpu" else torch.float32
-        p = _taps(first.to(work))  # [B, C, 9, h, w]
-        energy = _window(p * p, sigma).mean(2)  # [B, C, h, w]
-        # the floor: the clip's mean energy, frame 0's and the predicted frames' (a frame 0 near zero
-        # everywhere would otherwise set no scale at all)
-        floor = 0.5 * (energy.mean(dim=(-2, -1), keepdim=True)
-                       + frames.to(work).pow(2).mean(dim=(1, 3, 4)).view(*energy.shape[:2], 1, 1))
-        scale = floor.sqrt().clamp(min=1e-12)  # the constant regressor at the taps' magnitude
-        p = torch.cat([p, scale.unsqueeze(2).expand(-1, -1, 1, *p.shape[-2:])], dim=2)  # [B, C, 10, h, w]
-        gram = _window(p.unsqueeze(2) * p.unsqueeze(3), sigma).permute(0, 1, 4, 5, 2, 3)  # [..., 10, 10]
-        lam = (ridge * torch.maximum(energy, floor) + 1e-12)[..., None, None]
-        # the constant is hardly held back: brightness goes to it rather than into a gain of the filter
-        weight = torch.ones(TAPS + 1, device=gram.device, dtype=work)
-        weight[TAPS] = 0.01
-        chol = torch.linalg.cholesky(gram + lam * torch.diag(weight))
-        prior = torch.zeros(TAPS + 1, device=gram.device, dtype=work)
+        b, length, channels, h, w = frames.shape
+        kernels = torch.empty(b, length, channels, TAPS, h, w, device=frames.device, dtype=frames.dtype)
+        weight = torch.ones(TAPS + 1, device=frames.device, dtype=work)
+        weight[TAPS] = 0.01  # the constant is hardly held back: brightness goes to it, not into a gain
+        prior = torch.zeros(TAPS + 1, device=frames.device, dtype=work)
         prior[TAPS // 2] = 1.0  # the identity filter, no constant
-        pull = lam[..., 0] * prior  # [B, C, h, w, 10]; the constant's prior is 0, its weight does not matter
-        del gram
-        kernels = []
-        for j in range(frames.shape[1]):  # one frame at a time: memory stays at one frame's products
-            rhs = _window(p * frames[:, j].to(work).unsqueeze(2), sigma).permute(0, 1, 3, 4, 2) + pull
-            k = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)[..., :TAPS]  # [B, C, h, w, 9]
-            kernels.append(k.permute(0, 1, 4, 2, 3).to(frames.dtype))
-        return cls(torch.stack(kernels, dim=1))
+        # channels are independent: taken in groups whose Gram products stay within about 4 MiB (the
+        # window sums' temporaries are a few times that)
+        group = max(1, (4 << 20) // ((TAPS + 1) ** 2 * h * w * b * 8))
+        for c0 in range(0, channels, group):
+            cs = slice(c0, min(c0 + group, channels))
+            n = cs.stop - cs.start
+            p = _taps(first[:, cs].to(work))  # [B, n, 9, h, w]
+            target = frames[:, :, cs].to(work)  # [B, L, n, h, w]
+            energy = _window(p * p, sigma).mean(2)  # [B, n, h, w]
+            # the floor: the channel's mean energy over the clip, frame 0's and the predicted frames'
+            # (a frame 0 near zero everywhere would otherwise set no scale at all)
+            floor = 0.5 * (energy.mean(dim=(-2, -1), keepdim=True)
+                           + target.pow(2).mean(dim=(1, 3, 4)).view(b, n, 1, 1))  # fmt: skip
+            scale = floor.sqrt().clamp(min=1e-12)  # the constant regressor at the taps' magnitude
+            p = torch.cat([p, scale.unsqueeze(2).expand(-1, -1, 1, h, w)], dim=2)  # [B, n, 10, h, w]
+            gram = _window(p.unsqueeze(2) * p.unsqueeze(3), sigma).permute(0, 1, 4, 5, 2, 3)
+            lam = (ridge * torch.maximum(energy, floor) + 1e-12)[..., None, None]
+            chol = torch.linalg.cholesky(gram + lam * torch.diag(weight))
+            del gram
+            pull = lam[..., 0] * prior  # [B, n, h, w, 10]
+            for j in range(length):
+                rhs = _window(p * target[:, j].unsqueeze(2), sigma).permute(0, 1, 3, 4, 2) + pull
+                k = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)[..., :TAPS]  # [B, n, h, w, 9]
+                kernels[:, j, cs] = k.permute(0, 1, 4, 2, 3).to(frames.dtype)
+        return cls(kernels)
 
     def apply(self, picture: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """``picture`` ``[B, 1, C, h, w]`` moved to each of the first ``length`` frames:
