@@ -87,8 +87,9 @@ def test_bundled_model_continues_later_segments_by_its_appearance_and_the_plain_
     # its appearance (its own jitter is not replayed), warp-guided control the reference, a model without
     # motion input its own motion (with 5 cross-faded frames, as warp-guided control)
     scene, field = _scene(64)
-    for control, model, carry, overlap in (("auto", None, "appearance", 1), ("warp-guided", None, "reference", 5),
-                                           ("none", "plain", "own", 5)):  # fmt: skip
+    cases = (("auto", None, "appearance", 1), ("warp-guided", None, "reference", 5),
+             ("none", "plain", "own", 5))
+    for control, model, carry, overlap in cases:
         frames, stats = animate_diffusion(scene, field, frames=20, model=model, steps=1, control=control)
         assert len(list(frames)) == 20
         assert (stats["carry"], stats["overlap"]) == (carry, overlap), control

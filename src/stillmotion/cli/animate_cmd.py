@@ -208,11 +208,12 @@ _ENGINE_HELP = (
     type=click.Choice(["motion", "reference", "appearance", "own", "copy"]),
     default="motion",
     show_default=True,
-    help="diffusion, phased: how later segments continue the first: along the motion reference (a model "
-    "that follows it: warped conditioning, warp guidance, trained motion modules), the model's own motion "
-    "from where the previous segment ended (own), whichever fits the model (motion), the motion reference "
-    "with only the first segment's mean difference from it (appearance: none of its per-frame jitter "
-    "replayed), or (copy) the first as it is (the paper's literal variant).",
+    help="diffusion, phased: how later segments continue the first: whichever fits the model (motion: "
+    "reference under warp-guided control, appearance for a model with trained motion input, own without "
+    "motion input), along the motion reference with the first segment's per-frame difference from it "
+    "(reference), the motion reference with only its mean difference, moved along (appearance: none of "
+    "the model's per-frame jitter replayed), the model's own motion from where the previous segment "
+    "ended (own), or (copy) the first as it is (the paper's literal variant).",
 )
 @click.option(
     "--stride",

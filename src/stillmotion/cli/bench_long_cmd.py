@@ -56,10 +56,10 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
               help="phased: branch at this noise level instead of at gamma's step.")
 @click.option("--carry", default="motion",
               type=click.Choice(["motion", "reference", "appearance", "own", "copy"]),
-              show_default=True, help="phased: later segments continue along the motion reference (a model "
-              "that follows it) or the model's own motion (motion: whichever fits; reference; own), the "
-              "reference with segment 1's mean difference from it (appearance), or copy segment 1 (the "
-              "paper's).")
+              show_default=True, help="phased: later segments continue as fits the model (motion: "
+              "reference under warp-guided control, appearance with trained motion input, else own), along "
+              "the motion reference (reference), the reference with segment 1's mean difference from it, "
+              "moved along (appearance), the model's own motion (own), or copy segment 1 (the paper's).")
 @click.option("--stride", type=click.IntRange(min=1), default=None,
               help="freenoise / gen-l-video: window stride (default L // 4).")
 @click.option("--chunk-frames", type=click.IntRange(min=1), default=None,

@@ -29,8 +29,9 @@ from stillmotion.sampling.segments import LatentChunk
 LONG_METHODS = ("phased", "direct", "freenoise", "gen-l-video")
 
 
-# phased's later segments: "motion" (reference when the model follows it, else own), "reference" (the
-# motion reference), "appearance" (the reference with only segment 1's mean deviation from it), "own" (the
+# phased's later segments: "motion" (here: reference when the model follows it, else own; the engines
+# resolve it per model first, engines.backbone_run.motion_carry), "reference" (the motion reference),
+# "appearance" (the reference with only segment 1's mean deviation from it, moved along), "own" (the
 # model's own motion from where the previous segment ended), "copy" (the paper)
 CARRY_MODES = ("motion", "reference", "appearance", "own", "copy")
 
