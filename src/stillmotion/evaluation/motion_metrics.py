@@ -191,6 +191,13 @@ def join_smoothness(frames: np.ndarray, joins: Sequence[int]) -> float:
     return seam_ratio(diffs, [range(j, j + 1) for j in joins])
 
 
+def _seam_steps(n: int, seams: Sequence[range]) -> list[tuple[int, ...]]:
+    """The seams as the indices t of their steps t -> t+1 within ``n`` steps (seam frame j is step j-1),
+    duplicates and empty ones dropped, in order (so the mean over them sums in one order)."""
+    kept = {tuple(j - 1 for j in seam if 1 <= j <= n) for seam in seams}
+    return sorted(seam for seam in kept if seam)
+
+
 def seam_ratio(
     diffs: Sequence[float], seams: Sequence[range], pick: Callable[..., float] = max
 ) -> float:
@@ -199,17 +206,13 @@ def seam_ratio(
     largest step (``pick=min``: its smallest), averaged over the seams, divided by the median of all
     other steps. NaN without seams."""
     diffs = np.asarray(diffs, dtype=np.float64)
-    n = len(diffs)
-    kept = {tuple(j for j in seam if 1 <= j <= n) for seam in seams}
-    kept = [seam for seam in kept if seam]
+    kept = _seam_steps(len(diffs), seams)
     if not kept:
         return math.nan
-    inner = np.delete(diffs, sorted({j - 1 for seam in kept for j in seam}))
+    inner = np.delete(diffs, sorted({t for seam in kept for t in seam}))
     if len(inner) == 0:
         return math.nan
-    med = float(np.median(inner))
-    worst = float(np.mean([pick(diffs[j - 1] for j in seam) for seam in kept]))
-    return worst / med if med > 0 else math.inf
+    return _picked_ratio(diffs, kept, float(np.median(inner)), pick)
 
 
 def seam_ratio_by_stretch(
@@ -222,18 +225,20 @@ def seam_ratio_by_stretch(
     steps even where nothing happens, so on a video whose steps vary this is the figure for which 1 means
     a join looks like any other stretch as wide. NaN without seams or without a stretch to compare."""
     diffs = np.asarray(diffs, dtype=np.float64)
-    n = len(diffs)
-    kept = {tuple(j - 1 for j in seam if 1 <= j <= n) for seam in seams}  # step indices
-    kept = [seam for seam in kept if seam]
+    kept = _seam_steps(len(diffs), seams)
     if not kept:
         return math.nan
     width = max(len(seam) for seam in kept)
-    taken = {i for seam in kept for i in seam}
-    stretches = [diffs[i : i + width] for i in range(n - width + 1) if taken.isdisjoint(range(i, i + width))]
-    if not stretches:
+    taken = {t for seam in kept for t in seam}
+    starts = [i for i in range(len(diffs) - width + 1) if taken.isdisjoint(range(i, i + width))]
+    if not starts:
         return math.nan
-    med = float(np.median([pick(s) for s in stretches]))
-    worst = float(np.mean([pick(diffs[i] for i in seam) for seam in kept]))
+    return _picked_ratio(diffs, kept, float(np.median([pick(diffs[i : i + width]) for i in starts])), pick)
+
+
+def _picked_ratio(diffs: np.ndarray, kept: list[tuple[int, ...]], med: float, pick: Callable) -> float:
+    """The seams' mean pick over ``med`` (inf when that is 0)."""
+    worst = float(np.mean([pick(diffs[t] for t in seam) for seam in kept]))
     return worst / med if med > 0 else math.inf
 
 

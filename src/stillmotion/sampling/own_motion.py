@@ -97,7 +97,9 @@ class Transport:
         return cls(kernels)
 
     def apply(self, picture: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """``picture`` ``[B, 1, C, h, w]`` moved to each of the first ``length`` frames:
-        ``[B, length, C, h, w]``."""
+        """``picture`` ``[B, 1, C, h, w]`` (one picture for every frame) or ``[B, length, C, h, w]`` (one per
+        frame) moved to each of the first ``length`` frames: ``[B, length, C, h, w]``."""
         k = self.kernels if length is None else self.kernels[:, :length]
-        return (k * _taps(picture[:, 0].to(k.dtype)).unsqueeze(1)).sum(3)
+        b, n, c, h, w = picture.shape
+        taps = _taps(picture.reshape(b * n, c, h, w).to(k.dtype)).view(b, n, c, TAPS, h, w)
+        return (k * taps).sum(3)

@@ -228,9 +228,8 @@ def sample_phased(
             # from where the previous segment ended to segment 1's mean deviation, moved along as the
             # reference moves within this segment: a deviation held in place would be a texture standing
             # still over the moving content
-            moved = Transport.fit(at[:, 0], ref_k)
             f = fade[:, : b - a]
-            deviation = f * moved.apply(base - at) + (1 - f) * moved.apply(shared_x0[:, :1])
+            deviation = Transport.fit(at[:, 0], ref_k).apply(f * (base - at) + (1 - f) * shared_x0[:, :1])
             x = param.noised(deviation, n_tilde, sigmas[m]) + param.signal(ref_k, sigmas[m])
         else:
             x = param.noised(shared_x0[:, : b - a], n_tilde, sigmas[m])
