@@ -26,6 +26,20 @@ def _quiet_offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_generators():
+    # A test draws the same numbers (and builds the same default-initialised layers) whichever
+    # tests ran before it, so a test selected alone behaves as it does in the suite.
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def one_torch_thread():
     """torch on one thread for the test (bit-exact comparisons within a test, steady timings)."""

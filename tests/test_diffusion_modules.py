@@ -12,7 +12,7 @@ from stillmotion.diffusion.autoencoder import SpaceToDepthAutoencoder, orthonorm
 from stillmotion.diffusion.motion_encoder import MotionEncoder, normalize_flows  # noqa: E402
 from stillmotion.diffusion.pipeline import StillMotionPipeline  # noqa: E402
 from stillmotion.diffusion.tiny import tiny_components  # noqa: E402
-from tolerances import FRAME_ATOL  # noqa: E402
+from tolerances import FRAME_ATOL, MODEL_ATOL  # noqa: E402
 
 
 def test_space_to_depth_is_lossless_and_orthonormal():
@@ -55,12 +55,15 @@ def test_motion_encoder_levels_and_static_fields():
         block_out_channels=(8, 16, 24), layers_per_block=1, input_downsample=1, stem_channels=8
     )
     assert enc.input_size((6, 10)) == (12, 20)
-    field = torch.randn(1, 1, 2, 12, 20)
+    field = torch.randn(1, 1, 2, 12, 20, generator=torch.Generator().manual_seed(0))
     static = field.expand(1, 5, 2, 12, 20)
     feats = enc(static)
     assert [tuple(t.shape) for t in feats] == [(5, 8, 6, 10), (5, 16, 3, 5), (5, 24, 2, 3)]
+    assert all(t.stride(0) == 0 for t in feats)  # encoded once, expanded
     dense = enc(static.contiguous())
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(feats, dense, strict=True))
+    # one frame against five in a batch: the convolutions sum in another order (up to 1.4e-6 seen)
+    assert all(torch.allclose(a, b, atol=MODEL_ATOL) for a, b in zip(feats, dense, strict=True))
+    assert not torch.allclose(feats[-1], enc(static + 0.5)[-1], atol=MODEL_ATOL)
     # normalisation: percent of the longer side per frame, independent of resolution
     px = torch.full((1, 1, 2, 32, 64), 6.4)
     assert torch.allclose(normalize_flows(px, (32, 64), (8, 16)), torch.full((1, 1, 2, 8, 16), 10.0))
