@@ -195,20 +195,18 @@ def sample_phased(
     if mode in ("reference", "appearance"):
         # segment 1's state relative to its reference: placed on segment k's reference below
         shared_x0 = shared_x0 - ref1
-    if mode == "appearance":
-        # only the deviation's mean over the frames; per position, the fade from where the previous
-        # segment ended (its deviation from the reference there) to that mean
+    if mode in ("appearance", "own"):
+        # per position, the share left of where the previous segment ended: all at the segment's first
+        # frame, none at its last (overlap 0: positions taken one frame on)
         n = shared_x0.shape[1]
         t = (torch.arange(n, device=shared_x0.device) + (0 if overlap else 1)).clamp(max=n - 1)
         fade = (1 - t.to(shared_x0.dtype) / max(n - 1, 1)).view(1, n, 1, 1, 1)
+    if mode == "appearance":
+        # only the deviation's mean over the frames; fading from the previous end's deviation to it
         shared_x0 = shared_x0.mean(dim=1, keepdim=True).expand_as(shared_x0)
     elif mode == "own":
         # segment 1's frames, offset by where the previous segment ended (p_k - x0_M[0]) at the segment's
         # first frame and by nothing at its last: its changes go on from p_k, less their net drift
-        n = shared_x0.shape[1]
-        t = torch.arange(n, device=shared_x0.device) + (0 if overlap else 1)  # overlap 0: one frame on
-        t = t.clamp(max=n - 1)
-        fade = (1 - t.to(shared_x0.dtype) / max(n - 1, 1)).view(1, n, 1, 1, 1)
         first_x0 = shared_x0[:, :1]
         shared_x0 = shared_x0[:, t]
         # how segment 1 moved its own content from its frame 0 to each position: the offset moves so too
